@@ -1,0 +1,127 @@
+"""Command line: ``python -m mecore <command>``, the same jobs as the notebooks, without make.
+
+  data generate   write the embedded synthetic datasets of a profile
+  data check      load a dataset (real or synthetic), print counts, durations and repairs
+  notebooks       execute the numbered notebooks with papermill into the run folder
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import paths
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _data_generate(args) -> int:
+    from .data.synthetic import DATASETS, ensure_synthetic
+
+    root = ensure_synthetic(args.profile, seed=args.seed, datasets=args.dataset or DATASETS, force=args.force)
+    print(f"synthetic datasets ({paths.data_profile(args.profile)}) in {root}")
+    return 0
+
+
+def _data_check(args) -> int:
+    from .data import load_dataset
+    from .data.summary import describe
+
+    component_roots = dict(item.split("=", 1) for item in args.component_root)
+    options = {"component_roots": component_roots} if component_roots else {}
+    dataset = load_dataset(args.dataset, root=args.root, profile=args.profile,
+                           annotations_only=args.annotations_only, **options)
+    print(describe(dataset, with_frames=not args.annotations_only))
+    return 0
+
+
+def notebook_paths(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in order, optionally only those whose names start with ``only``."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.name.startswith(prefix) for prefix in only)]
+    return found
+
+
+def run_notebooks(profile: str | None = None, only: list[str] | None = None, parameters: dict | None = None) -> Path:
+    """Execute notebooks with papermill into ``runs/notebooks/<profile>/``; figures go to ``figures/``."""
+    import papermill
+
+    profile = paths.profile(profile)
+    out_dir = paths.runs_dir() / "notebooks" / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = notebook_paths(only)
+    if not notebooks:
+        raise SystemExit(f"no notebooks matched {only!r} in {NOTEBOOKS}")
+    os.environ["MECORE_PROFILE"] = profile  # kernels inherit it
+    for notebook in notebooks:
+        print(f"--- {notebook.name} ({profile})", flush=True)
+        papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), cwd=str(notebook.parent),
+                                   parameters={"profile": profile, **(parameters or {})}, progress_bar=False,
+                                   kernel_name="python3")
+    return out_dir
+
+
+def _notebooks(args) -> int:
+    out_dir = run_notebooks(args.profile, args.only)
+    print(f"executed notebooks are in {out_dir}; figures in {paths.figures_dir()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DATASET_NAMES
+    from .data.synthetic import DATASETS
+
+    parser = argparse.ArgumentParser(prog="python -m mecore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="generate or check datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    generate = data_commands.add_parser("generate", help="write the embedded synthetic datasets",
+                                        description="Write the synthetic datasets in the real on-disk layouts "
+                                                    f"under {paths.home() / 'data' / 'synthetic'}/<profile>/.")
+    generate.add_argument("--profile", choices=paths.DATA_PROFILES, default=None,
+                          help="dataset sizes (default: $MECORE_PROFILE or 'default')")
+    generate.add_argument("--dataset", action="append", choices=DATASETS,
+                          help="only this dataset folder (repeatable; default: all)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--force", action="store_true", help="regenerate even if present")
+    generate.set_defaults(handler=_data_generate)
+
+    check = data_commands.add_parser(
+        "check", help="load a dataset and report counts, durations and repairs",
+        description="Load a real or synthetic dataset through its loader; print counts per subject and type, "
+                    "duration statistics and every repair the loader made. Exits non-zero on bad input.")
+    check.add_argument("--dataset", required=True, choices=DATASET_NAMES,
+                       help="real names need --root; synth_* names use the embedded synthetic sets")
+    check.add_argument("--root", type=Path, help="folder of your licensed copy (label file or folder for cde)")
+    check.add_argument("--annotations-only", action="store_true", help="check the workbook without frames")
+    check.add_argument("--component-root", action="append", default=[], metavar="NAME=PATH",
+                       help="cde only: casme2=PATH, samm=PATH, smic=PATH")
+    check.add_argument("--profile", choices=paths.DATA_PROFILES, default=None, help="synthetic set size")
+    check.set_defaults(handler=_data_check)
+
+    notebooks = commands.add_parser("notebooks", help="execute the numbered notebooks with papermill",
+                                    description="Execute notebooks/NN_*.ipynb in order into "
+                                                "runs/notebooks/<profile>/; figures are written to figures/.")
+    notebooks.add_argument("--profile", choices=paths.PROFILES, default=None)
+    notebooks.add_argument("--only", nargs="+", metavar="NN", help="notebook number prefixes, e.g. 00 01")
+    notebooks.set_defaults(handler=_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

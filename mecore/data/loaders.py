@@ -1,0 +1,465 @@
+"""Loaders for the real on-disk layouts (``shared/reference/datasets.md``), one function per dataset.
+
+Every loader returns a :class:`~mecore.data.model.Dataset` whose annotation table has the common
+columns, and records each repair it made to the raw annotations in ``Dataset.repairs``. Bad input
+raises :class:`~mecore.data.model.DatasetError` naming the file (and row). Documented rules:
+
+* CAS(ME)^2 — a macro row with offset 0 (unannotated) gets offset := apex, i.e. the interval
+  [onset, apex], the repair of the MEGC 2020 baseline code; apex 0 becomes "not annotated" (NA); a
+  row with neither offset nor apex is skipped. Annotated videos whose frame folder is absent are
+  skipped with a report (the public release has frames for fewer videos than the workbook names).
+* SAMM-LV — float frame numbers are rounded; apex -1 becomes NA; an onset before the first frame
+  is moved to the first frame. The video of a row is its Filename without the last ``_N``.
+* CASME II — an apex written ``/`` becomes NA; subjects are zero-padded (``1`` -> ``01``).
+* SAMM — emotions are lower-cased, ``Other`` becomes ``others`` (the CASME II spelling).
+* SMIC — no workbook: labels come from the folders, onset/offset are the clip's first/last frame,
+  apex is NA (it is spotted later, FR paper Eq. 1). Subjects are written ``s1`` (``s01`` accepted).
+* SMIC-E — frames are numbered by position; onset/offset are made video-relative (``- FirstF``).
+* Subjects are strings everywhere; frame numbers are the numbers in the frame file names.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .model import Dataset, DatasetError, Video, annotation_frame
+
+CASME_SQ_WORKBOOKS = ("CAS(ME)^2code_final.xlsx", "code_final.xlsx", "CAS(ME)^2code_final(Updated).xlsx",
+                      "CASME_sq_gt.xlsx")
+SAMM_LV_WORKBOOKS = ("SAMM_LongVideos_V1_Release.xlsx", "SAMM_LongVideos_V2_Release.xlsx",
+                     "SAMM_LongVideos_V3_Release.xlsx", "SAMMLV_gt.xlsx")
+CASME2_WORKBOOKS = ("CASME2-coding-20190701.xlsx", "CASME2-coding-20140508.xlsx",
+                    "CASME2-coding-20190701.csv", "CASME2-coding-20140508.csv")
+SAMM_WORKBOOKS = ("SAMM_Micro_FACS_Codes_v2.xlsx", "SAMM_Micro_FACS_Codes_v2.csv")
+SMIC_E_WORKBOOKS = ("SMIC-HS-E_annotation.xlsx",)
+SMIC_FPS = {"HS": 100.0, "VIS": 25.0, "NIR": 25.0}
+
+
+# ---- shared helpers -------------------------------------------------------------------------------
+
+def require_root(root) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root does not exist or is not a folder")
+    return root
+
+
+def find_file(root: Path, names: tuple[str, ...], what: str) -> Path:
+    """The first of ``names`` found in ``root`` or one folder below it (case-insensitive)."""
+    wanted = [n.lower() for n in names]
+    for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+        found = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+        for name in wanted:
+            if name in found:
+                return found[name]
+    raise DatasetError(f"{root}: no {what} found; expected one of {', '.join(names)}")
+
+
+def read_table(path: Path, sheet: str | int = 0, header=None) -> pd.DataFrame:
+    """A sheet of a workbook (or a CSV) as strings-or-numbers, with a clear error for a wrong sheet."""
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path, header=header, dtype=object, skip_blank_lines=False)
+        return pd.read_excel(path, sheet_name=sheet, header=header, dtype=object)
+    except ValueError as error:
+        if path.suffix.lower() != ".csv" and "not found" in str(error).lower():
+            sheets = pd.ExcelFile(path).sheet_names
+            raise DatasetError(f"{path}: no sheet {sheet!r}; the workbook has {sheets}") from None
+        raise DatasetError(f"{path}: cannot read ({error})") from None
+
+
+def header_row(table: pd.DataFrame, first: str, path: Path) -> pd.DataFrame:
+    """Drop preamble rows: the header is the first row whose first cell is ``first``."""
+    for i, value in enumerate(table.iloc[:, 0].tolist()):
+        if isinstance(value, str) and value.strip().lower() == first.lower():
+            body = table.iloc[i + 1:].copy()
+            body.columns = [str(c).strip() if isinstance(c, str) else f"Unnamed: {k}"
+                            for k, c in enumerate(table.iloc[i].tolist())]
+            body.attrs["first_row"] = i + 2  # spreadsheet row number of the first data row
+            return body.dropna(how="all")
+    raise DatasetError(f"{path}: no header row starting with {first!r}")
+
+
+def require_columns(table: pd.DataFrame, columns, path: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+
+
+def is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+class FrameParser:
+    """Parses frame-number cells, counting the repairs it makes (rounded floats)."""
+
+    def __init__(self, path: Path | str):
+        self.path = path  # the file, optionally with its sheet
+        self.rounded = 0
+
+    def __call__(self, value, row: int, column: str, allow=()) -> int | None:
+        if isinstance(value, str) and value.strip() in allow:
+            return None
+        if is_blank(value):
+            if None in allow:
+                return None
+            raise DatasetError(f"{self.path}, row {row}: {column} is empty")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{self.path}, row {row}: {column} {value!r} is not a frame number") from None
+        if not number.is_integer():
+            self.rounded += 1
+        return int(round(number))
+
+
+def check_frames(videos: dict[str, Video], annotations: pd.DataFrame, repairs: list[str], skip_missing: bool,
+                 source: Path) -> pd.DataFrame:
+    """Every annotated row must have its frame folder with frames up to the offset."""
+    keep = []
+    for i, row in annotations.iterrows():
+        video = videos.get(row["video"])
+        problem = None
+        if video is None or not video.folder.is_dir():
+            problem = f"frame folder of video {row['video']!r} is absent" + (f" ({video.folder})" if video else "")
+        elif video.last_frame < row["offset"] or video.first_frame > row["onset"]:
+            problem = (f"frames {video.first_frame}..{video.last_frame} in {video.folder} do not cover "
+                       f"the annotated {row['onset']}..{row['offset']}")
+        if problem is None:
+            keep.append(i)
+        elif skip_missing:
+            repairs.append(f"skipped {row['video']} {row['onset']}-{row['offset']}: {problem}")
+        else:
+            raise DatasetError(f"{source}, row {row.get('source_row', i)}: {problem}")
+    return annotations.loc[keep].reset_index(drop=True)
+
+
+def finish(name, root, rows, videos, repairs, kind, annotations_only, skip_missing, source) -> Dataset:
+    annotations = annotation_frame(rows) if rows else annotation_frame([])
+    if not annotations_only:
+        annotations = check_frames(videos, annotations, repairs, skip_missing, source)
+        videos = {k: v for k, v in videos.items() if v.folder.is_dir()}
+    return Dataset(name, root, annotations, videos, repairs, kind)
+
+
+# ---- CAS(ME)^2 ------------------------------------------------------------------------------------
+
+def load_casme_sq(root, annotations_only: bool = False, frames_dir: str = "rawpic", name: str = "casme_sq") -> Dataset:
+    """CAS(ME)^2 long videos: workbook sheets ``CASFEcode_final``, ``naming rule1``, ``naming rule2``."""
+    root = require_root(root)
+    book = find_file(root, CASME_SQ_WORKBOOKS, "CAS(ME)^2 annotation workbook")
+    codes_sheet = read_table(book, "CASFEcode_final")
+    rule1 = read_table(book, "naming rule1")
+    rule2 = read_table(book, "naming rule2")
+    folders = {}
+    for _, (raw, folder, participant) in rule1.iloc[:, :3].dropna().iterrows():
+        folders[int(float(participant))] = (str(int(float(raw))), str(folder).strip())
+    video_codes = {}
+    for _, (code, video) in rule2.iloc[:, :2].dropna().iterrows():
+        code = str(code).strip()
+        video_codes[str(video).strip()] = code.zfill(4) if code.isdigit() else code
+    parse = FrameParser(f"{book}, sheet CASFEcode_final")
+    rows, videos, repairs = [], {}, []
+    offset_repaired = apex_missing = skipped = 0
+    frames_root = root / frames_dir
+    for i, cells in enumerate(codes_sheet.itertuples(index=False), start=1):
+        cells = list(cells)
+        if all(is_blank(c) for c in cells):
+            continue
+        if len(cells) < 8:
+            raise DatasetError(f"{book}, sheet CASFEcode_final, row {i}: expected 8+ columns, found {len(cells)}")
+        participant, expression, onset, apex, offset, aus, emotion, kind = cells[:8]
+        try:
+            raw, folder = folders[int(float(participant))]
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{book}, sheet CASFEcode_final, row {i}: participant {participant!r} "
+                               f"is not in sheet 'naming rule1'") from None
+        video_name = re.sub(r"_\d+$", "", str(expression).strip())
+        if video_name not in video_codes:
+            raise DatasetError(f"{book}, sheet CASFEcode_final, row {i}: expression {expression!r} names video "
+                               f"{video_name!r}, which is not in sheet 'naming rule2'")
+        code = video_codes[video_name]
+        onset = parse(onset, i, "onset")
+        apex = parse(apex, i, "apex")
+        offset = parse(offset, i, "offset")
+        kind_text = str(kind).strip().lower()
+        if kind_text.startswith("macro"):
+            kind = "macro"
+        elif kind_text.startswith("micro"):
+            kind = "micro"
+        else:
+            raise DatasetError(f"{book}, sheet CASFEcode_final, row {i}: type {kind!r} is neither macro nor micro")
+        if apex == 0:
+            apex, apex_missing = None, apex_missing + 1
+        if offset == 0:
+            if apex is None:
+                skipped += 1
+                repairs.append(f"skipped row {i} ({expression}): neither offset nor apex annotated")
+                continue
+            offset, offset_repaired = apex, offset_repaired + 1
+        key = f"{raw}_{code}"
+        if key not in videos:
+            videos[key] = Video(name, folder, key, _casme_sq_folder(frames_root / folder, code), 30.0)
+        rows.append(dict(dataset=name, subject=folder, video=key, onset=onset, apex=apex, offset=offset,
+                         type=kind, emotion=str(emotion).strip().lower(), action_units=str(aus).strip(),
+                         fps=30.0, expression=str(expression).strip(), source_row=i))
+    if offset_repaired:
+        repairs.append(f"{offset_repaired} rows had offset 0 (unannotated); set offset := apex, interval [onset, apex]")
+    if apex_missing:
+        repairs.append(f"{apex_missing} rows had apex 0; apex set to not annotated")
+    _note_rounding(parse, repairs)
+    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, True, book)
+
+
+def _casme_sq_folder(subject_folder: Path, code: str) -> Path:
+    """The video folder whose 4 characters after the first underscore are the video code."""
+    if subject_folder.is_dir():
+        for folder in sorted(subject_folder.iterdir()):
+            if folder.is_dir() and "_" in folder.name and folder.name.split("_", 1)[1][:4] == code:
+                return folder
+    return subject_folder / f"?_{code}"
+
+
+def _note_rounding(parse: FrameParser, repairs: list[str]) -> None:
+    if parse.rounded:
+        repairs.append(f"{parse.rounded} frame numbers were not integers (e.g. 566.40000000000009); rounded")
+
+
+# ---- SAMM Long Videos -----------------------------------------------------------------------------
+
+def load_samm_lv(root, annotations_only: bool = False, frames_dir: str = "SAMM_longvideos", name: str = "samm_lv") -> Dataset:
+    """SAMM Long Videos: sheet ``FACS_Movement_Only`` after preamble rows; 200 fps; grey frames."""
+    root = require_root(root)
+    book = find_file(root, SAMM_LV_WORKBOOKS, "SAMM-LV annotation workbook")
+    table = header_row(read_table(book, "FACS_Movement_Only"), "Subject", book)
+    require_columns(table, ["Subject", "Filename", "Onset", "Apex", "Offset", "Type"], book)
+    parse = FrameParser(book)
+    rows, videos, repairs = [], {}, []
+    apex_missing = onset_moved = 0
+    for k, cells in enumerate(table.to_dict("records")):
+        i = table.attrs["first_row"] + k
+        filename = str(cells["Filename"]).strip()
+        video_name = filename.rsplit("_", 1)[0]
+        subject = _subject_number(cells["Subject"], book, i, width=3)
+        onset = parse(cells["Onset"], i, "Onset")
+        apex = parse(cells["Apex"], i, "Apex")
+        offset = parse(cells["Offset"], i, "Offset")
+        if apex is not None and apex < 0:
+            apex, apex_missing = None, apex_missing + 1
+        kind_text = str(cells["Type"]).strip().lower()
+        if kind_text.startswith("macro"):
+            kind = "macro"
+        elif kind_text.startswith("micro"):
+            kind = "micro"
+        else:
+            raise DatasetError(f"{book}, row {i}: Type {cells['Type']!r} is neither Macro nor Micro")
+        if video_name not in videos:
+            videos[video_name] = Video(name, subject, video_name, root / frames_dir / video_name, 200.0, grayscale=True)
+        if not annotations_only and videos[video_name].folder.is_dir() and onset < videos[video_name].first_frame:
+            onset, onset_moved = videos[video_name].first_frame, onset_moved + 1
+        rows.append(dict(dataset=name, subject=subject, video=video_name, onset=onset, apex=apex, offset=offset,
+                         type=kind, emotion=pd.NA, action_units=_text(cells.get("Action Units")), fps=200.0,
+                         expression=filename, source_row=i))
+    _note_rounding(parse, repairs)
+    if apex_missing:
+        repairs.append(f"{apex_missing} rows had apex -1 (not annotated); apex set to not annotated")
+    if onset_moved:
+        repairs.append(f"{onset_moved} rows had an onset before the video's first frame; moved to the first frame")
+    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, False, book)
+
+
+def _subject_number(value, path: Path, row: int, width: int) -> str:
+    try:
+        return str(int(float(str(value).strip().lower().removeprefix("sub")))).zfill(width)
+    except ValueError:
+        raise DatasetError(f"{path}, row {row}: subject {value!r} is not a subject number") from None
+
+
+def _text(value) -> str:
+    return "" if is_blank(value) else str(value).strip()
+
+
+# ---- CASME II -------------------------------------------------------------------------------------
+
+def load_casme2(root, annotations_only: bool = False, frames_dir: str = "CASME2-RAW", name: str = "casme2") -> Dataset:
+    """CASME II clips: the 2014 or 2019 coding workbook (the 2019 one has two blank columns)."""
+    root = require_root(root)
+    book = find_file(root, CASME2_WORKBOOKS, "CASME II coding workbook")
+    table = header_row(read_table(book), "Subject", book)
+    require_columns(table, ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion"], book)
+    parse = FrameParser(book)
+    rows, videos, repairs = [], {}, []
+    apex_slash = 0
+    for k, cells in enumerate(table.to_dict("records")):
+        i = table.attrs["first_row"] + k
+        subject = _subject_number(cells["Subject"], book, i, width=2)
+        clip = str(cells["Filename"]).strip()
+        apex = parse(cells["ApexFrame"], i, "ApexFrame", allow=("/",))
+        apex_slash += apex is None
+        key = f"sub{subject}/{clip}"
+        videos[key] = Video(name, subject, key, root / frames_dir / f"sub{subject}" / clip, 200.0)
+        rows.append(dict(dataset=name, subject=subject, video=key, onset=parse(cells["OnsetFrame"], i, "OnsetFrame"),
+                         apex=apex, offset=parse(cells["OffsetFrame"], i, "OffsetFrame"), type="micro",
+                         emotion=str(cells["Estimated Emotion"]).strip().lower(),
+                         action_units=_text(cells.get("Action Units")), fps=200.0, expression=clip, source_row=i))
+    if apex_slash:
+        repairs.append(f"{apex_slash} rows had apex '/'; apex set to not annotated")
+    _note_rounding(parse, repairs)
+    return finish(name, root, rows, videos, repairs, "recognition", annotations_only, False, book)
+
+
+# ---- SAMM (micro clips) ---------------------------------------------------------------------------
+
+def load_samm(root, annotations_only: bool = False, frames_dir: str = "SAMM", name: str = "samm") -> Dataset:
+    """SAMM micro-movement clips: workbook with one preamble row (or the CSV with 13); grey frames."""
+    root = require_root(root)
+    book = find_file(root, SAMM_WORKBOOKS, "SAMM FACS codes workbook")
+    table = header_row(read_table(book), "Subject", book)
+    require_columns(table, ["Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion"], book)
+    parse = FrameParser(book)
+    rows, videos, repairs = [], {}, []
+    renamed = 0
+    for k, cells in enumerate(table.to_dict("records")):
+        i = table.attrs["first_row"] + k
+        subject = _subject_number(cells["Subject"], book, i, width=3)
+        clip = str(cells["Filename"]).strip()
+        emotion = str(cells["Estimated Emotion"]).strip().lower()
+        if emotion == "other":
+            emotion, renamed = "others", renamed + 1
+        videos[clip] = Video(name, subject, clip, root / frames_dir / subject / clip, 200.0, grayscale=True)
+        rows.append(dict(dataset=name, subject=subject, video=clip, onset=parse(cells["Onset Frame"], i, "Onset Frame"),
+                         apex=parse(cells["Apex Frame"], i, "Apex Frame", allow=("/", "-1", None)),
+                         offset=parse(cells["Offset Frame"], i, "Offset Frame"), type="micro", emotion=emotion,
+                         action_units=_text(cells.get("Action Units")), fps=200.0, expression=clip, source_row=i))
+    if renamed:
+        repairs.append(f"{renamed} rows had emotion 'Other'; written 'others' as in CASME II")
+    _note_rounding(parse, repairs)
+    return finish(name, root, rows, videos, repairs, "recognition", annotations_only, False, book)
+
+
+# ---- SMIC -----------------------------------------------------------------------------------------
+
+def load_smic(root, variant: str = "HS", annotations_only: bool = False, name: str | None = None) -> Dataset:
+    """SMIC clips of one camera (HS, VIS or NIR): ``{variant}/s1/micro/{emotion}/s1_ne_01/image*.bmp``.
+
+    ``root`` may be the folder holding ``HS/ VIS/ NIR/`` or the variant folder itself.
+    """
+    variant = variant.upper()
+    if variant not in SMIC_FPS:
+        raise ValueError(f"SMIC variant must be one of {list(SMIC_FPS)}, got {variant!r}")
+    name = name or f"smic_{variant.lower()}"
+    root = require_root(root)
+    base = root / variant if (root / variant).is_dir() else root
+    subject_folders = sorted(p for p in base.iterdir() if p.is_dir() and re.fullmatch(r"s\d+", p.name))
+    if not subject_folders:
+        raise DatasetError(f"{base}: no SMIC subject folders (s1, s2, ...) found for variant {variant}")
+    rows, videos = [], {}
+    for subject_folder in subject_folders:
+        subject = f"s{int(subject_folder.name[1:])}"
+        micro = subject_folder / "micro"
+        if not micro.is_dir():
+            continue
+        for emotion_folder in sorted(p for p in micro.iterdir() if p.is_dir()):
+            for clip_folder in sorted(p for p in emotion_folder.iterdir() if p.is_dir()):
+                video = Video(name, subject, clip_folder.name, clip_folder, SMIC_FPS[variant])
+                videos[clip_folder.name] = video
+                rows.append(dict(dataset=name, subject=subject, video=clip_folder.name, onset=video.first_frame,
+                                 apex=None, offset=video.last_frame, type="micro",
+                                 emotion=emotion_folder.name.lower(), action_units="", fps=SMIC_FPS[variant],
+                                 expression=clip_folder.name, source_row=str(clip_folder)))
+    return finish(name, root, rows, videos, [], "recognition", annotations_only, False, base)
+
+
+def load_smic_e(root, annotations_only: bool = False, frames_dir: str = "HS_long", name: str = "smic_e") -> Dataset:
+    """SMIC-E (HS long clips): ``SMIC-HS-E_annotation.xlsx`` with Subject, Filename, OnsetF, OffsetF,
+    Emotion, FirstF. Onsets are made video-relative (``OnsetF - FirstF``) and frames numbered by
+    position from 0, so both refer to the same frames."""
+    root = require_root(root)
+    book = find_file(root, SMIC_E_WORKBOOKS, "SMIC-E annotation workbook")
+    table = header_row(read_table(book), "Subject", book)
+    require_columns(table, ["Subject", "Filename", "OnsetF", "OffsetF", "Emotion", "FirstF"], book)
+    parse = FrameParser(book)
+    rows, videos = [], {}
+    for k, cells in enumerate(table.to_dict("records")):
+        i = table.attrs["first_row"] + k
+        number = int(_subject_number(cells["Subject"], book, i, width=1))
+        clip = str(cells["Filename"]).strip()
+        first = parse(cells["FirstF"], i, "FirstF")
+        folder = next((root / frames_dir / s / clip for s in (f"s{number:02d}", f"s{number}")
+                       if (root / frames_dir / s / clip).is_dir()), root / frames_dir / f"s{number:02d}" / clip)
+        videos[clip] = Video(name, f"s{number}", clip, folder, 100.0, numbering="position")
+        rows.append(dict(dataset=name, subject=f"s{number}", video=clip, onset=parse(cells["OnsetF"], i, "OnsetF") - first,
+                         apex=None, offset=parse(cells["OffsetF"], i, "OffsetF") - first, type="micro",
+                         emotion=str(cells["Emotion"]).strip().lower(), action_units="", fps=100.0,
+                         expression=clip, source_row=i))
+    repairs = [f"{len(rows)} rows made video-relative by subtracting FirstF"] if rows else []
+    _note_rounding(parse, repairs)
+    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, False, book)
+
+
+# ---- CDE composite (MEGC 2019) --------------------------------------------------------------------
+
+CDE_CLASSES = ("negative", "positive", "surprise")
+CDE_SOURCES = {"casme2": ("casme2", load_casme2), "samm": ("samm", load_samm), "smic": ("smic", load_smic)}
+
+
+def load_cde(root, component_roots: dict[str, Path] | None = None, annotations_only: bool = False,
+             name: str = "cde") -> Dataset:
+    """The MEGC 2019 composite: a label file ``dataset,subject,filename,label`` (0 negative,
+    1 positive, 2 surprise) over CASME II, SAMM and SMIC-HS.
+
+    ``root`` is the label file or a folder holding one CSV. Component roots default to the
+    folders ``casme2``, ``samm`` and ``smic`` beside ``root`` (the synthetic layout); give
+    ``component_roots={"casme2": ..., "samm": ..., "smic": ...}`` for real copies. Subjects become
+    ``casme2/01``, ``samm/006``, ``smic/s1`` so that LOSO runs over all 68 real subjects.
+    """
+    root = Path(root).expanduser()
+    if root.is_dir():
+        candidates = sorted(root.glob("*.csv"))
+        if len(candidates) != 1:
+            raise DatasetError(f"{root}: expected exactly one CDE label CSV, found {[p.name for p in candidates]}")
+        label_file = candidates[0]
+    elif root.is_file():
+        label_file = root
+    else:
+        raise DatasetError(f"{root}: CDE label file or folder does not exist")
+    labels = pd.read_csv(label_file, header=None, dtype=str)
+    if str(labels.iloc[0, 0]).strip().lower() == "dataset":
+        labels = labels.iloc[1:]
+    if labels.shape[1] < 4:
+        raise DatasetError(f"{label_file}: expected columns dataset,subject,filename,label")
+    component_roots = {k: Path(v) for k, v in (component_roots or {}).items()}
+    loaded: dict[str, Dataset] = {}
+    rows, videos, repairs = [], {}, []
+    for offset, (source, subject, clip, label) in enumerate(labels.iloc[:, :4].itertuples(index=False), start=2):
+        source = str(source).strip().lower()
+        source = "smic" if source.startswith("smic") else source
+        if source not in CDE_SOURCES:
+            raise DatasetError(f"{label_file}, row {offset}: unknown dataset {source!r}; expected casme2, samm or smic")
+        if source not in loaded:
+            folder, loader = CDE_SOURCES[source]
+            loaded[source] = loader(component_roots.get(source, label_file.parent.parent / folder),
+                                    annotations_only=annotations_only)
+        component = loaded[source]
+        key = str(clip).strip()
+        if source == "casme2":
+            key = f"sub{_subject_number(subject, label_file, offset, 2)}/{key}"
+        match = component.annotations[component.annotations["video"] == key]
+        if match.empty:
+            raise DatasetError(f"{label_file}, row {offset}: {source} has no clip {clip!r} of subject {subject!r}")
+        try:
+            emotion = CDE_CLASSES[int(label)]
+        except (ValueError, IndexError):
+            raise DatasetError(f"{label_file}, row {offset}: label {label!r} is not 0, 1 or 2") from None
+        row = match.iloc[0].to_dict()
+        row.update(dataset=name, subject=f"{source}/{row['subject']}", video=f"{source}/{key}", emotion=emotion,
+                   source=source, original_emotion=match.iloc[0]["emotion"], source_row=offset)
+        rows.append(row)
+        if key in component.videos:
+            videos[f"{source}/{key}"] = component.videos[key]
+    for source, component in loaded.items():
+        repairs += [f"{source}: {r}" for r in component.repairs]
+    return Dataset(name, label_file, annotation_frame(rows), videos, repairs, "recognition")

@@ -1,0 +1,73 @@
+"""Dataset summaries: counts, duration statistics (Yap et al. Table 2), move-to-neutral ratio (Yap Sec. 3.2)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .model import Dataset
+
+# Yap et al. Table 2, seconds: the published values, printed beside ours, never used as outputs.
+YAP_TABLE2 = pd.DataFrame(
+    {("SAMM-LV", "micro"): [0.15, 0.37, 0.51], ("SAMM-LV", "macro"): [0.51, 2.17, 25.88],
+     ("CAS(ME)^2", "micro"): [0.27, 0.42, 0.53], ("CAS(ME)^2", "macro"): [0.10, 1.25, 3.90]},
+    index=["min (s)", "mean (s)", "max (s)"])
+# Yap et al. Sec. 3.2: average move-to-neutral ratio.
+YAP_MOVE_TO_NEUTRAL = {"SAMM-LV": 0.40, "CAS(ME)^2": 0.05}
+
+
+def durations_s(annotations: pd.DataFrame) -> pd.Series:
+    """Inclusive duration of each annotated interval in seconds: (offset - onset + 1) / fps."""
+    return (annotations["offset"] - annotations["onset"] + 1).astype(float) / annotations["fps"]
+
+
+def counts(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Expressions per subject and type, with videos per subject and a total row."""
+    table = pd.crosstab(annotations["subject"], annotations["type"]).reindex(columns=["micro", "macro"], fill_value=0)
+    table["videos"] = annotations.groupby("subject")["video"].nunique()
+    table.loc["total"] = table.sum()
+    return table
+
+
+def duration_table(annotations: pd.DataFrame) -> pd.DataFrame:
+    """Min / mean / max duration in seconds per expression type (the layout of Yap Table 2)."""
+    seconds = durations_s(annotations)
+    table = seconds.groupby(annotations["type"]).agg(["min", "mean", "max", "count"]).T
+    table.index = ["min (s)", "mean (s)", "max (s)", "count"]
+    return table.reindex(columns=[c for c in ("micro", "macro") if c in table.columns]).round(2)
+
+
+def movement_mask(dataset: Dataset, video: str) -> np.ndarray:
+    """Per-frame booleans (in the video's frame order): inside any annotated interval."""
+    numbers = dataset.video(video).frame_numbers
+    mask = np.zeros(len(numbers), bool)
+    for row in dataset.intervals(video).itertuples():
+        mask |= (numbers >= row.onset) & (numbers <= row.offset)
+    return mask
+
+
+def move_to_neutral(dataset: Dataset) -> pd.Series:
+    """Yap et al. Sec. 3.2: per subject, frames with an annotated movement (ME or MaE, counted once
+    where they overlap) divided by neutral frames, over all of the subject's videos."""
+    moving, neutral = {}, {}
+    for name, video in dataset.videos.items():
+        mask = movement_mask(dataset, name)
+        moving[video.subject] = moving.get(video.subject, 0) + int(mask.sum())
+        neutral[video.subject] = neutral.get(video.subject, 0) + int((~mask).sum())
+    ratio = pd.Series({s: moving[s] / max(neutral[s], 1) for s in sorted(moving)}, name="move_to_neutral")
+    ratio.index.name = "subject"
+    return ratio
+
+
+def describe(dataset: Dataset, with_frames: bool = True) -> str:
+    """The text report of ``python -m mecore data check``."""
+    lines = [repr(dataset), "", "Expressions per subject and type:", counts(dataset.annotations).to_string(), "",
+             "Durations (inclusive frames / fps):", duration_table(dataset.annotations).to_string()]
+    if "emotion" in dataset.annotations and dataset.annotations["emotion"].notna().any():
+        lines += ["", "Emotions:", dataset.annotations["emotion"].value_counts().to_string()]
+    if with_frames and dataset.kind == "spotting":
+        ratio = move_to_neutral(dataset)
+        lines += ["", f"Move-to-neutral ratio (Yap Sec. 3.2): mean {ratio.mean():.3f} over {len(ratio)} subjects",
+                  "Video lengths (s): " + ", ".join(f"{v.duration_s:.1f}" for v in list(dataset.videos.values())[:12])
+                  + (" ..." if len(dataset.videos) > 12 else "")]
+    lines += ["", "Repairs and skips:"] + ([f"  - {r}" for r in dataset.repairs] or ["  (none)"])
+    return "\n".join(lines)
