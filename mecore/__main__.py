@@ -3,6 +3,7 @@
   data generate   write the embedded synthetic datasets of a profile
   data check      load a dataset (real or synthetic), print counts, durations and repairs
   notebooks       execute the numbered notebooks with papermill into the run folder
+  loso            leave-one-subject-out evaluation of a registered model, folds fanned out over Dask
 """
 from __future__ import annotations
 
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.add_argument("--profile", choices=paths.PROFILES, default=None)
     notebooks.add_argument("--only", nargs="+", metavar="NN", help="notebook number prefixes, e.g. 00 01")
     notebooks.set_defaults(handler=_notebooks)
+
+    from .loso import add_cli as add_loso
+
+    add_loso(commands)
     return parser
 
 

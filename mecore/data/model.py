@@ -168,7 +168,12 @@ class Dataset:
 
     @property
     def subjects(self) -> list[str]:
-        return sorted(self.annotations["subject"].unique().tolist())
+        """Subjects of the annotations and, for long videos, of videos with no expression at all
+        (their false positives count in spotting; real SAMM-LV has two such subjects)."""
+        subjects = set(self.annotations["subject"].unique().tolist())
+        if self.kind == "spotting":
+            subjects |= {video.subject for video in self.videos.values()}
+        return sorted(subjects)
 
     def video(self, name: str) -> Video:
         try:

@@ -87,7 +87,7 @@ PROFILES = {
     ),
 }
 DATASETS = ("casme_sq", "samm_lv", "casme2", "samm", "smic", "smic_e", "cde")
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -204,12 +204,18 @@ def plan_long_video(rng, n_frames: int, fps: float, n_micro: int, n_macro: int, 
     return events
 
 
-def plan_blinks(rng, n_frames: int, fps: float) -> list[tuple[int, int]]:
-    """Blinks every 2-6 s, each 0.1-0.3 s long."""
+def plan_blinks(rng, n_frames: int, fps: float, events: list[Event] = ()) -> list[tuple[int, int]]:
+    """Blinks every 2-6 s, each 0.1-0.3 s long, in the neutral stretches only.
+
+    Real blinks also happen during expressions; keeping them out of annotated intervals keeps
+    the onset/apex/offset frames clean for teaching, while blinks stay distractors elsewhere.
+    """
     blinks, t = [], rng.uniform(0.5, 3.0) * fps
     while t < n_frames - 0.4 * fps:
         length = max(2, int(rng.uniform(0.1, 0.3) * fps))
-        blinks.append((int(t), int(t) + length - 1))
+        start, stop = int(t), int(t) + length - 1
+        if not any(start <= e.offset + 2 and stop >= e.onset - 2 for e in events):
+            blinks.append((start, stop))
         t += length + rng.uniform(2.0, 6.0) * fps
     return blinks
 
@@ -272,7 +278,7 @@ def write_long_video(folder: Path, seconds: float, fps: float = 30.0, seed: int 
     n = int(round(seconds * fps))
     per_minute = max(1, int(seconds / 60 * 4))
     events = plan_long_video(rng, n, fps, per_minute, per_minute, _casme_sq_emotion, 1.3)
-    plan = VideoPlan(n, events, seed, blinks=plan_blinks(rng, n, fps))
+    plan = VideoPlan(n, events, seed, blinks=plan_blinks(rng, n, fps, events))
     write_video(folder, FaceRenderer(Identity.sample(seed), size, seed), plan, Camera(fps, size), lambda p: f"img{p + 1:05d}.jpg")
     return plan
 
@@ -305,7 +311,7 @@ def write_casme_sq(root: Path, spec: dict, seed: int, progress) -> None:
             n = int(spec["seconds"] * camera.fps)
             events = plan_long_video(rng, n, camera.fps, spec["micro"], spec["macro"],
                                      lambda r: _casme_sq_emotion(r, stimulus), 1.3)
-            plan = VideoPlan(n, events, hash_key((seed, participant, code)), blinks=plan_blinks(rng, n, camera.fps))
+            plan = VideoPlan(n, events, hash_key((seed, participant, code)), blinks=plan_blinks(rng, n, camera.fps, events))
             write_video(root / "rawpic" / f"s{raw}" / f"{raw}_{code}{words}", renderer, plan, camera,
                         lambda p: f"img{p + 1:03d}.jpg")
             for index, event in enumerate(events, start=1):
@@ -338,7 +344,7 @@ def write_samm_lv(root: Path, spec: dict, seed: int, progress) -> None:
                                      lambda r: (lambda e: (e, _samm_family(e)))(_weighted(r, SAMM_EMOTIONS)),
                                      min(2.0, spec["seconds"] / 6))
             video = f"{subject:03d}_{v}"
-            plan = VideoPlan(n, events, hash_key((seed, subject, v)), blinks=plan_blinks(rng, n, camera.fps))
+            plan = VideoPlan(n, events, hash_key((seed, subject, v)), blinks=plan_blinks(rng, n, camera.fps, events))
             write_video(root / "SAMM_longvideos" / video, renderer, plan, camera, lambda p: f"{video}_{p + 1:04d}.jpg")
             for index, event in enumerate(events, start=1):
                 onset, apex, offset = event.onset + 1, event.apex + 1, event.offset + 1
@@ -477,7 +483,7 @@ def write_smic_e(root: Path, spec: dict, seed: int, progress) -> None:
             label = str(rng.choice(list(SMIC_EMOTIONS)))
             n = int(spec["seconds"] * rng.uniform(0.8, 1.2) * camera.fps)
             events = plan_long_video(rng, n, camera.fps, 1, 0, lambda r: (label, str(r.choice(SMIC_EMOTIONS[label]))), 1.0)
-            plan = VideoPlan(n, events, hash_key((seed, "smic_e", s, c)), blinks=plan_blinks(rng, n, camera.fps))
+            plan = VideoPlan(n, events, hash_key((seed, "smic_e", s, c)), blinks=plan_blinks(rng, n, camera.fps, events))
             first = int(rng.integers(1000, 90000))
             name = f"s{s}_{short[label]}_{c:02d}"
             write_video(root / "HS_long" / f"s{s:02d}" / name, renderer, plan, camera, lambda p: f"image{first + p:06d}.bmp")

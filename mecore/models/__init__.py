@@ -1,0 +1,142 @@
+"""The model registry: a model's name -> :class:`ModelSpec`, which knows how to run one LOSO fold.
+
+A model module (``mecore/models/mesnet.py``, ...) defines a fold function and calls
+:func:`register` at import; its module name goes into :data:`MODEL_MODULES` so that
+:func:`get_model` and :func:`available_models` import it. The LOSO runner (:mod:`mecore.loso`)
+needs nothing else from a model.
+
+A fold function receives a :class:`LosoFold` (the dataset, the left-out subject, the training
+subjects, the configuration, a working folder for checkpoints) and returns a predictions
+DataFrame for the left-out subject:
+
+* ``task="recognition"``: one row per test clip with ``video``, ``label`` (true class) and
+  ``prediction`` (predicted class); extra columns (class scores) are kept.
+* ``task="spotting"``: one row per spotted interval with ``video``, ``onset``, ``offset``
+  (inclusive frame numbers), ``type`` ("micro"/"macro") and optionally ``score``.
+
+A model module, in outline::
+
+    from mecore.models import LosoFold, ModelSpec, register
+    from mecore.train import TrainConfig, fit, predict
+
+    def run_fold(fold: LosoFold) -> pd.DataFrame:  # module level, so that Dask workers can import it
+        ...  # build training data from fold.train_rows, fit(..., checkpoint_dir=fold.workdir,
+        ...  # resume=fold.resume), predict the clips or videos of fold.test_subject
+
+    register(ModelSpec(name="mesnet", task="spotting", paper="Wang et al. 2021", run_fold=run_fold,
+                       configs={"smoke": {...}, "default": {...}, "paper": {...}},
+                       spotting_convention="mesnet"))
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
+
+import pandas as pd
+
+from mecore.data.model import Dataset
+from mecore.paths import PROFILES
+
+# Modules whose import registers models; add a module here when its model is written.
+MODEL_MODULES: tuple[str, ...] = ()
+
+TASKS = ("recognition", "spotting")
+_REGISTRY: dict[str, "ModelSpec"] = {}
+
+
+class UnknownModelError(LookupError):
+    """No model of that name; the message lists the models that exist."""
+
+
+@dataclass
+class LosoFold:
+    """What a fold function gets: train on ``train_subjects``, predict ``test_subject``.
+
+    ``workdir`` is this fold's own folder (checkpoints go there); ``resume`` is passed on to
+    :func:`mecore.train.fit`; ``seed`` has already seeded the global generators.
+    """
+
+    dataset: Dataset
+    test_subject: str
+    train_subjects: list[str]
+    config: dict[str, Any]
+    workdir: Path
+    seed: int = 0
+    resume: bool | Literal["auto"] = "auto"
+    progress: bool = False
+
+    @property
+    def train_rows(self) -> pd.DataFrame:
+        """Annotation rows of the training subjects."""
+        annotations = self.dataset.annotations
+        return annotations[annotations["subject"].isin(self.train_subjects)]
+
+    @property
+    def test_rows(self) -> pd.DataFrame:
+        """Annotation rows of the left-out subject."""
+        annotations = self.dataset.annotations
+        return annotations[annotations["subject"] == self.test_subject]
+
+    @property
+    def test_videos(self) -> list[str]:
+        """Every video of the left-out subject, annotated or not (spotting scores them all)."""
+        return sorted(name for name, video in self.dataset.videos.items() if video.subject == self.test_subject)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    ``configs`` maps a profile (``smoke``, ``default``, ``large``, ``paper``) to the model's
+    hyperparameters, a JSON-serialisable dict that the fold function reads and that keys the
+    LOSO results folder. ``spotting_convention`` names the :mod:`mecore.metrics` convention of
+    the model's paper (spotting models only).
+    """
+
+    name: str
+    task: Literal["recognition", "spotting"]
+    paper: str
+    run_fold: Callable[[LosoFold], pd.DataFrame]
+    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    spotting_convention: str | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        unknown = set(self.configs) - set(PROFILES)
+        if unknown:
+            raise ValueError(f"model {self.name!r}: configs for unknown profiles {sorted(unknown)}")
+
+    def config(self, profile: str) -> dict[str, Any]:
+        """The hyperparameters of ``profile``; raises naming the profiles the model has."""
+        if profile not in self.configs:
+            raise ValueError(f"model {self.name!r} has no {profile!r} configuration; "
+                             f"it has {sorted(self.configs) or 'none'}")
+        return dict(self.configs[profile])
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (registering the same spec again is harmless)."""
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(f"a different model is already registered as {spec.name!r}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def available_models() -> list[str]:
+    """Names of all registered models, after importing :data:`MODEL_MODULES`."""
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    return sorted(_REGISTRY)
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec registered as ``name``; the error lists the models that exist."""
+    names = available_models()
+    if name not in _REGISTRY:
+        listing = ", ".join(names) if names else "none yet (no model module is registered in mecore.models)"
+        raise UnknownModelError(f"unknown model {name!r}; available models: {listing}")
+    return _REGISTRY[name]

@@ -1,0 +1,322 @@
+"""The LOSO runner: pooling and scoring, resumable folds, stale results, Dask paths, clear failures, CLI."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from mecore import metrics, models
+from mecore.data import load_dataset
+from mecore.data.model import Dataset, annotation_frame
+from mecore.loso import FoldError, add_cli, run_loso, score
+from mecore.models import LosoFold, ModelSpec, UnknownModelError, get_model, register
+from mecore.train import OptimizerSpec, TrainConfig, fit, predict
+
+CLASSES = ["happiness", "surprise", "disgust"]
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+def recognition_dataset(n_subjects: int = 4, clips: int = 12) -> Dataset:
+    """Clips with four features per clip: class centre plus noise, so a linear model gets most right."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(CLASSES), len(FEATURES)))
+    rows = []
+    for s in range(n_subjects):
+        for c in range(clips):
+            label = c % len(CLASSES)
+            features = centres[label] + rng.normal(scale=0.8, size=len(FEATURES))
+            rows.append({"dataset": "fake_casme2", "subject": f"s{s}", "video": f"s{s}_clip{c:02d}", "onset": 1,
+                         "apex": 5, "offset": 10, "type": "micro", "emotion": CLASSES[label], "fps": 200.0,
+                         **dict(zip(FEATURES, features))})
+    return Dataset("fake_casme2", Path("/nonexistent"), annotation_frame(rows), videos={}, kind="recognition")
+
+
+def tensors(rows: pd.DataFrame) -> TensorDataset:
+    inputs = torch.tensor(rows[FEATURES].to_numpy(dtype=np.float32))
+    labels = torch.tensor([CLASSES.index(e) for e in rows["emotion"]])
+    return TensorDataset(inputs, labels)
+
+
+def linear_fold(fold: LosoFold) -> pd.DataFrame:
+    """A genuine tiny model: softmax regression on the clip features, trained with mecore.train."""
+    config = TrainConfig(optimizer=OptimizerSpec("sgd", fold.config["lr"], momentum=0.9),
+                         epochs=fold.config["epochs"], batch_size=8, monitor="train_loss", seed=fold.seed)
+    result = fit(nn.Linear(len(FEATURES), len(CLASSES)), nn.CrossEntropyLoss(), tensors(fold.train_rows), None,
+                 config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=False)
+    test = fold.test_rows
+    scores = predict(result.model, tensors(test), batch_size=64)
+    return pd.DataFrame({"video": test["video"].to_numpy(), "label": test["emotion"].to_numpy(),
+                         "prediction": [CLASSES[i] for i in scores.argmax(dim=1).tolist()]})
+
+
+LINEAR = ModelSpec(name="test-linear", task="recognition", paper="test model (softmax regression)",
+                   run_fold=linear_fold, configs={"smoke": {"lr": 0.1, "epochs": 4}})
+DATA = recognition_dataset()
+SUBJECTS = ["s0", "s1", "s2", "s3"]
+
+
+def loso(tmp_path, **kwargs):
+    options = dict(scheduler="sync", results_dir=tmp_path, progress=False)
+    return run_loso(LINEAR, DATA, "smoke", **{**options, **kwargs})
+
+
+def without_timing(predictions: pd.DataFrame) -> pd.DataFrame:
+    return predictions.reset_index(drop=True)
+
+
+def test_folds_are_pooled_and_scored_by_the_metrics_module(tmp_path):
+    result = loso(tmp_path)
+    assert result.computed == SUBJECTS
+    assert len(result.predictions) == 48 and result.predictions["subject"].tolist() == sorted(
+        result.predictions["subject"].tolist())
+    expected = metrics.recognition_metrics(result.predictions["label"], result.predictions["prediction"])
+    assert result.metrics.loc["pooled", ["accuracy", "uf1", "uar"]].tolist() == [expected.accuracy, expected.uf1,
+                                                                              expected.uar]
+    assert 0.6 < expected.accuracy < 1.0  # learnt, but not trivially perfect
+    assert result.folds["subject"].tolist() == SUBJECTS
+    assert {"accuracy", "uf1", "uar", "seconds", "worker"} <= set(result.folds.columns)
+    for subject in SUBJECTS:
+        rows = result.predictions[result.predictions["subject"] == subject]
+        fold_accuracy = result.folds.set_index("subject").loc[subject, "accuracy"]
+        assert fold_accuracy == pytest.approx((rows["label"] == rows["prediction"]).mean())
+    for name in ("config.json", "predictions.csv", "folds.csv", "metrics.csv"):
+        assert (result.folder / name).is_file()
+    assert sorted(p.name for p in (result.folder / "folds").iterdir()) == [f"{s}.pkl" for s in SUBJECTS]
+    assert "pooled over 4 folds" in result.report()
+
+
+def test_rerun_skips_finished_folds_and_recomputes_only_a_deleted_one(tmp_path):
+    first = loso(tmp_path)
+    folds = first.folder / "folds"
+    assert loso(tmp_path).computed == []
+    untouched = {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p.name != "s2.pkl"}
+    (folds / "s2.pkl").unlink()
+    (first.folder / "checkpoints" / "s2" / "checkpoint.pt").unlink()  # retrain the fold, not just reload it
+    again = loso(tmp_path)
+    assert again.computed == ["s2"]
+    assert {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p.name != "s2.pkl"} == untouched
+    pd.testing.assert_frame_equal(again.predictions, first.predictions)
+    pd.testing.assert_frame_equal(again.metrics, first.metrics)
+
+
+def test_changed_configuration_never_reuses_stale_folds(tmp_path):
+    first = loso(tmp_path)
+    changed = loso(tmp_path, config={"epochs": 5})
+    assert changed.folder != first.folder and changed.key != first.key
+    assert changed.computed == SUBJECTS
+    reseeded = loso(tmp_path, seed=1)
+    assert reseeded.key not in (first.key, changed.key)
+    other_data = recognition_dataset(clips=9)
+    assert run_loso(LINEAR, other_data, "smoke", scheduler="sync", results_dir=tmp_path,
+                    progress=False).key != first.key
+
+
+def test_local_cluster_gives_the_same_results_as_in_process(tmp_path):
+    in_process = loso(tmp_path / "sync")
+    on_cluster = loso(tmp_path / "cluster", scheduler="local", n_workers=2)
+    assert on_cluster.key == in_process.key
+    assert on_cluster.computed == SUBJECTS
+    pd.testing.assert_frame_equal(on_cluster.predictions, in_process.predictions)
+    pd.testing.assert_frame_equal(on_cluster.metrics, in_process.metrics)
+    workers = set(on_cluster.folds["worker"])
+    assert all(not w.endswith(f":{os.getpid()}") for w in workers) and len(workers) <= 2
+
+
+def test_scheduler_address_reaches_a_running_cluster(tmp_path):
+    """Any running Dask cluster by address (here an in-process one; an HPC SLURMCluster works the same)."""
+    from distributed import LocalCluster
+
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+            remote = loso(tmp_path / "remote", scheduler=cluster.scheduler_address)
+    finally:  # in-process workers share this process's thread settings
+
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+    pd.testing.assert_frame_equal(remote.predictions, loso(tmp_path / "sync").predictions)
+
+
+FAILING_ONCE: set[str] = set()
+
+
+def failing_once_fold(fold: LosoFold) -> pd.DataFrame:
+    """The linear model, except that subject s1's fold dies the first time (an interrupted LOSO)."""
+    if fold.test_subject == "s1" and "s1" not in FAILING_ONCE:
+        FAILING_ONCE.add("s1")
+        raise MemoryError("worker killed")
+    return linear_fold(fold)
+
+
+def test_interrupted_loso_keeps_finished_folds_and_resumes(tmp_path):
+    spec = ModelSpec(name="test-linear-interrupted", task="recognition", paper="test", run_fold=failing_once_fold,
+                     configs=LINEAR.configs)
+    with pytest.raises(FoldError, match="1 of 4 LOSO folds .* failed[^$]*s1: MemoryError: worker killed"):
+        run_loso(spec, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
+    resumed = run_loso(spec, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
+    assert resumed.computed == ["s1"]
+    pd.testing.assert_frame_equal(resumed.predictions, loso(tmp_path / "plain").predictions)
+
+
+def test_fold_that_must_resume_without_a_checkpoint_fails_clearly(tmp_path):
+    with pytest.raises(FoldError) as failure:
+        loso(tmp_path, resume=True)
+    message = str(failure.value)
+    assert "4 of 4 LOSO folds" in message
+    for subject in SUBJECTS:
+        assert f"{subject}: CheckpointError: " in message
+        assert str(tmp_path / "test-linear" / "fake_casme2") in message
+    assert f"checkpoints/{SUBJECTS[0]}/checkpoint.pt: no checkpoint to resume from" in message
+    assert not list((next((tmp_path / "test-linear" / "fake_casme2").iterdir()) / "folds").iterdir())
+
+
+def test_fold_on_a_corrupt_checkpoint_fails_instead_of_training_from_scratch(tmp_path):
+    first = loso(tmp_path)
+    checkpoint = first.folder / "checkpoints" / "s1" / "checkpoint.pt"
+    (first.folder / "folds" / "s1.pkl").unlink()
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(FoldError, match=f"s1: CheckpointError: {checkpoint}: checkpoint is corrupt"):
+        loso(tmp_path)
+    assert not (first.folder / "folds" / "s1.pkl").exists()
+
+
+def test_corrupt_fold_result_is_named(tmp_path):
+    first = loso(tmp_path)
+    (first.folder / "folds" / "s0.pkl").write_bytes(b"garbage")
+    with pytest.raises(FoldError, match=f"{first.folder / 'folds' / 's0.pkl'}: fold result is corrupt"):
+        loso(tmp_path)
+
+
+def test_predictions_without_the_required_columns_are_refused(tmp_path):
+    spec = ModelSpec(name="test-bad-columns", task="recognition", paper="test",
+                     run_fold=lambda fold: linear_fold(fold).drop(columns="label"), configs=LINEAR.configs)
+    with pytest.raises(FoldError, match=r"predictions lack columns \['label'\]"):
+        run_loso(spec, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
+
+
+def _not_run(fold: LosoFold) -> pd.DataFrame:
+    raise AssertionError("only the scoring of this spec is tested")
+
+
+def test_spotting_predictions_are_pooled_and_scored_per_fold():
+    annotations = annotation_frame([
+        {"dataset": "fake", "subject": "a", "video": "a1", "onset": 10, "offset": 20, "type": "micro", "fps": 30.0},
+        {"dataset": "fake", "subject": "a", "video": "a1", "onset": 100, "offset": 160, "type": "macro", "fps": 30.0},
+        {"dataset": "fake", "subject": "b", "video": "b1", "onset": 50, "offset": 60, "type": "micro", "fps": 30.0},
+    ])
+    dataset = Dataset("fake_sq", Path("/nonexistent"), annotations, videos={})
+    spotted = pd.DataFrame({"subject": ["a", "a", "b", "b"], "video": ["a1", "a1", "b1", "b1"],
+                            "onset": [11, 100, 200, 50], "offset": [20, 150, 210, 59],
+                            "type": ["micro", "macro", "micro", "micro"], "score": [0.9, 0.8, 0.7, 0.6]})
+    spec = ModelSpec(name="test-spotter", task="spotting", paper="test", run_fold=_not_run,
+                     spotting_convention="mesnet")
+    pooled, per_fold, recognition = score(spec, spotted, dataset)
+    assert recognition is None
+    pd.testing.assert_frame_equal(pooled, metrics.spotting_counts(annotations, spotted, "mesnet"))
+    assert pooled.loc["overall", ["tp", "fp", "fn"]].tolist() == [3, 1, 0]
+    assert per_fold.set_index("subject")[["tp", "fp", "fn"]].to_dict("index") == {
+        "a": {"tp": 2, "fp": 0, "fn": 0}, "b": {"tp": 1, "fp": 1, "fn": 0}}
+    assert score(spec, spotted, dataset, convention="megc2020")[0]["convention"].eq("megc2020").all()
+
+
+def test_registry_names_the_models_that_exist(monkeypatch):
+    monkeypatch.setattr(models, "_REGISTRY", {})
+    with pytest.raises(UnknownModelError, match="available models: none yet"):
+        get_model("mesnet")
+    register(LINEAR)
+    register(LINEAR)  # the same spec again is harmless
+    assert get_model("test-linear") is LINEAR
+    assert models.available_models() == ["test-linear"]
+    with pytest.raises(UnknownModelError, match="unknown model 'mesnet'; available models: test-linear"):
+        get_model("mesnet")
+    with pytest.raises(ValueError, match="already registered"):
+        register(ModelSpec(name="test-linear", task="recognition", paper="other", run_fold=_not_run))
+    with pytest.raises(ValueError, match="has no 'paper' configuration; it has \\['smoke'\\]"):
+        LINEAR.config("paper")
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelSpec(name="x", task="detection", paper="", run_fold=_not_run)
+
+
+def cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mecore")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_cli_says_which_models_exist(monkeypatch, capsys):
+    monkeypatch.setattr(models, "_REGISTRY", {})
+    args = cli(["loso", "--model", "mesnet", "--dataset", "synth_casme2", "--profile", "smoke"])
+    assert args.handler(args) == 2
+    assert "unknown model 'mesnet'; available models: none yet" in capsys.readouterr().err
+
+
+def test_cli_runs_loso_and_prints_the_tables(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(models, "_REGISTRY", {})
+    register(LINEAR)
+    loaded = []
+
+    def load_dataset(name, root, profile):
+        loaded.append((name, root, profile))
+        return DATA
+
+    monkeypatch.setattr("mecore.data.load_dataset", load_dataset, raising=False)
+    args = cli(["loso", "--model", "test-linear", "--dataset", "fake_casme2", "--profile", "smoke",
+                "--scheduler", "sync", "--results", str(tmp_path)])
+    assert args.handler(args) == 0
+    assert loaded == [("fake_casme2", None, "smoke")]
+    out = capsys.readouterr().out
+    assert "LOSO test-linear on fake_casme2 (profile smoke" in out
+    assert "pooled over 4 folds" in out and "uf1" in out and "s3" in out
+
+
+def frame_difference_fold(fold: LosoFold) -> pd.DataFrame:
+    """A genuine tiny model on real clips: softmax regression on a 4x4 grid of |apex - onset| grey levels."""
+    classes = sorted(fold.dataset.annotations["emotion"].unique())
+
+    def clip_tensors(rows: pd.DataFrame) -> TensorDataset:
+        features = []
+        for row in rows.itertuples():
+            video = fold.dataset.video(row.video)
+            peak = row.apex if not pd.isna(row.apex) else (row.onset + row.offset) // 2
+            grey = [cv2.cvtColor(video.frame(n), cv2.COLOR_BGR2GRAY).astype(np.float32) for n in (row.onset, peak)]
+            features.append(cv2.resize(np.abs(grey[1] - grey[0]), (4, 4), interpolation=cv2.INTER_AREA).ravel())
+        labels = [classes.index(e) for e in rows["emotion"]]
+        return TensorDataset(torch.tensor(np.stack(features)), torch.tensor(labels))
+
+    config = TrainConfig(optimizer=OptimizerSpec("adam", fold.config["lr"]), epochs=fold.config["epochs"],
+                         batch_size=4, monitor="train_loss", seed=fold.seed)
+    result = fit(nn.Linear(16, len(classes)), nn.CrossEntropyLoss(), clip_tensors(fold.train_rows), None, config,
+                 checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
+    test = fold.test_rows
+    scores = predict(result.model, clip_tensors(test), batch_size=16)
+    return pd.DataFrame({"video": test["video"].to_numpy(), "label": test["emotion"].to_numpy(),
+                         "prediction": [classes[i] for i in scores.argmax(dim=1).tolist()]})
+
+
+FRAME_DIFFERENCE = ModelSpec(name="test-frame-difference", task="recognition", paper="test model",
+                             run_fold=frame_difference_fold, configs={"smoke": {"lr": 0.01, "epochs": 3}})
+
+
+def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
+    """``loso`` from the command line on a generated dataset, through the real loader, in this process."""
+    monkeypatch.setenv("MECORE_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "_REGISTRY", {})
+    register(FRAME_DIFFERENCE)
+    args = cli(["loso", "--model", "test-frame-difference", "--dataset", "synth_casme2", "--profile", "smoke",
+                "--scheduler", "sync"])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "LOSO test-frame-difference on synth_casme2 (profile smoke" in out
+    folder = next((tmp_path / "runs" / "loso" / "test-frame-difference" / "synth_casme2").iterdir())
+    predictions = pd.read_csv(folder / "predictions.csv", dtype=str)
+    dataset = load_dataset("synth_casme2", profile="smoke")
+    assert sorted(predictions["video"]) == sorted(dataset.annotations["video"])
+    assert set(predictions["subject"]) == set(dataset.subjects)
