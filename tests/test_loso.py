@@ -229,6 +229,7 @@ def test_spotting_predictions_are_pooled_and_scored_per_fold():
 
 def test_registry_names_the_models_that_exist(monkeypatch):
     monkeypatch.setattr(models, "_REGISTRY", {})
+    monkeypatch.setattr(models, "MODEL_MODULES", ())
     with pytest.raises(UnknownModelError, match="available models: none yet"):
         get_model("mesnet")
     register(LINEAR)
@@ -253,6 +254,7 @@ def cli(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_says_which_models_exist(monkeypatch, capsys):
     monkeypatch.setattr(models, "_REGISTRY", {})
+    monkeypatch.setattr(models, "MODEL_MODULES", ())
     args = cli(["loso", "--model", "mesnet", "--dataset", "synth_casme2", "--profile", "smoke"])
     assert args.handler(args) == 2
     assert "unknown model 'mesnet'; available models: none yet" in capsys.readouterr().err
@@ -260,6 +262,7 @@ def test_cli_says_which_models_exist(monkeypatch, capsys):
 
 def test_cli_runs_loso_and_prints_the_tables(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(models, "_REGISTRY", {})
+    monkeypatch.setattr(models, "MODEL_MODULES", ())
     register(LINEAR)
     loaded = []
 
@@ -309,6 +312,7 @@ def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
     """``loso`` from the command line on a generated dataset, through the real loader, in this process."""
     monkeypatch.setenv("MECORE_HOME", str(tmp_path))
     monkeypatch.setattr(models, "_REGISTRY", {})
+    monkeypatch.setattr(models, "MODEL_MODULES", ())
     register(FRAME_DIFFERENCE)
     args = cli(["loso", "--model", "test-frame-difference", "--dataset", "synth_casme2", "--profile", "smoke",
                 "--scheduler", "sync"])
@@ -320,3 +324,18 @@ def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
     dataset = load_dataset("synth_casme2", profile="smoke")
     assert sorted(predictions["video"]) == sorted(dataset.annotations["video"])
     assert set(predictions["subject"]) == set(dataset.subjects)
+
+
+def test_classical_baselines_are_registered_and_fit_p_on_training_subjects(smoke_root, tmp_path):
+    from mecore.data import load_dataset
+    from mecore.models.classical import select_p
+
+    assert {"lbp_chi2", "mdmd"} <= set(models.available_models())
+    spec = get_model("mdmd")
+    assert spec.task == "spotting" and spec.config("smoke")["p_grid"]
+    result = run_loso(spec, load_dataset("synth_casme_sq", profile="smoke"), "smoke", scheduler="sync",
+                      results_dir=tmp_path, progress=False)
+    assert set(result.folds["subject"]) == {"s15", "s16", "s17"}
+    assert result.predictions["p"].isin(spec.config("smoke")["p_grid"]).all()
+    assert result.predictions.groupby("subject")["p"].nunique().eq(1).all()  # one p per fold
+    assert "overall" in result.metrics.index

@@ -9,6 +9,7 @@ import pytest
 from mecore.data import load_dataset
 from mecore.data.synthetic import PROFILES, Camera, VideoPlan, ensure_synthetic, make_event, render_video
 from mecore.data.synthetic_face import FaceRenderer, Identity
+from mecore.preprocess import detect_face
 
 SETS = ["synth_casme_sq", "synth_samm_lv", "synth_casme2", "synth_samm", "synth_smic_hs", "synth_smic_vis",
         "synth_smic_nir", "synth_smic_e", "synth_cde"]
@@ -42,6 +43,8 @@ def test_face_detector_finds_one_face_per_frame(smoke_root, name):
             assert faces(video.frame(number)) == 1, f"{name} {video.name} frame {number}"
             checked += 1
     assert checked >= 8
+    for video in data.videos.values():  # what the preprocessing's first-frame crop box needs
+        assert detect_face(video.frame(video.first_frame)) is not None, f"{name} {video.name}"
 
 
 def test_durations_hold(smoke_root):

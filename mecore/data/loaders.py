@@ -83,6 +83,16 @@ def header_row(table: pd.DataFrame, first: str, path: Path) -> pd.DataFrame:
     raise DatasetError(f"{path}: no header row starting with {first!r}")
 
 
+def workbook_rows(root: Path, names: tuple[str, ...], what: str, columns: list[str],
+                  sheet: str | int = 0) -> tuple[Path, list[tuple[int, dict]]]:
+    """Find a workbook, skip its preamble, check its columns; return it and its (row number, cells)."""
+    book = find_file(root, names, what)
+    table = header_row(read_table(book, sheet), columns[0], book)
+    require_columns(table, columns, book)
+    first = table.attrs["first_row"]
+    return book, [(first + k, cells) for k, cells in enumerate(table.to_dict("records"))]
+
+
 def require_columns(table: pd.DataFrame, columns, path: Path) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -233,14 +243,12 @@ def _note_rounding(parse: FrameParser, repairs: list[str]) -> None:
 def load_samm_lv(root, annotations_only: bool = False, frames_dir: str = "SAMM_longvideos", name: str = "samm_lv") -> Dataset:
     """SAMM Long Videos: sheet ``FACS_Movement_Only`` after preamble rows; 200 fps; grey frames."""
     root = require_root(root)
-    book = find_file(root, SAMM_LV_WORKBOOKS, "SAMM-LV annotation workbook")
-    table = header_row(read_table(book, "FACS_Movement_Only"), "Subject", book)
-    require_columns(table, ["Subject", "Filename", "Onset", "Apex", "Offset", "Type"], book)
+    book, records = workbook_rows(root, SAMM_LV_WORKBOOKS, "SAMM-LV annotation workbook",
+                                  ["Subject", "Filename", "Onset", "Apex", "Offset", "Type"], "FACS_Movement_Only")
     parse = FrameParser(book)
     rows, videos, repairs = [], {}, []
     apex_missing = onset_moved = 0
-    for k, cells in enumerate(table.to_dict("records")):
-        i = table.attrs["first_row"] + k
+    for i, cells in records:
         filename = str(cells["Filename"]).strip()
         video_name = filename.rsplit("_", 1)[0]
         subject = _subject_number(cells["Subject"], book, i, width=3)
@@ -287,14 +295,12 @@ def _text(value) -> str:
 def load_casme2(root, annotations_only: bool = False, frames_dir: str = "CASME2-RAW", name: str = "casme2") -> Dataset:
     """CASME II clips: the 2014 or 2019 coding workbook (the 2019 one has two blank columns)."""
     root = require_root(root)
-    book = find_file(root, CASME2_WORKBOOKS, "CASME II coding workbook")
-    table = header_row(read_table(book), "Subject", book)
-    require_columns(table, ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion"], book)
+    book, records = workbook_rows(root, CASME2_WORKBOOKS, "CASME II coding workbook",
+                                  ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion"])
     parse = FrameParser(book)
     rows, videos, repairs = [], {}, []
     apex_slash = 0
-    for k, cells in enumerate(table.to_dict("records")):
-        i = table.attrs["first_row"] + k
+    for i, cells in records:
         subject = _subject_number(cells["Subject"], book, i, width=2)
         clip = str(cells["Filename"]).strip()
         apex = parse(cells["ApexFrame"], i, "ApexFrame", allow=("/",))
@@ -316,14 +322,12 @@ def load_casme2(root, annotations_only: bool = False, frames_dir: str = "CASME2-
 def load_samm(root, annotations_only: bool = False, frames_dir: str = "SAMM", name: str = "samm") -> Dataset:
     """SAMM micro-movement clips: workbook with one preamble row (or the CSV with 13); grey frames."""
     root = require_root(root)
-    book = find_file(root, SAMM_WORKBOOKS, "SAMM FACS codes workbook")
-    table = header_row(read_table(book), "Subject", book)
-    require_columns(table, ["Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion"], book)
+    book, records = workbook_rows(root, SAMM_WORKBOOKS, "SAMM FACS codes workbook",
+                                  ["Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion"])
     parse = FrameParser(book)
     rows, videos, repairs = [], {}, []
     renamed = 0
-    for k, cells in enumerate(table.to_dict("records")):
-        i = table.attrs["first_row"] + k
+    for i, cells in records:
         subject = _subject_number(cells["Subject"], book, i, width=3)
         clip = str(cells["Filename"]).strip()
         emotion = str(cells["Estimated Emotion"]).strip().lower()
@@ -378,13 +382,11 @@ def load_smic_e(root, annotations_only: bool = False, frames_dir: str = "HS_long
     Emotion, FirstF. Onsets are made video-relative (``OnsetF - FirstF``) and frames numbered by
     position from 0, so both refer to the same frames."""
     root = require_root(root)
-    book = find_file(root, SMIC_E_WORKBOOKS, "SMIC-E annotation workbook")
-    table = header_row(read_table(book), "Subject", book)
-    require_columns(table, ["Subject", "Filename", "OnsetF", "OffsetF", "Emotion", "FirstF"], book)
+    book, records = workbook_rows(root, SMIC_E_WORKBOOKS, "SMIC-E annotation workbook",
+                                  ["Subject", "Filename", "OnsetF", "OffsetF", "Emotion", "FirstF"])
     parse = FrameParser(book)
     rows, videos = [], {}
-    for k, cells in enumerate(table.to_dict("records")):
-        i = table.attrs["first_row"] + k
+    for i, cells in records:
         number = int(_subject_number(cells["Subject"], book, i, width=1))
         clip = str(cells["Filename"]).strip()
         first = parse(cells["FirstF"], i, "FirstF")

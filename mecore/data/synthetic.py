@@ -87,7 +87,7 @@ PROFILES = {
     ),
 }
 DATASETS = ("casme_sq", "samm_lv", "casme2", "samm", "smic", "smic_e", "cde")
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 
 
 @dataclass
@@ -340,8 +340,7 @@ def write_samm_lv(root: Path, spec: dict, seed: int, progress) -> None:
         for v in range(1, spec["videos"] + 1):
             rng = _rng(seed, "samm_lv", subject, v)
             n = int(spec["seconds"] * camera.fps)
-            events = plan_long_video(rng, n, camera.fps, spec["micro"], spec["macro"],
-                                     lambda r: (lambda e: (e, _samm_family(e)))(_weighted(r, SAMM_EMOTIONS)),
+            events = plan_long_video(rng, n, camera.fps, spec["micro"], spec["macro"], _samm_emotion,
                                      min(2.0, spec["seconds"] / 6))
             video = f"{subject:03d}_{v}"
             plan = VideoPlan(n, events, hash_key((seed, subject, v)), blinks=plan_blinks(rng, n, camera.fps, events))
@@ -371,6 +370,11 @@ def with_preamble(lines: list[str], header: list[str], rows: list[list]) -> pd.D
 
 def _samm_family(emotion: str) -> str:
     return "others" if emotion == "Other" else emotion.lower()
+
+
+def _samm_emotion(rng) -> tuple[str, str]:
+    emotion = _weighted(rng, SAMM_EMOTIONS)
+    return emotion, _samm_family(emotion)
 
 
 def _clip_plan(rng, fps: float, kind: str, emotion: str, family: str, lead_s: float, seed: int) -> VideoPlan:

@@ -131,9 +131,11 @@ class FaceRenderer:
         rng = np.random.default_rng(ident.seed)
         back_rng = np.random.default_rng(10_000 + background_seed)
         yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
-        wall = back_rng.uniform(90, 160, 3).astype(np.float32)
+        skin = np.array(ident.skin_bgr, np.float32)
+        # a plain lab wall, lighter than the skin (as in the real recordings), with a gentle gradient
+        wall = np.clip(skin.mean() + back_rng.uniform(45, 90) + back_rng.uniform(-12, 12, 3), 0, 235).astype(np.float32)
         img = np.empty((big, big, 3), np.float32)
-        img[:] = wall + (yy / big * back_rng.uniform(-30, 30))[..., None]
+        img[:] = wall + (yy / big * back_rng.uniform(-15, 15))[..., None]
         cx, cy = self.center * scale
         ax, ay = self.axes * scale
 
@@ -143,7 +145,6 @@ class FaceRenderer:
         def length(v):
             return max(1, int(round(v * ax)))
 
-        skin = np.array(ident.skin_bgr, np.float32)
         cv2.ellipse(img, at(0, -0.3), (int(ax * 1.1), int(ay * ident.hair_depth + ay * 0.2)), 0, 180, 360,
                     _color(ident.hair_bgr), -1)
         radius = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
@@ -164,7 +165,7 @@ class FaceRenderer:
             img *= (1 - 0.4 * socket)[..., None]
         for x, y, sx, sy in ((0, -0.05, 0.1, 0.3), (-0.42, 0.22, 0.18, 0.12), (0.42, 0.22, 0.18, 0.12)):
             hx, hy = at(x, y)  # light on the nose bridge and cheeks: bright between and below the eyes
-            img += (28 * np.exp(-(((xx - hx) / (ax * sx)) ** 2 + ((yy - hy) / (ay * sy)) ** 2)) * inside[..., 0])[..., None]
+            img *= (1 + 0.2 * np.exp(-(((xx - hx) / (ax * sx)) ** 2 + ((yy - hy) / (ay * sy)) ** 2)) * inside[..., 0])[..., None]
         for side in (-1, 1):
             eye = at(side * ident.eye_x, ident.eye_y)
             axes = (length(ident.eye_w), length(ident.eye_w * 0.42))

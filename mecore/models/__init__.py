@@ -40,7 +40,7 @@ from mecore.data.model import Dataset
 from mecore.paths import PROFILES
 
 # Modules whose import registers models; add a module here when its model is written.
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical",)
 
 TASKS = ("recognition", "spotting")
 _REGISTRY: dict[str, "ModelSpec"] = {}

@@ -182,7 +182,7 @@ def _onset_apex_job(video: Video, onset: int, apex: int, options: dict) -> np.nd
     return onset_apex_flow(video, onset, apex, **options)
 
 
-def _run_parallel(function, jobs: list[tuple], workers: int, desc: str, progress: bool) -> list:
+def run_parallel(function, jobs: list[tuple], workers: int, desc: str, progress: bool) -> list:
     """``function(*job)`` for every job, in order, over at most ``workers`` spawned single-threaded processes."""
     if workers <= 1 or len(jobs) <= 1:
         return [function(*job) for job in tqdm(jobs, desc=desc, disable=not progress)]
@@ -201,7 +201,7 @@ def preprocess_dataset(dataset: Dataset, crop: CropSpec = CropSpec(), *, workers
     """
     names = list(dataset.videos) if videos is None else list(videos)
     jobs = [(dataset.video(name), crop, options) for name in names]
-    entries = _run_parallel(_video_entries, jobs, workers, f"preprocess {dataset.name}", progress)
+    entries = run_parallel(_video_entries, jobs, workers, f"preprocess {dataset.name}", progress)
     return {name: {key: np.load(path, mmap_mode="r") for key, path in found.items()}
             for name, found in zip(names, entries)}
 
@@ -219,5 +219,5 @@ def onset_apex_flows(dataset: Dataset, rows=None, *, workers: int = 2, progress:
         raise DatasetError(f"{dataset.root}: {len(missing)} annotation rows have no apex frame, first: video "
                            f"{first['video']!r} onset {first['onset']}; estimate the apex before the flow")
     jobs = [(dataset.video(row.video), int(row.onset), int(row.apex), options) for row in rows.itertuples()]
-    flows = _run_parallel(_onset_apex_job, jobs, workers, f"onset-apex flow {dataset.name}", progress)
+    flows = run_parallel(_onset_apex_job, jobs, workers, f"onset-apex flow {dataset.name}", progress)
     return np.stack(flows)

@@ -1,0 +1,380 @@
+"""Evaluation of spotting and recognition, one named convention at a time.
+
+The papers do not all count the same way (``shared/reference/evaluation.md``), so every spotting
+number here says which convention produced it:
+
+* ``"megc2020"`` — MEGC 2020 challenge baseline ("gt-found", He et al. 2020, Sec. II-C): a ground
+  truth is found when any spotted interval hits it and is counted once; TP = ground truths found,
+  FP = spotted intervals - TP, FN = ground truths - TP.
+* ``"greedy"`` — one-to-one greedy matching (the VOC-style matcher of several public repos): spotted
+  intervals, by decreasing score, each take the unmatched ground truth of highest IoU if it hits.
+* ``"mesnet"`` — MESNet (Wang et al. 2021, Sec. IV-A-2, Eq. 15): recall = a/m with a the ground
+  truths found; precision = b/n with b the spotted intervals that hit; F1 = 2ab / (an + bm).
+* ``"stsnet"`` — STSNet_SW (Fu et al. 2023, Eqs. 8-15): a TP is a spotted interval that hits
+  (Eq. 8); recall = a/m, precision = a/n per type; "overall" sums a, m and n over the types.
+
+Every convention scores micro and macro separately and an "overall" row that sums the counts over
+both types (MEGC 2020; STSNet_SW Eqs. 13-14). A "hit" is IoU >= ``t_eval`` with inclusive frame
+counts. Inputs are plain DataFrames: ground truth and spotted intervals with columns ``video``,
+``onset``, ``offset`` (inclusive frame numbers), ``type`` ("micro"/"macro") and, for spotted
+intervals, an optional ``score``. :func:`spotting_log` lists every interval and its verdict, like
+the MEGC log files, so that a reader can see why a number is what it is.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
+
+SPOTTING_CONVENTIONS = ("megc2020", "greedy", "mesnet", "stsnet")
+EXPRESSION_TYPES = ("micro", "macro")
+LOG_COLUMNS = ["video", "type", "gt_onset", "gt_offset", "spot_onset", "spot_offset", "score", "iou", "verdict"]
+
+
+# ----------------------------------------------------------------------------------------- IoU
+def interval_iou(onset_a, offset_a, onset_b, offset_b) -> np.ndarray:
+    """IoU of inclusive frame intervals [onset, offset]; broadcasts like NumPy.
+
+    Lengths are ``offset - onset + 1`` and the intersection counts shared frames, so [5, 5] and
+    [5, 5] have IoU 1 and [1, 2] and [3, 4] have IoU 0 (evaluation.md, "Interval IoU"; the MEGC
+    2020 code's ``(inter + 1) / (len1 + len2 - inter)`` with exclusive lengths is the same number).
+    """
+    onset_a, offset_a, onset_b, offset_b = (np.asarray(x, dtype=np.int64) for x in (onset_a, offset_a, onset_b, offset_b))
+    inter = np.clip(np.minimum(offset_a, offset_b) - np.maximum(onset_a, onset_b) + 1, 0, None)
+    union = (offset_a - onset_a + 1) + (offset_b - onset_b + 1) - inter
+    return inter / union
+
+
+def iou_matrix(spotted: pd.DataFrame, ground_truth: pd.DataFrame) -> np.ndarray:
+    """IoU of every spotted interval (rows) with every ground truth (columns), ignoring videos."""
+    return interval_iou(_frames(spotted, "onset")[:, None], _frames(spotted, "offset")[:, None],
+                        _frames(ground_truth, "onset")[None, :], _frames(ground_truth, "offset")[None, :])
+
+
+# ------------------------------------------------------------------------ ratios from counts
+def ratios_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision TP/(TP+FP), recall TP/(TP+FN) and F1 2TP/(2TP+FP+FN).
+
+    The MEGC 2020, greedy and STSNet_SW tables (Fu et al. Tables 2-4) are printed as TP, FP, FN;
+    this recomputes their ratios. An undefined ratio (0/0) is NaN.
+    """
+    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def mesnet_ratios(found: int, hits: int, n_gt: int, n_spotted: int) -> dict[str, float]:
+    """MESNet (Wang et al. 2021, Sec. IV-A-2): recall a/m, precision b/n, F1 = 2ab / (an + bm).
+
+    ``found`` = a, ground truths with at least one hitting spotted interval; ``hits`` = b, spotted
+    intervals that hit some ground truth (Table X prints them as "TP / Find" = b / a);
+    ``n_gt`` = m; ``n_spotted`` = n. F1 is 0 when nothing is found, NaN when m = n = 0.
+    """
+    a, b, m, n = found, hits, n_gt, n_spotted
+    f1 = 2 * a * b / (a * n + b * m) if a * b > 0 else (0.0 if m + n > 0 else np.nan)
+    return {"precision": _ratio(b, n), "recall": _ratio(a, m), "f1": f1}
+
+
+def stsnet_ratios(tp: int, n_gt: int, n_spotted: int) -> dict[str, float]:
+    """STSNet_SW (Fu et al. 2023, Eqs. 9-15): precision a/n, recall a/m, F1 their harmonic mean.
+
+    ``tp`` = a, spotted intervals that satisfy Eq. 8. For "overall", pass a, m and n summed over
+    macro and micro (Eqs. 13-14). F1 is 0 when a = 0, NaN when m = n = 0.
+    """
+    precision, recall = _ratio(tp, n_spotted), _ratio(tp, n_gt)
+    if tp == 0:
+        return {"precision": precision, "recall": recall, "f1": 0.0 if n_gt + n_spotted else np.nan}
+    return {"precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall)}
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else np.nan
+
+
+# ------------------------------------------------------------------------------ spotting
+def spotting_counts(ground_truth: pd.DataFrame, spotted: pd.DataFrame, convention: str = "megc2020",
+                    t_eval: float = 0.5, only_videos_with_gt: bool = False,
+                    types: tuple[str, ...] = EXPRESSION_TYPES) -> pd.DataFrame:
+    """Counts and ratios of one convention: a row per type and an ``overall`` row.
+
+    Columns: ``n_gt`` (m), ``n_spotted`` (n), ``found`` (a: ground truths hit at least once),
+    ``hits`` (b: spotted intervals that hit some ground truth), ``tp``, ``fp``, ``fn`` as the
+    convention counts them, then ``precision``, ``recall``, ``f1``. Counts are summed over videos
+    ("the dataset as one long video", MEGC 2020) and over types for ``overall``.
+
+    ``only_videos_with_gt`` drops spotted intervals in videos with no ground truth of that type,
+    as some public repos do (under-counts false positives; off by default, evaluation.md).
+    Conventions' TP/FP/FN (per video and type, then summed):
+
+    * megc2020: TP = a, FP = max(n - a, 0), FN = m - a. The clip only matters when one spotted
+      interval finds two overlapping ground truths.
+    * greedy: TP = matched pairs, FP = n - TP, FN = m - TP.
+    * mesnet: TP = b, FP = n - b, FN = m - a; ratios from :func:`mesnet_ratios`.
+    * stsnet: TP = b (a spotted interval is a TP when it hits, Eq. 8), FP = n - b,
+      FN = max(m - b, 0) as in Table 2 (FN = Total - TP); recall = b/m can exceed 1 when several
+      spotted intervals hit one ground truth, the flaw MESNet's Fig. 6 points out.
+    """
+    _check_convention(convention)
+    names = ("n_gt", "n_spotted", "found", "hits", "tp", "fp", "fn")
+    totals = np.zeros((len(types) + 1, len(names)), dtype=np.int64)
+    for expression_type, _, gt, sp, scores in _groups(ground_truth, spotted, types, only_videos_with_gt):
+        match = _match_video(gt, sp, scores, convention, t_eval)
+        totals[list(types).index(expression_type)] += [match.counts[name] for name in names]
+    totals[-1] = totals[:-1].sum(axis=0)
+    table = pd.DataFrame(totals, index=pd.Index([*types, "overall"], name="type"), columns=list(names))
+    ratios = [_convention_ratios(convention, row) for _, row in table.iterrows()]
+    table = table.join(pd.DataFrame(ratios, index=table.index))
+    table.insert(0, "t_eval", float(t_eval))
+    table.insert(0, "convention", convention)
+    return table
+
+
+def compare_conventions(ground_truth: pd.DataFrame, spotted: pd.DataFrame, t_eval: float = 0.5,
+                        conventions: tuple[str, ...] = SPOTTING_CONVENTIONS, **options) -> pd.DataFrame:
+    """:func:`spotting_counts` of several conventions stacked, indexed by (convention, type)."""
+    tables = [spotting_counts(ground_truth, spotted, c, t_eval, **options).drop(columns="convention") for c in conventions]
+    return pd.concat(tables, keys=list(conventions), names=["convention", "type"])
+
+
+def spotting_log(ground_truth: pd.DataFrame, spotted: pd.DataFrame, convention: str = "megc2020",
+                 t_eval: float = 0.5, only_videos_with_gt: bool = False,
+                 types: tuple[str, ...] = EXPRESSION_TYPES) -> pd.DataFrame:
+    """One row per spotted interval and per missed ground truth, with the convention's verdict.
+
+    Columns :data:`LOG_COLUMNS`. A spotted interval is shown beside the ground truth it was
+    credited to (or, if none, the one of highest IoU). Verdicts: ``TP``; ``FP`` (hits nothing);
+    ``FP (duplicate)`` (hits a ground truth already credited: megc2020 and greedy); ``FN`` (a
+    ground truth no spotted interval hits; for greedy, one left unmatched).
+    """
+    _check_convention(convention)
+    frames = []
+    for expression_type, video, gt, sp, scores in _groups(ground_truth, spotted, types, only_videos_with_gt):
+        match = _match_video(gt, sp, scores, convention, t_eval)
+        paired = np.where(match.credited >= 0, match.credited, match.best)
+        has_gt = paired >= 0
+        spotted_rows = pd.DataFrame({
+            "gt_onset": pd.array(np.where(has_gt, gt[paired, 0] if len(gt) else 0, 0), dtype="Int64"),
+            "gt_offset": pd.array(np.where(has_gt, gt[paired, 1] if len(gt) else 0, 0), dtype="Int64"),
+            "spot_onset": sp[:, 0], "spot_offset": sp[:, 1], "score": scores,
+            "iou": np.where(has_gt, match.iou[np.arange(len(sp)), np.maximum(paired, 0)] if len(gt) else 0.0, 0.0),
+            "verdict": np.where(match.credited >= 0, "TP", np.where(match.hits, "FP (duplicate)", "FP")),
+        })
+        spotted_rows.loc[~has_gt, ["gt_onset", "gt_offset"]] = pd.NA
+        missed = gt[~match.covered]
+        missed_rows = pd.DataFrame({"gt_onset": missed[:, 0], "gt_offset": missed[:, 1], "spot_onset": pd.NA,
+                                    "spot_offset": pd.NA, "score": np.nan, "iou": 0.0, "verdict": "FN"},
+                                   index=range(len(missed)))
+        log = pd.concat([frame for frame in (spotted_rows, missed_rows) if len(frame)], ignore_index=True)
+        log.insert(0, "type", expression_type)
+        log.insert(0, "video", video)
+        frames.append(log)
+    log = pd.concat(frames, ignore_index=True)[LOG_COLUMNS] if frames else pd.DataFrame(columns=LOG_COLUMNS)
+    for column in ("gt_onset", "gt_offset", "spot_onset", "spot_offset"):
+        log[column] = log[column].astype("Int64")
+    return log
+
+
+@dataclass
+class _VideoMatch:
+    counts: dict[str, int]
+    iou: np.ndarray  # (spotted, ground truth)
+    hits: np.ndarray  # per spotted interval: hits some ground truth
+    best: np.ndarray  # per spotted interval: ground truth of highest positive IoU, or -1
+    credited: np.ndarray  # per spotted interval: the ground truth it is a TP for, or -1
+    covered: np.ndarray  # per ground truth: not a false negative
+
+
+def _match_video(gt: np.ndarray, sp: np.ndarray, scores: np.ndarray, convention: str, t_eval: float) -> _VideoMatch:
+    """Match the spotted intervals of one video and type (rows [onset, offset]) to its ground truth."""
+    m, n = len(gt), len(sp)
+    iou = interval_iou(sp[:, None, 0], sp[:, None, 1], gt[None, :, 0], gt[None, :, 1]) if m and n else np.zeros((n, m))
+    hit = iou >= t_eval
+    found, hits = hit.any(axis=0), hit.any(axis=1)
+    a, b = int(found.sum()), int(hits.sum())
+    order = np.argsort(-scores, kind="stable")
+    best = np.where(iou.max(axis=1) > 0, iou.argmax(axis=1), -1) if m else np.full(n, -1)
+    credited = np.full(n, -1)
+    if convention == "greedy":
+        taken = np.zeros(m, bool)
+        for s in order[hits[order]]:
+            free = np.flatnonzero(hit[s] & ~taken)
+            if free.size:
+                credited[s] = free[np.argmax(iou[s, free])]
+                taken[credited[s]] = True
+        tp = int(taken.sum())
+        counts = {"tp": tp, "fp": n - tp, "fn": m - tp}
+        covered = taken
+    elif convention == "megc2020":
+        for g in np.flatnonzero(found):  # credit each found ground truth to its best hitter
+            hitters = order[hit[order, g]]
+            first = hitters[np.argmax(iou[hitters, g])]
+            if credited[first] < 0:
+                credited[first] = g
+        counts = {"tp": a, "fp": max(n - a, 0), "fn": m - a}
+        covered = found
+    else:  # mesnet, stsnet: every hitting spotted interval is a TP
+        credited = np.where(hits, best, -1)
+        counts = {"tp": b, "fp": n - b, "fn": m - a if convention == "mesnet" else max(m - b, 0)}
+        covered = found
+    return _VideoMatch({"n_gt": m, "n_spotted": n, "found": a, "hits": b, **counts}, iou, hits, best, credited, covered)
+
+
+def _convention_ratios(convention: str, row: pd.Series) -> dict[str, float]:
+    if convention == "mesnet":
+        return mesnet_ratios(row["found"], row["hits"], row["n_gt"], row["n_spotted"])
+    if convention == "stsnet":
+        return stsnet_ratios(row["tp"], row["n_gt"], row["n_spotted"])
+    return ratios_from_counts(row["tp"], row["fp"], row["fn"])
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in SPOTTING_CONVENTIONS:
+        raise ValueError(f"unknown spotting convention {convention!r}; choose one of {SPOTTING_CONVENTIONS}")
+
+
+def _frames(table: pd.DataFrame, column: str) -> np.ndarray:
+    return table[column].to_numpy(dtype=np.int64)
+
+
+def _groups(ground_truth: pd.DataFrame, spotted: pd.DataFrame, types, only_videos_with_gt: bool):
+    """Yield (type, video, gt [onset, offset] rows, spotted rows, spotted scores) per video and type.
+
+    Every video that has ground truth or spotted intervals of the type is visited, or only the
+    videos with ground truth of that type when ``only_videos_with_gt``.
+    """
+    gt_bounds = np.column_stack([_frames(ground_truth, "onset"), _frames(ground_truth, "offset")])
+    sp_bounds = np.column_stack([_frames(spotted, "onset"), _frames(spotted, "offset")])
+    sp_scores = spotted["score"].to_numpy(dtype=float) if "score" in spotted else np.full(len(spotted), np.nan)
+    gt_index = _group_index(ground_truth)
+    sp_index = _group_index(spotted)
+    empty = np.zeros(0, dtype=np.int64)
+    for expression_type in types:
+        gt_videos = {v for t, v in gt_index if t == expression_type}
+        sp_videos = {v for t, v in sp_index if t == expression_type}
+        videos = gt_videos if only_videos_with_gt else gt_videos | sp_videos
+        for video in sorted(videos, key=str):
+            g, s = gt_index.get((expression_type, video), empty), sp_index.get((expression_type, video), empty)
+            yield expression_type, video, gt_bounds[g], sp_bounds[s], sp_scores[s]
+
+
+def _group_index(table: pd.DataFrame) -> dict[tuple, np.ndarray]:
+    """(type, video) -> positions of its rows."""
+    if table.empty:
+        return {}
+    return {key: np.asarray(rows) for key, rows in table.groupby(["type", "video"], observed=True, sort=False).indices.items()}
+
+
+# --------------------------------------------------------------------------- frame level
+def roc_threshold(labels, scores) -> float:
+    """The score threshold of the ROC point that maximises TPR - FPR (Youden's J).
+
+    Yap et al. 2022 (Sec. 4, Table 4; Sec. 4.1) threshold per-frame scores "based on ROC curve"
+    without naming the criterion; Youden's J is our choice (the most common one). Note that it
+    reads the ground truth, so a threshold chosen on the test set is optimistic, as in the paper.
+    """
+    labels, scores = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=float)
+    if labels.all() or not labels.any():
+        raise ValueError("an ROC threshold needs both positive and negative frames")
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    return float(min(thresholds[np.argmax(tpr - fpr)], scores.max()))
+
+
+def frame_level_metrics(labels, scores, threshold: float | None = None) -> dict[str, float]:
+    """Per-frame F1 and ROC AUC of raw per-frame scores (Yap et al. 2022, Table 4).
+
+    ``labels``: one bool per frame (see :func:`mecore.spotting.intervals_to_labels`); ``scores``:
+    the model's per-frame scores. F1 uses ``scores >= threshold``, by default :func:`roc_threshold`.
+    AUC is NaN when the labels hold only one class.
+    """
+    labels, scores = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=float)
+    one_class = labels.all() or not labels.any()
+    if threshold is None:
+        threshold = np.nan if one_class else roc_threshold(labels, scores)
+    predicted = scores >= threshold
+    return {
+        "f1": float(f1_score(labels, predicted, zero_division=0.0)),
+        "auc": np.nan if one_class else float(roc_auc_score(labels, scores)),
+        "threshold": float(threshold),
+        "n_frames": int(labels.size),
+        "n_positive": int(labels.sum()),
+    }
+
+
+# ---------------------------------------------------------------------------- recognition
+@dataclass
+class RecognitionResult:
+    """Accuracy, UF1, UAR and the confusion matrix, with how they were averaged.
+
+    ``per_class``: support, recall, precision and F1 per class; ``absent_classes``: classes with
+    no ground-truth sample (their recall is undefined; they are left out of UF1 and UAR and listed
+    here); ``per_fold``: the per-fold numbers (None when pooled).
+    """
+
+    averaging: str
+    accuracy: float
+    uf1: float
+    uar: float
+    confusion: pd.DataFrame
+    per_class: pd.DataFrame
+    absent_classes: list
+    per_fold: pd.DataFrame | None = None
+
+
+def recognition_metrics(y_true, y_pred, classes=None, folds=None, averaging: str = "pooled",
+                        on_absent: str = "warn") -> RecognitionResult:
+    """Accuracy, unweighted F1 and unweighted average recall (Zhou et al., Sec. 6.2; MEGC 2019).
+
+    UF1 is the mean of per-class F1, UAR the mean of per-class recall. ``averaging="pooled"``
+    (the standard under LOSO) pools the predictions of all folds and computes each metric once;
+    ``averaging="per_fold"`` computes them per fold (``folds`` gives each sample's fold, e.g. the
+    left-out subject) and averages, a different number that must be labelled as such. A class of
+    ``classes`` absent from the pooled ground truth raises (``on_absent="raise"``) or is reported
+    in ``absent_classes`` with a warning (``"warn"``), never silently skipped; per fold, absences
+    are listed in ``per_fold["absent_classes"]``.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = list(np.unique(np.concatenate([y_true, y_pred]))) if classes is None else list(classes)
+    pooled = _recognition_scores(y_true, y_pred, classes)
+    absent = pooled["absent"]
+    if absent:
+        message = f"classes absent from the ground truth (left out of UF1 and UAR): {absent}"
+        if on_absent == "raise":
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
+    if averaging == "pooled":
+        return RecognitionResult("pooled", pooled["accuracy"], pooled["uf1"], pooled["uar"],
+                                 pooled["confusion"], pooled["per_class"], absent)
+    if averaging != "per_fold":
+        raise ValueError(f"averaging must be 'pooled' or 'per_fold', got {averaging!r}")
+    if folds is None:
+        raise ValueError("per-fold averaging needs the fold of every sample")
+    folds = np.asarray(folds)
+    rows = []
+    for fold in pd.unique(folds):
+        scores = _recognition_scores(y_true[folds == fold], y_pred[folds == fold], classes)
+        rows.append({"fold": fold, "n": int((folds == fold).sum()), "accuracy": scores["accuracy"],
+                     "uf1": scores["uf1"], "uar": scores["uar"], "absent_classes": scores["absent"]})
+    per_fold = pd.DataFrame(rows)
+    return RecognitionResult("per_fold", float(per_fold["accuracy"].mean()), float(per_fold["uf1"].mean()),
+                             float(per_fold["uar"].mean()), pooled["confusion"], pooled["per_class"], absent, per_fold)
+
+
+def _recognition_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list) -> dict:
+    matrix = confusion_matrix(y_true, y_pred, labels=classes)
+    support, predicted, correct = matrix.sum(axis=1), matrix.sum(axis=0), np.diag(matrix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, correct / support, np.nan)
+        precision = np.where(predicted > 0, correct / predicted, 0.0)
+        f1 = np.where(support > 0, 2 * correct / (support + predicted), np.nan)
+    present = support > 0
+    per_class = pd.DataFrame({"support": support, "recall": recall, "precision": precision, "f1": f1},
+                             index=pd.Index(classes, name="class"))
+    return {
+        "accuracy": float(correct.sum() / matrix.sum()) if matrix.sum() else np.nan,
+        "uf1": float(f1[present].mean()) if present.any() else np.nan,
+        "uar": float(recall[present].mean()) if present.any() else np.nan,
+        "confusion": pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")),
+        "per_class": per_class,
+        "absent": [c for c, p in zip(classes, present) if not p],
+    }

@@ -1,0 +1,319 @@
+"""Spotting and recognition metrics: worked examples, paper tables recomputed, properties."""
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mecore.metrics import (
+    SPOTTING_CONVENTIONS,
+    compare_conventions,
+    frame_level_metrics,
+    interval_iou,
+    iou_matrix,
+    mesnet_ratios,
+    ratios_from_counts,
+    recognition_metrics,
+    spotting_counts,
+    spotting_log,
+    stsnet_ratios,
+)
+
+# Printed in MESNet (Wang et al. 2021) Table X: dataset, selection, method, MEs (m),
+# Prediction (n), TP (b), Find (a), Recall, Precision, F1-score. References, not outputs.
+MESNET_TABLE_X = [
+    ("CAS(ME)^2", "General", "MESNet-CPN", 57, 2799, 22, 18, "0.32", "0.008", "0.015"),
+    ("CAS(ME)^2", "General", "MESNet-CRN", 57, 893, 12, 10, "0.18", "0.013", "0.026"),
+    ("CAS(ME)^2", "General", "MDMD", 57, 3814, 18, 18, "0.32", "0.005", "0.009"),
+    ("CAS(ME)^2", "General", "LBP-chi2", 57, 566, 6, 6, "0.11", "0.011", "0.019"),
+    ("CAS(ME)^2", "General", "LTP-ML", 57, 3136, 4, 4, "0.05", "0.001", "0.002"),
+    ("CAS(ME)^2", "High F1", "MESNet-CPN", 57, 935, 14, 12, "0.21", "0.024", "0.028"),
+    ("CAS(ME)^2", "High F1", "MESNet-CRN", 57, 438, 9, 8, "0.14", "0.032", "0.036"),
+    ("CAS(ME)^2", "High F1", "MDMD", 57, 307, 5, 5, "0.09", "0.016", "0.027"),
+    ("CAS(ME)^2", "High F1", "LBP-chi2", 57, 185, 3, 3, "0.05", "0.016", "0.025"),
+    ("CAS(ME)^2", "High F1", "LTP-ML", 57, 3136, 4, 4, "0.05", "0.001", "0.002"),
+    ("SAMM", "General", "MESNet-CPN", 159, 3861, 54, 52, "0.33", "0.014", "0.027"),
+    ("SAMM", "General", "MESNet-CRN", 159, 1336, 37, 36, "0.23", "0.028", "0.049"),
+    ("SAMM", "General", "MDMD", 159, 4990, 31, 31, "0.19", "0.006", "0.012"),
+    ("SAMM", "General", "LBP-chi2", 159, 768, 8, 8, "0.05", "0.010", "0.017"),
+    ("SAMM", "General", "LTP-ML", 159, 1199, 11, 11, "0.07", "0.009", "0.016"),
+    ("SAMM", "High F1", "MESNet-CPN", 159, 659, 32, 30, "0.19", "0.049", "0.077"),
+    ("SAMM", "High F1", "MESNet-CRN", 159, 364, 23, 23, "0.14", "0.063", "0.088"),
+    ("SAMM", "High F1", "MDMD", 159, 4990, 31, 31, "0.19", "0.006", "0.012"),
+    ("SAMM", "High F1", "LBP-chi2", 159, 768, 8, 8, "0.05", "0.010", "0.017"),
+    ("SAMM", "High F1", "LTP-ML", 159, 1199, 11, 11, "0.07", "0.009", "0.016"),
+]
+# Cells of Table X that its own counts do not reproduce, and why (see notebook 03).
+MESNET_TABLE_X_INCONSISTENT = {
+    ("CAS(ME)^2", "General", "MESNet-CRN", "f1"),  # F1 fits Prediction = 871 (Tables VI, VIII)
+    ("CAS(ME)^2", "General", "LTP-ML", "recall"),  # recall and F1 fit Find = 3, not 4
+    ("CAS(ME)^2", "General", "LTP-ML", "f1"),
+    ("CAS(ME)^2", "High F1", "LTP-ML", "recall"),
+    ("CAS(ME)^2", "High F1", "LTP-ML", "f1"),
+    ("CAS(ME)^2", "High F1", "MESNet-CPN", "precision"),  # printed F1 fits b/n = 14/935, not 0.024
+    ("CAS(ME)^2", "High F1", "MESNet-CRN", "precision"),  # printed F1 fits b/n = 9/438, not 0.032
+}
+# Printed in STSNet_SW (Fu et al. 2023) Tables 2-4: table, dataset, type, Total, TP, FP, FN,
+# Precision, Recall, F1-score.
+STSNET_TABLES = [
+    (2, "CAS(ME)^2", "macro", 300, 166, 30, 134, "0.8469", "0.5533", "0.6694"),
+    (2, "CAS(ME)^2", "micro", 57, 33, 10, 24, "0.7674", "0.5789", "0.6600"),
+    (2, "CAS(ME)^2", "overall", 357, 199, 40, 158, "0.8326", "0.5574", "0.6678"),
+    (2, "SAMM-LV", "macro", 343, 167, 93, 176, "0.6423", "0.4869", "0.5539"),
+    (2, "SAMM-LV", "micro", 159, 74, 10, 85, "0.8810", "0.4654", "0.6091"),
+    (2, "SAMM-LV", "overall", 502, 241, 103, 261, "0.7006", "0.4801", "0.5697"),
+    (3, "CAS(ME)^2", "macro", 300, 165, 30, 135, "0.8462", "0.5500", "0.6667"),
+    (3, "CAS(ME)^2", "micro", 57, 33, 10, 24, "0.7674", "0.5789", "0.6600"),
+    (3, "CAS(ME)^2", "overall", 357, 198, 40, 159, "0.8319", "0.5546", "0.6655"),
+    (3, "SAMM-LV", "macro", 343, 175, 87, 168, "0.6679", "0.5102", "0.5785"),
+    (3, "SAMM-LV", "micro", 159, 80, 11, 79, "0.8791", "0.5031", "0.6400"),
+    (3, "SAMM-LV", "overall", 502, 255, 98, 247, "0.7224", "0.5080", "0.5965"),
+    (4, "CAS(ME)^2", "macro", 300, 167, 32, 133, "0.8392", "0.5567", "0.6693"),
+    (4, "CAS(ME)^2", "micro", 57, 22, 42, 35, "0.3438", "0.3860", "0.3636"),
+    (4, "CAS(ME)^2", "overall", 357, 189, 74, 168, "0.7186", "0.5294", "0.6097"),
+    (4, "SAMM-LV", "macro", 343, 179, 87, 164, "0.6729", "0.5219", "0.5878"),
+    (4, "SAMM-LV", "micro", 159, 49, 76, 110, "0.3920", "0.3082", "0.3451"),
+    (4, "SAMM-LV", "overall", 502, 228, 163, 274, "0.5831", "0.4542", "0.5106"),
+]
+
+
+def agrees(value: float, printed: str) -> bool:
+    """``value`` equals ``printed`` to the printed number of decimals (either rounding rule)."""
+    decimals = len(printed.split(".")[1])
+    return abs(value - float(printed)) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def intervals(rows, video="v", expression_type="micro", score=None):
+    table = pd.DataFrame(rows, columns=["onset", "offset"])
+    table.insert(0, "video", video)
+    table["type"] = expression_type
+    if score is not None:
+        table["score"] = score
+    return table
+
+
+# ------------------------------------------------------------------------------ IoU
+def test_iou_counts_frames_inclusively():
+    assert interval_iou(5, 5, 5, 5) == 1.0
+    assert interval_iou(1, 2, 3, 4) == 0.0
+    assert interval_iou(0, 9, 5, 14) == pytest.approx(5 / 15)
+    assert interval_iou(0, 9, 0, 4) == pytest.approx(0.5)
+
+
+bounds = st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(bounds, bounds)
+def test_iou_is_symmetric_and_in_unit_interval(a, b):
+    forward, backward = interval_iou(*a, *b), interval_iou(*b, *a)
+    assert forward == backward
+    assert 0.0 <= forward <= 1.0
+    assert (forward == 1.0) == (a == b)
+
+
+# --------------------------------------------------------------- worked examples
+def fig6():
+    """MESNet Fig. 6: two ground truths, three spotted; the last two hit the second ground truth."""
+    gt = intervals([(10, 30), (60, 80)])
+    spotted = intervals([(35, 50), (58, 78), (62, 82)], score=[0.9, 0.8, 0.7])
+    return gt, spotted
+
+
+def test_fig6_under_each_convention():
+    gt, spotted = fig6()
+    table = compare_conventions(gt, spotted)
+    micro = {c: table.loc[(c, "micro")] for c in SPOTTING_CONVENTIONS}
+    assert micro["mesnet"][["precision", "recall"]].tolist() == pytest.approx([2 / 3, 1 / 2])  # Sec. IV-A-2
+    assert micro["stsnet"][["precision", "recall"]].tolist() == pytest.approx([2 / 3, 2 / 2])  # the MEGC 2019 rule
+    for convention in ("megc2020", "greedy"):
+        assert micro[convention][["tp", "fp", "fn"]].tolist() == [1, 2, 1]
+    assert micro["mesnet"]["f1"] == pytest.approx(2 * 1 * 2 / (1 * 3 + 2 * 2))
+
+
+def test_log_explains_the_counts():
+    gt, spotted = fig6()
+    log = spotting_log(gt, spotted, "megc2020")
+    assert log["verdict"].tolist() == ["FP", "TP", "FP (duplicate)", "FN"]
+    assert log.loc[1, ["gt_onset", "gt_offset"]].tolist() == [60, 80]
+    assert spotting_log(gt, spotted, "mesnet")["verdict"].tolist() == ["FP", "TP", "TP", "FN"]
+
+
+def test_greedy_takes_spotted_intervals_by_score():
+    gt = intervals([(10, 20)])
+    spotted = intervals([(10, 19), (10, 20)], score=[0.2, 0.9])
+    log = spotting_log(gt, spotted, "greedy")
+    assert log["verdict"].tolist() == ["FP (duplicate)", "TP"]
+
+
+def test_only_videos_with_gt_drops_their_false_positives():
+    gt = intervals([(10, 20)], video="a")
+    spotted = pd.concat([intervals([(10, 20)], video="a"), intervals([(50, 60)], video="b")])
+    assert spotting_counts(gt, spotted, "greedy").loc["micro", "fp"] == 1
+    assert spotting_counts(gt, spotted, "greedy", only_videos_with_gt=True).loc["micro", "fp"] == 0
+
+
+def test_types_are_scored_separately_and_summed_overall():
+    gt = pd.concat([intervals([(0, 9)]), intervals([(100, 149)], expression_type="macro")])
+    spotted = pd.concat([intervals([(0, 9)], expression_type="macro"), intervals([(100, 149)], expression_type="macro")])
+    table = spotting_counts(gt, spotted)
+    assert table.loc["micro", ["tp", "fp", "fn"]].tolist() == [0, 0, 1]
+    assert table.loc["macro", ["tp", "fp", "fn"]].tolist() == [1, 1, 0]
+    assert table.loc["overall", ["tp", "fp", "fn"]].tolist() == [1, 1, 1]
+
+
+def test_t_eval_is_a_parameter():
+    gt, spotted = intervals([(0, 9)]), intervals([(0, 5)])  # IoU 0.6
+    assert spotting_counts(gt, spotted, t_eval=0.5).loc["micro", "tp"] == 1
+    assert spotting_counts(gt, spotted, t_eval=0.7).loc["micro", "tp"] == 0
+
+
+def test_unknown_convention_raises():
+    gt, spotted = fig6()
+    with pytest.raises(ValueError, match="convention"):
+        spotting_counts(gt, spotted, "megc2019")
+
+
+# ------------------------------------------------------------- paper tables
+def test_mesnet_table_x_recomputed_from_its_counts():
+    mismatched = set()
+    for dataset, selection, method, m, n, b, a, recall, precision, f1 in MESNET_TABLE_X:
+        ours = mesnet_ratios(found=a, hits=b, n_gt=m, n_spotted=n)
+        for name, printed in (("recall", recall), ("precision", precision), ("f1", f1)):
+            if not agrees(ours[name], printed):
+                mismatched.add((dataset, selection, method, name))
+    assert mismatched == MESNET_TABLE_X_INCONSISTENT
+
+
+def test_mesnet_table_x_inconsistencies_have_the_stated_explanations():
+    assert agrees(mesnet_ratios(found=10, hits=12, n_gt=57, n_spotted=871)["f1"], "0.026")
+    corrected = mesnet_ratios(found=3, hits=4, n_gt=57, n_spotted=3136)
+    assert agrees(corrected["recall"], "0.05") and agrees(corrected["f1"], "0.002")
+
+
+def test_stsnet_tables_recomputed_from_their_counts():
+    for table, dataset, kind, total, tp, fp, fn, precision, recall, f1 in STSNET_TABLES:
+        for ours in (ratios_from_counts(tp, fp, fn), stsnet_ratios(tp, n_gt=tp + fn, n_spotted=tp + fp)):
+            assert agrees(ours["precision"], precision), (table, dataset, kind)
+            assert agrees(ours["recall"], recall), (table, dataset, kind)
+            assert agrees(ours["f1"], f1), (table, dataset, kind)
+        assert tp + fn == total
+    for table in (2, 3, 4):  # overall = macro + micro (Eqs. 13-14)
+        for dataset in ("CAS(ME)^2", "SAMM-LV"):
+            rows = {r[2]: np.array(r[3:7]) for r in STSNET_TABLES if r[0] == table and r[1] == dataset}
+            assert (rows["macro"] + rows["micro"] == rows["overall"]).all()
+
+
+# ------------------------------------------------------------------ properties
+@st.composite
+def ground_truth_and_spotted(draw):
+    """Non-overlapping ground truths in two videos and spotted intervals around them."""
+    gt_rows, spotted_rows = [], []
+    for video in ("a", "b"):
+        start = draw(st.integers(0, 20))
+        for _ in range(draw(st.integers(0, 4))):
+            length = draw(st.integers(1, 30))
+            gt_rows.append((video, start, start + length - 1, draw(st.sampled_from(["micro", "macro"]))))
+            start += length + draw(st.integers(1, 30))
+        for _, onset, offset, kind in [row for row in gt_rows if row[0] == video]:
+            for _ in range(draw(st.integers(0, 2))):  # near copies of a ground truth, which may hit it
+                shift, stretch = draw(st.integers(-5, 5)), draw(st.integers(-3, 3))
+                spotted_rows.append((video, max(onset + shift, 0), max(offset + shift + stretch, onset + shift, 0), kind))
+        for _ in range(draw(st.integers(0, 4))):
+            onset = draw(st.integers(0, 200))
+            spotted_rows.append((video, onset, onset + draw(st.integers(0, 30)), draw(st.sampled_from(["micro", "macro"]))))
+    gt = pd.DataFrame(gt_rows, columns=["video", "onset", "offset", "type"])
+    spotted = pd.DataFrame(spotted_rows, columns=["video", "onset", "offset", "type"])
+    spotted["score"] = draw(st.lists(st.floats(0, 1), min_size=len(spotted), max_size=len(spotted)))
+    return gt, spotted
+
+
+@settings(max_examples=40, deadline=None)
+@given(ground_truth_and_spotted())
+def test_perfect_predictions_give_f1_one_under_every_convention(data):
+    gt, _ = data
+    perfect = gt.assign(score=1.0)
+    for convention in SPOTTING_CONVENTIONS:
+        table = spotting_counts(gt, perfect, convention)
+        for kind in ("micro", "macro", "overall"):
+            if table.loc[kind, "n_gt"]:
+                assert table.loc[kind, ["precision", "recall", "f1"]].tolist() == [1.0, 1.0, 1.0], convention
+
+
+@settings(max_examples=40, deadline=None)
+@given(ground_truth_and_spotted(), st.integers(300, 400), st.sampled_from(["micro", "macro"]))
+def test_adding_a_non_overlapping_spotted_interval_never_raises_precision(data, onset, kind):
+    gt, spotted = data
+    extra = pd.concat([spotted, pd.DataFrame([("a", onset, onset + 5, kind, 0.5)], columns=spotted.columns)], ignore_index=True)
+    for convention in SPOTTING_CONVENTIONS:
+        before = spotting_counts(gt, spotted, convention).loc[kind, "precision"]
+        after = spotting_counts(gt, extra, convention).loc[kind, "precision"]
+        assert np.isnan(before) or after <= before
+
+
+@settings(max_examples=60, deadline=None)
+@given(ground_truth_and_spotted(), st.sampled_from([0.3, 0.5, 0.7]))
+def test_conventions_agree_when_every_ground_truth_has_at_most_one_hit(data, t_eval):
+    gt, spotted = data
+    for (video, kind), gt_group in gt.groupby(["video", "type"]):
+        sp_group = spotted[(spotted["video"] == video) & (spotted["type"] == kind)]
+        hit = iou_matrix(sp_group, gt_group) >= t_eval
+        if (hit.sum(axis=0) > 1).any() or (hit.sum(axis=1) > 1).any():
+            return  # several hits: the conventions may rightly differ
+    table = compare_conventions(gt, spotted, t_eval)
+    columns = ["tp", "fp", "fn", "precision", "recall", "f1"]
+    reference = table.loc["megc2020", columns]
+    for convention in SPOTTING_CONVENTIONS[1:]:
+        pd.testing.assert_frame_equal(table.loc[convention, columns], reference, check_dtype=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ground_truth_and_spotted())
+def test_log_verdicts_tally_with_the_counts(data):
+    gt, spotted = data
+    for convention in ("megc2020", "greedy", "mesnet"):
+        log, table = spotting_log(gt, spotted, convention), spotting_counts(gt, spotted, convention)
+        for kind in ("micro", "macro"):
+            verdicts = log.loc[log["type"] == kind, "verdict"]
+            assert (verdicts == "TP").sum() == table.loc[kind, "tp"]
+            assert verdicts.str.startswith("FP").sum() == table.loc[kind, "fp"]
+            assert (verdicts == "FN").sum() == table.loc[kind, "fn"]
+
+
+# ----------------------------------------------------------------- frame level
+def test_frame_level_metrics():
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 0], bool)
+    perfect = frame_level_metrics(labels, labels * 0.8 + 0.1)
+    assert perfect["f1"] == 1.0 and perfect["auc"] == 1.0
+    noisy = frame_level_metrics(labels, [0.1, 0.6, 0.7, 0.9, 0.2, 0.1, 0.4, 0.3], threshold=0.5)
+    assert noisy["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert noisy["auc"] == pytest.approx(14 / 15)
+    assert np.isnan(frame_level_metrics(np.zeros(4, bool), np.arange(4.0), threshold=1)["auc"])
+
+
+# ----------------------------------------------------------------- recognition
+def test_recognition_pooled_and_per_fold():
+    y_true = ["a", "a", "b", "b", "c", "c"]
+    y_pred = ["a", "b", "b", "b", "c", "a"]
+    folds = [1, 1, 1, 2, 2, 2]
+    pooled = recognition_metrics(y_true, y_pred)
+    assert pooled.accuracy == pytest.approx(4 / 6)
+    assert pooled.uar == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    f1 = [2 * 1 / (2 + 2), 2 * 2 / (2 + 3), 2 * 1 / (2 + 1)]
+    assert pooled.uf1 == pytest.approx(np.mean(f1))
+    assert pooled.confusion.loc["a", "b"] == 1
+    per_fold = recognition_metrics(y_true, y_pred, folds=folds, averaging="per_fold")
+    assert per_fold.averaging == "per_fold"
+    assert per_fold.accuracy == pytest.approx(np.mean([2 / 3, 2 / 3]))
+    assert per_fold.per_fold["absent_classes"].tolist() == [["c"], ["a"]]
+    assert per_fold.uar != pytest.approx(pooled.uar)
+
+
+def test_absent_class_is_reported_or_raises():
+    with pytest.warns(UserWarning, match="absent"):
+        result = recognition_metrics(["a", "b"], ["a", "a"], classes=["a", "b", "c"])
+    assert result.absent_classes == ["c"]
+    assert np.isnan(result.per_class.loc["c", "recall"])
+    assert result.uar == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="absent"):
+        recognition_metrics(["a", "b"], ["a", "a"], classes=["a", "b", "c"], on_absent="raise")
