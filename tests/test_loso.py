@@ -45,16 +45,23 @@ def tensors(rows: pd.DataFrame) -> TensorDataset:
     return TensorDataset(inputs, labels)
 
 
-def linear_fold(fold: LosoFold) -> pd.DataFrame:
-    """A genuine tiny model: softmax regression on the clip features, trained with mecore.train."""
-    config = TrainConfig(optimizer=OptimizerSpec("sgd", fold.config["lr"], momentum=0.9),
-                         epochs=fold.config["epochs"], batch_size=8, monitor="train_loss", seed=fold.seed)
-    result = fit(nn.Linear(len(FEATURES), len(CLASSES)), nn.CrossEntropyLoss(), tensors(fold.train_rows), None,
-                 config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=False)
+def softmax_regression(fold: LosoFold, make_tensors, n_features: int, classes: list[str],
+                       optimizer: OptimizerSpec, batch_size: int) -> pd.DataFrame:
+    """Train softmax regression on the fold's training rows with mecore.train; predict its test rows."""
+    config = TrainConfig(optimizer=optimizer, epochs=fold.config["epochs"], batch_size=batch_size,
+                         monitor="train_loss", seed=fold.seed)
+    result = fit(nn.Linear(n_features, len(classes)), nn.CrossEntropyLoss(), make_tensors(fold.train_rows), None,
+                 config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
     test = fold.test_rows
-    scores = predict(result.model, tensors(test), batch_size=64)
+    scores = predict(result.model, make_tensors(test), batch_size=64)
     return pd.DataFrame({"video": test["video"].to_numpy(), "label": test["emotion"].to_numpy(),
-                         "prediction": [CLASSES[i] for i in scores.argmax(dim=1).tolist()]})
+                         "prediction": [classes[i] for i in scores.argmax(dim=1).tolist()]})
+
+
+def linear_fold(fold: LosoFold) -> pd.DataFrame:
+    """A genuine tiny model: softmax regression on the clip features."""
+    return softmax_regression(fold, tensors, len(FEATURES), CLASSES,
+                              OptimizerSpec("sgd", fold.config["lr"], momentum=0.9), batch_size=8)
 
 
 LINEAR = ModelSpec(name="test-linear", task="recognition", paper="test model (softmax regression)",
@@ -294,14 +301,7 @@ def frame_difference_fold(fold: LosoFold) -> pd.DataFrame:
         labels = [classes.index(e) for e in rows["emotion"]]
         return TensorDataset(torch.tensor(np.stack(features)), torch.tensor(labels))
 
-    config = TrainConfig(optimizer=OptimizerSpec("adam", fold.config["lr"]), epochs=fold.config["epochs"],
-                         batch_size=4, monitor="train_loss", seed=fold.seed)
-    result = fit(nn.Linear(16, len(classes)), nn.CrossEntropyLoss(), clip_tensors(fold.train_rows), None, config,
-                 checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
-    test = fold.test_rows
-    scores = predict(result.model, clip_tensors(test), batch_size=16)
-    return pd.DataFrame({"video": test["video"].to_numpy(), "label": test["emotion"].to_numpy(),
-                         "prediction": [classes[i] for i in scores.argmax(dim=1).tolist()]})
+    return softmax_regression(fold, clip_tensors, 16, classes, OptimizerSpec("adam", fold.config["lr"]), batch_size=4)
 
 
 FRAME_DIFFERENCE = ModelSpec(name="test-frame-difference", task="recognition", paper="test model",
