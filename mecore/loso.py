@@ -292,7 +292,7 @@ def _run_on_dask(scheduler, n_workers, threads_per_fold, dataset, tasks, finishe
         workers = min(n_workers or (1 if torch.cuda.is_available() else cores), len(tasks))
         threads_per_fold = threads_per_fold or max(1, cores // workers)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         client = Client(scheduler)

@@ -40,7 +40,7 @@ from mecore.data.model import Dataset
 from mecore.paths import PROFILES
 
 # Modules whose import registers models; add a module here when its model is written.
-MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical",)
+MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical", "mecore.models.yap3dcnn", "mecore.models.mesnet")
 
 TASKS = ("recognition", "spotting")
 _REGISTRY: dict[str, "ModelSpec"] = {}

@@ -1,6 +1,6 @@
 """On-disk cache of per-video arrays (face crops, LCN faces, flows): written atomically, read memory-mapped.
 
-An entry is ``<root>/<dataset>/<video>/<kind>-<digest>.npy`` plus a ``.json`` sidecar. The digest hashes every
+An entry is ``<root>/<dataset>/<video>-<folder hash>/<kind>-<digest>.npy`` plus a ``.json`` sidecar. The digest hashes every
 parameter that changes the result, so entries for different settings live side by side. The sidecar records
 the parameters, a fingerprint of the source frames (file names, sizes, modification times), the OpenCV and
 cache-format versions, the array's shape and dtype, the file size and a CRC-32 of the file. An entry is used
@@ -42,7 +42,10 @@ def source_fingerprint(video: Video) -> str:
 
 
 def entry_path(root: Path, video: Video, kind: str, params: dict) -> Path:
-    return Path(root) / _safe(video.dataset) / _safe(video.name) / f"{kind}-{digest(params)}.npy"
+    """The entry's file; the video folder is keyed by its frame folder too, so copies of a dataset with the
+    same video names (the smoke and default synthetic sets, two real copies) never share entries."""
+    folder = hashlib.sha256(str(Path(video.folder).resolve()).encode()).hexdigest()[:8]
+    return Path(root) / _safe(video.dataset) / f"{_safe(video.name)}-{folder}" / f"{kind}-{digest(params)}.npy"
 
 
 def _safe(name: str) -> str:

@@ -1,0 +1,766 @@
+"""MESNet (Wang et al. 2021): 2+1D backbone with pre-training, Clip Proposal Network (CPN) and
+Classification-Regression Network (CRN) for spotting micro-expression intervals in long videos.
+
+Architecture (paper Sec. III):
+
+* :class:`Backbone` — the 2+1D Spatiotemporal Convolutional Network (Sec. III-A, Table I, Fig. 2):
+  the 2D CNN of Table I on every frame with shared weights (``F_n``), vectorised to ``f_n`` of
+  length ``L = H*W/4``, then two 1D convolutions (kernel 3, 128 channels, ReLU) over time (``S``).
+* :class:`PretrainNet` — backbone + FC 300 - FC 300 - dropout 0.5 - FC 2 (Sec. III-A, Eq. 8).
+* :class:`ClipProposalNetwork` — five dilated sub-networks (Table II), windows of 7, 9, 11, 13,
+  15 frames on ``F``; labels Eq. 10, masked loss Eq. 11 (:func:`cpn_loss`).
+* :class:`ClassificationRegressionNetwork` — proposal features resampled to ``N_CR`` frames, two
+  1D convolutions, FC 300 - FC 300 - dropout, class and boundary heads (Sec. III-C, Eqs. 12-13).
+* :class:`MESNet` — the three together; total loss Eq. 14 (:class:`MESNetLoss`).
+
+Where the paper is ambiguous, the reading implemented (each also in the notebook 10):
+
+* **Padding.** Table I gives "padding 2" for the 3x3 convolutions and Sec. III-A "padding 2" for
+  the 1D ones, yet the text states ``F_n in R^{H/16 x W/16 x 64}``, ``L = HW/4``,
+  ``S in R^{128 x N}`` and ``N_s = N - (k1 - 1) r1 - (k2 - 1) r2``. Two zeros on *each* side would
+  grow every map by 2 (a 64 px frame would give 6x6x64, not 4x4x64; ``S`` would have N + 4
+  columns). All stated sizes hold when "padding 2" counts the zeros added in total, one per side
+  (PyTorch ``padding=1``, "same"). We implement that reading and require H, W divisible by 16.
+* **CPN first-layer width.** Table II gives kernels and dilations but not the hidden width; we use
+  128, the width of ``S``. Windows: with "same" temporal padding, output ``n`` of sub-network
+  ``s`` sees frames ``[n - 2, n - 2 + R_s - 1]`` of the clip (R_s = 7..15), clipped to the clip.
+* **"Nearest ME"** (Eq. 10) is the ME of highest IoU with the window.
+* **Mask M** (Eq. 11) is drawn per mini-batch: every ME window is kept; each non-ME window is kept
+  with probability (ME windows / non-ME windows) of the batch (0 when the batch holds no ME).
+* **Regression at test time** (Eq. 12 and the output interval): the targets
+  ``r1 = (a - a')/(b - a)``, ``r2 = (b - b')/(b - a)`` use the unknown true length ``b - a``.
+  The two equations determine it: ``b - a = (b' - a') / (1 + r1 - r2)``; the output is
+  ``[a' + r1 (b - a), b' + r2 (b - a)]`` with that length (:func:`apply_regression`, the exact
+  inverse of :func:`regression_targets`). The denominator is floored at 0.1 (length at most
+  ten times the proposal's).
+* **CRN training proposals** (``V_pro`` of Eq. 12): CPN windows with ME probability >= T_CPN
+  after temporal NMS (T_nms) in each training clip — what the CRN sees at test time; labels as
+  Eq. 10 (IoU > 0.7). ``max_proposals`` caps them per clip (None in the paper profile).
+* **Post-processing**: CPN output = windows >= T_CPN, NMS per clip, then NMS per video over the
+  overlapping clips; CRN output = those proposals with CRN probability >= T_CRN, regressed, NMS per
+  video (Sec. III-D, Table VIII).
+* **L2** (Eqs. 11, 12, 14): one term ``lambda/2 sum w^2`` over every parameter except the CRN's
+  two output layers (Eq. 14 sums the two losses' terms; we count a shared weight once).
+* **Unstated sizes**: ``N_pre = 16`` (= l_noL on CAS(ME)^2), ``N_CR = 16``, the macro clip end
+  ``apex + k`` with ``k = 8`` frames (30 fps; a missing apex is replaced by the offset); the input
+  frame size (64 px in ``paper``). The CRN's own temporal convolutions start from random weights
+  (only the backbone is pre-trained).
+* **Input**: "optical flow" (Sec. IV-A-3): the two flow components (dx, dy) from frame t to frame
+  t + ``flow_step`` on the face crop (:func:`mecore.preprocess.preprocess_video`, cached),
+  area-averaged to the input size and divided by the training videos' standard deviation. The
+  ``paper`` profile uses TV-L1 between consecutive frames; ``default`` uses DIS with a 4-frame step,
+  about the onset-to-apex rise of an ME at 30 fps, so that one flow row holds most of an ME's
+  displacement (a choice, not tuned: neither step separates ME from non-ME clips by flow magnitude
+  on the synthetic set).
+* **Optimiser and L2**: "mini-batch gradient descent, batch 2, learning rate 1e-4" (Sec. III-D) is
+  plain SGD at 1e-4 with lambda = 0.01 in ``paper``. ``default`` keeps batch 2 and the learning
+  rate but uses Adam (a few epochs of plain SGD at 1e-4 do not move the network) and lambda = 1e-4:
+  Adam rescales the gradient ``lambda * w`` of the explicit L2 term per weight, and with
+  lambda = 0.01 it drove the weights to zero before the data could shape them (measured: the
+  pre-training loss stayed at 0.68, validation accuracy at the majority class).
+* **Balanced CRN loss** (``balance_crn``, not in the paper; off in ``paper``): Eq. 12 averages over
+  all proposals, most of them non-ME, so on our data the CRN learnt to say non-ME everywhere and
+  spotted nothing at T_CRN = 0.5. ``default`` applies Eq. 11's mask M to the CRN's proposals too.
+* **Splits and samplers**: train/validation videos by :func:`mecore.data.splits.mesnet_train_val_split`
+  (Sec. IV-A-3); training clips of ``l_MESNet`` frames: ``r_tME`` per ME at random positions that
+  contain it, ``r_tMaE`` per ME around random macro-expressions, ``r_tNL`` per ME without any
+  expression (Sec. III-D). Samples are drawn once per fold from the seed.
+
+Registered as two LOSO models sharing one trained network per fold: ``mesnet_cpn`` (the first
+stage's intervals) and ``mesnet_crn`` (the second stage's). The trained weights are checkpointed
+under ``runs/mesnet_models/`` keyed by the training configuration, so the second run only predicts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from mecore import paths
+from mecore.data.model import Dataset
+from mecore.data.splits import mesnet_train_val_split
+from mecore.metrics import interval_iou
+from mecore.models import LosoFold, ModelSpec, register
+from mecore.preprocess import CropSpec, preprocess_video
+from mecore.spotting import temporal_nms
+from mecore.train import (L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict, select_by_validation,
+                          validation_accuracy)
+
+ME, NON_ME = 0, 1  # class indices: Eq. 10 writes ME as (1, 0)
+SPATIAL_CHANNELS = (8, 16, 32, 64)  # Table I
+TEMPORAL_CHANNELS = 128  # Sec. III-A
+FC_WIDTH = 300  # Sec. III-A, III-C
+# Table II: sub-network -> ((kernel, dilation) of layer 1, (kernel, dilation) of layer 2)
+CPN_SUBNETWORKS = (((3, 1), (1, 1)), ((3, 1), (3, 1)), ((3, 1), (3, 2)), ((3, 1), (3, 3)), ((3, 2), (3, 3)))
+PAPER_RECEPTIVE_FIELDS = (7, 9, 11, 13, 15)  # Sec. III-B, on F
+
+
+# ----------------------------------------------------------------------------------- architecture
+def receptive_field(layers) -> int:
+    """Receptive field of stacked 1D convolutions ``[(kernel, dilation), ...]``: 1 + sum (k - 1) r (Eq. 9)."""
+    return 1 + sum((kernel - 1) * dilation for kernel, dilation in layers)
+
+
+class SpatialCNN(nn.Module):
+    """Table I: four 3x3 convolutions (8, 16, 32, 64 channels, ReLU) each followed by 2x2 max pooling."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        layers, channels = [], in_channels
+        for width in SPATIAL_CHANNELS:
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2)]
+            channels = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(M, C, H, W) -> (M, L), L = 64 * H/16 * W/16 = H*W/4."""
+        return self.layers(frames).flatten(1)
+
+
+class TemporalConvs(nn.Module):
+    """Two 1D convolutions, kernel 3, 128 channels, ReLU (Sec. III-A; the CRN's, Sec. III-C).
+
+    ``padding`` 1 keeps the length (backbone, ``S in R^{128 x N}``); the CRN uses 0. A CRN that
+    shares the backbone's weights (Table VI ablation) calls the backbone's module with padding 0.
+    """
+
+    def __init__(self, in_channels: int, padding: int):
+        super().__init__()
+        self.padding = padding
+        self.conv1 = nn.Conv1d(in_channels, TEMPORAL_CHANNELS, 3)
+        self.conv2 = nn.Conv1d(TEMPORAL_CHANNELS, TEMPORAL_CHANNELS, 3)
+
+    def forward(self, features: torch.Tensor, padding: int | None = None) -> torch.Tensor:
+        """(B, L, T) -> (B, 128, T - 4 + 4 * padding)."""
+        pad = self.padding if padding is None else padding
+        hidden = F.relu(F.conv1d(features, self.conv1.weight, self.conv1.bias, padding=pad))
+        return F.relu(F.conv1d(hidden, self.conv2.weight, self.conv2.bias, padding=pad))
+
+
+class Backbone(nn.Module):
+    """2+1D Spatiotemporal Convolutional Network (Sec. III-A, Fig. 2)."""
+
+    def __init__(self, in_channels: int, frame_size: int):
+        super().__init__()
+        if frame_size % 16:
+            raise ValueError(f"frame size must be divisible by 16 (four 2x2 poolings), got {frame_size}")
+        self.feature_length = frame_size * frame_size // 4  # L = H*W/4
+        self.spatial = SpatialCNN(in_channels)
+        self.temporal = TemporalConvs(self.feature_length, padding=1)
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, C, H, W) -> spatial features f (B, N, L) and spatiotemporal features S (B, 128, N)."""
+        batch, n_frames = clips.shape[:2]
+        spatial = self.spatial(clips.flatten(0, 1)).view(batch, n_frames, -1)
+        return spatial, self.temporal(spatial.transpose(1, 2))
+
+
+def fully_connected(in_features: int) -> nn.Sequential:
+    """FC 300 - ReLU - FC 300 - ReLU - dropout 0.5 (Sec. III-A pre-training head, Sec. III-C CRN)."""
+    return nn.Sequential(nn.Linear(in_features, FC_WIDTH), nn.ReLU(), nn.Linear(FC_WIDTH, FC_WIDTH), nn.ReLU(),
+                         nn.Dropout(0.5))
+
+
+class PretrainNet(nn.Module):
+    """The backbone with its pre-training classifier, ME vs non-ME on clips of ``n_pre`` frames (Eq. 8)."""
+
+    def __init__(self, in_channels: int, frame_size: int, n_pre: int):
+        super().__init__()
+        self.backbone = Backbone(in_channels, frame_size)
+        self.hidden = fully_connected(TEMPORAL_CHANNELS * n_pre)
+        self.output = nn.Linear(FC_WIDTH, 2)  # softmax is in the cross-entropy
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        _, spatiotemporal = self.backbone(clips)
+        return self.output(self.hidden(spatiotemporal.flatten(1)))
+
+
+class ClipProposalNetwork(nn.Module):
+    """Table II: five sub-networks of two dilated 1D convolutions, no padding; the first layer is shared
+    by sub-networks 1-4. Output ``s`` scores ``N - R_s + 1`` windows of ``R_s`` frames."""
+
+    def __init__(self, hidden: int = TEMPORAL_CHANNELS, backbone_padding: int = 1):
+        super().__init__()
+        (k1, r1), _ = CPN_SUBNETWORKS[0]
+        self.shared_first = nn.Conv1d(TEMPORAL_CHANNELS, hidden, k1, dilation=r1)
+        (k5, r5), _ = CPN_SUBNETWORKS[4]
+        self.first5 = nn.Conv1d(TEMPORAL_CHANNELS, hidden, k5, dilation=r5)
+        self.second = nn.ModuleList(nn.Conv1d(hidden, 2, k, dilation=r) for _, (k, r) in CPN_SUBNETWORKS)
+        backbone_layers = [(3, 1), (3, 1)]  # the backbone's two temporal convolutions
+        self.receptive_fields = tuple(receptive_field(backbone_layers + list(layers)) for layers in CPN_SUBNETWORKS)
+        assert self.receptive_fields == PAPER_RECEPTIVE_FIELDS, self.receptive_fields
+        self.shift = 2 * backbone_padding  # frames by which the "same" padding moves a window's start
+
+    def forward(self, spatiotemporal: torch.Tensor) -> list[torch.Tensor]:
+        """S (B, 128, N) -> five logit maps (B, 2, N_s)."""
+        shared, fifth = F.relu(self.shared_first(spatiotemporal)), F.relu(self.first5(spatiotemporal))
+        return [layer(shared if s < 4 else fifth) for s, layer in enumerate(self.second)]
+
+    def windows(self, n_frames: int) -> list[np.ndarray]:
+        """Per sub-network, the clip frames [start, end] (inclusive, clipped) of each output: (N_s, 2)."""
+        out = []
+        for field in self.receptive_fields:
+            starts = np.arange(n_frames - (field - 4) + 1) - self.shift  # N_s = N - (R_s - 4) + 1 outputs on S
+            out.append(np.stack([np.clip(starts, 0, n_frames - 1),
+                                 np.clip(starts + field - 1, 0, n_frames - 1)], axis=1))
+        return out
+
+
+class ClassificationRegressionNetwork(nn.Module):
+    """Sec. III-C, Fig. 5: proposal features (N_CR frames) -> two 1D convolutions (no padding) ->
+    FC 300 - FC 300 - dropout -> class logits (2) and boundary offsets (r1', r2')."""
+
+    def __init__(self, feature_length: int, n_cr: int, shared_temporal: TemporalConvs | None = None):
+        super().__init__()
+        self.n_cr = n_cr
+        self.own_temporal = None if shared_temporal is not None else TemporalConvs(feature_length, padding=0)
+        self._shared = [shared_temporal]  # a list, so the shared module is not registered twice
+        self.hidden = fully_connected(TEMPORAL_CHANNELS * (n_cr - 4))
+        self.classify = nn.Linear(FC_WIDTH, 2)
+        self.regress = nn.Linear(FC_WIDTH, 2)
+
+    def forward(self, proposal_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, N_CR, L) -> class logits (P, 2), regression (P, 2)."""
+        temporal = self.own_temporal or self._shared[0]
+        hidden = self.hidden(temporal(proposal_features.transpose(1, 2), padding=0).flatten(1))
+        return self.classify(hidden), self.regress(hidden)
+
+
+def resample_time(sequence: torch.Tensor, n: int) -> torch.Tensor:
+    """Linear interpolation of ``sequence`` (T, ...) to ``n`` steps along time, ends kept (differentiable)."""
+    length = sequence.shape[0]
+    position = torch.linspace(0, length - 1, n, device=sequence.device)
+    low = position.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    weight = (position - low).view(-1, *([1] * (sequence.dim() - 1))).to(sequence.dtype)
+    return sequence[low] * (1 - weight) + sequence[high] * weight
+
+
+@dataclass
+class MESNetOutput:
+    """What :class:`MESNet` returns for a batch of clips.
+
+    ``cpn_logits``: five (B, 2, N_s) maps; ``proposals``: (P, 4) rows (clip index, start, end, CPN ME
+    probability), clip frames; ``crn_logits``, ``crn_regression``: (P, 2) each; ``n_frames``: clip length N.
+    """
+
+    n_frames: int
+    cpn_logits: list[torch.Tensor]
+    proposals: torch.Tensor
+    crn_logits: torch.Tensor
+    crn_regression: torch.Tensor
+
+
+class MESNet(nn.Module):
+    """Backbone -> CPN -> proposals (>= T_CPN, NMS at T_nms per clip) -> CRN (Sec. III, Figs. 2, 4, 5)."""
+
+    def __init__(self, in_channels: int, frame_size: int, n_cr: int = 16, shared_temporal: bool = False,
+                 t_cpn: float = 0.5, t_nms: float = 0.5, max_proposals: int | None = None):
+        super().__init__()
+        self.backbone = Backbone(in_channels, frame_size)
+        self.cpn = ClipProposalNetwork()
+        self.crn = ClassificationRegressionNetwork(self.backbone.feature_length, n_cr,
+                                                   self.backbone.temporal if shared_temporal else None)
+        self.t_cpn, self.t_nms, self.max_proposals = t_cpn, t_nms, max_proposals
+
+    def forward(self, clips: torch.Tensor) -> MESNetOutput:
+        spatial, spatiotemporal = self.backbone(clips)
+        cpn_logits = self.cpn(spatiotemporal)
+        proposals = self.propose(cpn_logits, clips.shape[1])
+        if len(proposals):
+            features = torch.stack([resample_time(spatial[int(b), int(s):int(e) + 1], self.crn.n_cr)
+                                    for b, s, e, _ in proposals.tolist()])
+            crn_logits, crn_regression = self.crn(features)
+        else:
+            crn_logits = crn_regression = spatial.new_zeros((0, 2))
+        return MESNetOutput(clips.shape[1], cpn_logits, proposals, crn_logits, crn_regression)
+
+    @torch.no_grad()
+    def propose(self, cpn_logits: list[torch.Tensor], n_frames: int) -> torch.Tensor:
+        """Windows whose ME probability is >= T_CPN, after temporal NMS per clip: (P, 4) on the CPU."""
+        windows = self.cpn.windows(n_frames)
+        rows = []
+        for logits, bounds in zip(cpn_logits, windows):
+            probability = logits.softmax(dim=1)[:, ME].cpu().numpy()
+            clip, index = np.nonzero(probability >= self.t_cpn)
+            rows.append(np.column_stack([clip, bounds[index], probability[clip, index]]))
+        table = pd.DataFrame(np.concatenate(rows), columns=["video", "onset", "offset", "score"])
+        table = table.astype({"video": int, "onset": int, "offset": int})
+        kept = temporal_nms(table, self.t_nms)
+        if self.max_proposals is not None:
+            kept = kept.sort_values("score", ascending=False, kind="stable").groupby("video").head(self.max_proposals)
+        return torch.tensor(kept[["video", "onset", "offset", "score"]].to_numpy(np.float64), dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------ losses
+def window_labels(bounds: np.ndarray, expressions: np.ndarray,
+                  threshold: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 10: a window is ME when its IoU with the nearest (highest-IoU) ME exceeds ``threshold``.
+
+    ``bounds`` (W, 2) and ``expressions`` (E, 2) are inclusive frame intervals. Returns the class per
+    window (:data:`ME` / :data:`NON_ME`) and the index of its nearest ME (-1 without any ME).
+    """
+    if len(expressions) == 0 or len(bounds) == 0:
+        return np.full(len(bounds), NON_ME), np.full(len(bounds), -1)
+    iou = interval_iou(bounds[:, :1], bounds[:, 1:], expressions[None, :, 0], expressions[None, :, 1])
+    nearest = iou.argmax(axis=1)
+    positive = iou[np.arange(len(bounds)), nearest] > threshold
+    return np.where(positive, ME, NON_ME), np.where(positive, nearest, -1)
+
+
+def balance_mask(positive: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 11's random mask M: 1 on every positive; a negative is kept with probability
+    (number of positives) / (number of negatives), so none is kept when there is no positive."""
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    keep_probability = min(1.0, n_positive / n_negative) if n_negative else 0.0
+    draw = torch.rand(positive.shape, generator=generator, device="cpu").to(positive.device)
+    return (positive | (draw < keep_probability)).float()
+
+
+def cpn_loss(cpn_logits: list[torch.Tensor], labels: list[torch.Tensor],
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 11 without the L2 term: cross-entropy over the windows kept by the random mask M
+    (:func:`balance_mask`), divided by sum M. ``labels``: per sub-network (B, N_s) class indices."""
+    logits = torch.cat([map_.transpose(1, 2).reshape(-1, 2) for map_ in cpn_logits])
+    target = torch.cat([label.reshape(-1) for label in labels]).to(logits.device)
+    mask = balance_mask(target == ME, generator)
+    losses = F.cross_entropy(logits, target, reduction="none")
+    return (mask * losses).sum() / mask.sum().clamp(min=1.0)
+
+
+def regression_targets(proposals: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Eq. 12's targets ``((a - a')/(b - a), (b - b')/(b - a))`` for proposals [a', b'] and truths [a, b]."""
+    proposals, truths = np.asarray(proposals, float), np.asarray(truths, float)
+    length = truths[:, 1] - truths[:, 0]
+    return np.stack([(truths[:, 0] - proposals[:, 0]) / length, (truths[:, 1] - proposals[:, 1]) / length], axis=1)
+
+
+def apply_regression(proposals: np.ndarray, offsets: np.ndarray, min_denominator: float = 0.1) -> np.ndarray:
+    """The output interval ``[a' + r1 (b - a), b' + r2 (b - a)]`` with ``b - a = (b' - a') / (1 + r1 - r2)``.
+
+    Solving Eq. 12's two target definitions for the unknown true length makes this the exact inverse of
+    :func:`regression_targets`. The denominator is floored at ``min_denominator``.
+    """
+    proposals, offsets = np.asarray(proposals, float), np.asarray(offsets, float)
+    length = (proposals[:, 1] - proposals[:, 0]) / np.maximum(1 + offsets[:, 0] - offsets[:, 1], min_denominator)
+    return np.stack([proposals[:, 0] + offsets[:, 0] * length, proposals[:, 1] + offsets[:, 1] * length], axis=1)
+
+
+def crn_loss(logits: torch.Tensor, regression: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+             balanced: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. 12 without the L2 term: mean over proposals of cross-entropy + S * (E(r1' - t1) + E(r2' - t2)),
+    E the smooth L1 of Eq. 13, S = 1 for ME proposals. ``balanced`` (not in the paper) averages over the
+    proposals kept by Eq. 11's mask instead of all. Zero (with a graph) when there are no proposals."""
+    if len(logits) == 0:
+        return logits.sum() + regression.sum()
+    is_me = labels == ME
+    mask = balance_mask(is_me, generator) if balanced else torch.ones_like(is_me, dtype=torch.float32)
+    smooth = F.smooth_l1_loss(regression, torch.nan_to_num(targets), reduction="none", beta=1.0).sum(dim=1)
+    losses = F.cross_entropy(logits, labels, reduction="none") + is_me.float() * smooth
+    return (mask * losses).sum() / mask.sum().clamp(min=1.0)
+
+
+class MESNetLoss:
+    """Eq. 14, L_CPN + L_CRN (the L2 term is added by :class:`mecore.train.L2Penalty`).
+
+    Targets are each clip's expressions as a (B, K, 2) tensor of clip-frame intervals, NaN-padded.
+    """
+
+    def __init__(self, model: MESNet, iou_positive: float = 0.7, balance_crn: bool = False):
+        self.windows = model.cpn.windows
+        self.iou_positive, self.balance_crn = iou_positive, balance_crn
+
+    def __call__(self, output: MESNetOutput, targets: torch.Tensor) -> torch.Tensor:
+        expressions = [clip[~torch.isnan(clip[:, 0])].numpy() for clip in targets.cpu()]
+        labels = []
+        for bounds in self.windows(output.n_frames):
+            labels.append(torch.tensor(np.stack([window_labels(bounds, clip, self.iou_positive)[0]
+                                                 for clip in expressions])))
+        loss = cpn_loss(output.cpn_logits, labels)
+        proposal_labels, proposal_targets = proposal_training_targets(output.proposals, expressions,
+                                                                      self.iou_positive)
+        device = output.crn_logits.device
+        return loss + crn_loss(output.crn_logits, output.crn_regression, proposal_labels.to(device),
+                               proposal_targets.to(device), self.balance_crn)
+
+
+def proposal_training_targets(proposals: torch.Tensor, expressions: list[np.ndarray],
+                              iou_positive: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+    """CRN labels (Eq. 10 on proposals) and regression targets (Eq. 12; NaN for non-ME proposals)."""
+    labels = np.full(len(proposals), NON_ME)
+    targets = np.full((len(proposals), 2), np.nan)
+    rows = proposals.numpy()
+    for clip, truth in enumerate(expressions):
+        here = np.flatnonzero(rows[:, 0] == clip)
+        if len(here) == 0:
+            continue
+        bounds = rows[here, 1:3]
+        label, nearest = window_labels(bounds, truth, iou_positive)
+        labels[here] = label
+        me = label == ME
+        if me.any():
+            targets[here[me]] = regression_targets(bounds[me], truth[nearest[me]])
+    return torch.tensor(labels), torch.tensor(targets, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_flows(dataset: Dataset, videos, config: dict, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Per video a (N, 2, S, S) float32 tensor: row t is the optical flow (dx, dy) from frame t to frame
+    t + ``config["flow_step"]`` (the last rows get zero flow) on the face crop of ``config["crop"]``,
+    area-averaged to ``config["input_size"]`` px. Flows come from :func:`mecore.preprocess.preprocess_video`
+    (cached)."""
+    crop, step = CropSpec(**config["crop"]), config["flow_step"]
+    flows = {}
+    for name in tqdm(list(videos), desc="flows", disable=not progress, leave=False):
+        flow = preprocess_video(dataset.video(name), crop, flow_steps=(step,), flow_method=config["flow_method"],
+                                progress=False)[f"flow{step}"]
+        motion = torch.from_numpy(np.array(flow[..., :2])).permute(0, 3, 1, 2)
+        motion = torch.cat([motion, motion.new_zeros((step, *motion.shape[1:]))])
+        if crop.size != config["input_size"]:
+            motion = F.adaptive_avg_pool2d(motion, config["input_size"])
+        flows[name] = motion.contiguous()
+    return flows
+
+
+def normalise_flows(flows: dict[str, torch.Tensor], reference_videos) -> dict[str, torch.Tensor]:
+    """Every flow divided by the standard deviation of the ``reference_videos`` (the training videos)."""
+    scale = torch.cat([flows[name].flatten() for name in reference_videos]).std().clamp(min=1e-6)
+    return {name: flow / scale for name, flow in flows.items()}
+
+
+def expression_indices(dataset: Dataset, videos, expression_type: str | None = None) -> pd.DataFrame:
+    """The annotation rows of ``videos`` with onset, apex and offset as row indices of the flow tensors."""
+    rows = dataset.annotations[dataset.annotations["video"].isin(list(videos))]
+    if expression_type is not None:
+        rows = rows[rows["type"] == expression_type]
+    rows = rows.copy()
+    for column in ("onset", "apex", "offset"):
+        rows[column] = [np.nan if pd.isna(value) else int(np.searchsorted(dataset.video(video).frame_numbers, value))
+                        for video, value in zip(rows["video"], rows[column])]
+    return rows.reset_index(drop=True)
+
+
+def free_starts(expressions: pd.DataFrame, video: str, n_frames: int, length: int) -> np.ndarray:
+    """Start indices of clips of ``length`` frames in ``video`` that overlap no annotated expression."""
+    busy = np.zeros(n_frames + 1, dtype=np.int64)
+    for row in expressions[expressions["video"] == video].itertuples():
+        busy[int(row.onset)] += 1
+        busy[min(int(row.offset) + 1, n_frames)] -= 1
+    covered = np.concatenate([[0], np.cumsum(np.cumsum(busy)[:n_frames] > 0)])
+    starts = np.arange(max(n_frames - length + 1, 0))
+    return starts[covered[starts + length] - covered[starts] == 0]
+
+
+def _random_free_clips(expressions: pd.DataFrame, lengths: dict[str, int], length: int, count: int,
+                       rng: np.random.Generator) -> list[tuple[str, int]]:
+    """``count`` clips (video, start) of ``length`` frames without any expression, uniformly over all
+    positions; where no such clip exists (short, busy videos), clips without a micro-expression."""
+    for excluded in (expressions, expressions[expressions["type"] == "micro"]):
+        candidates = [(video, start) for video, n in lengths.items()
+                      for start in free_starts(excluded, video, n, length)]
+        if candidates or not count:
+            return [candidates[i] for i in rng.choice(len(candidates), count)] if count else []
+    raise ValueError(f"no clip of {length} frames without a micro-expression in videos {sorted(lengths)}")
+
+
+def pretraining_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: dict,
+                      rng: np.random.Generator) -> list[tuple[str, int, int, int]]:
+    """Sec. III-A pre-training samples (video, first, last, class): the n_l MEs (onset..offset);
+    n_l r_noL clips of l_noL frames without any label; n_l r_MaE macro-expressions from onset to apex + k."""
+    micro = expressions[expressions["type"] == "micro"]
+    clips = [(row.video, int(row.onset), int(row.offset), ME) for row in micro.itertuples()]
+    n_l = len(clips)
+    for video, start in _random_free_clips(expressions, lengths, config["l_nol"], round(n_l * config["r_nol"]), rng):
+        clips.append((video, int(start), int(start) + config["l_nol"] - 1, NON_ME))
+    macro = expressions[expressions["type"] == "macro"]
+    count = round(n_l * config["r_mae"])
+    if count and len(macro):
+        chosen = rng.choice(len(macro), count, replace=count > len(macro))
+        for row in macro.iloc[chosen].itertuples():
+            apex = row.offset if pd.isna(row.apex) else row.apex  # no apex annotated: the offset stands in
+            last = min(int(apex) + config["macro_k"], lengths[row.video] - 1)
+            clips.append((row.video, int(row.onset), max(last, int(row.onset)), NON_ME))
+    return clips
+
+
+def mesnet_training_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: dict,
+                          rng: np.random.Generator) -> list[tuple[str, int]]:
+    """Sec. III-D training clips (video, start) of l_MESNet frames: r_tME per ME at random positions that
+    contain it, r_tMaE per ME around randomly chosen macro-expressions, r_tNL per ME without any expression."""
+    micro, macro = expressions[expressions["type"] == "micro"], expressions[expressions["type"] == "macro"]
+    n_me = len(micro)
+
+    def around(row, count):
+        n = lengths[row.video]
+        length = min(config["clip_length"], n)
+        low, high = sorted((int(row.onset), int(row.offset) - length + 1))
+        low, high = min(max(low, 0), n - length), min(max(high, 0), n - length)
+        return [(row.video, int(start)) for start in rng.integers(low, high + 1, count)]
+
+    clips = [clip for row in micro.itertuples() for clip in around(row, config["r_tme"])]
+    count = round(n_me * config["r_tmae"])
+    if count and len(macro):
+        for index in rng.choice(len(macro), count, replace=count > len(macro)):
+            clips += around(macro.iloc[index], 1)
+    clips += _random_free_clips(expressions, lengths, config["clip_length"], round(n_me * config["r_tnl"]), rng)
+    return clips
+
+
+class PretrainClips(torch.utils.data.Dataset):
+    """Items (clip resampled to ``n_pre`` frames (n_pre, 2, S, S), class) of :func:`pretraining_clips`."""
+
+    def __init__(self, flows: dict[str, torch.Tensor], clips: list[tuple[str, int, int, int]], n_pre: int):
+        self.flows, self.clips, self.n_pre = flows, clips, n_pre
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        video, first, last, label = self.clips[index]
+        return resample_time(self.flows[video][first:last + 1], self.n_pre), label
+
+
+class MESNetClips(torch.utils.data.Dataset):
+    """Items (clip of ``clip_length`` frames resampled to ``clip_frames`` (n, 2, S, S), MEs (K, 2)):
+    the micro-expressions overlapping the clip in resampled clip frames, NaN-padded to a common K."""
+
+    def __init__(self, flows: dict[str, torch.Tensor], clips: list[tuple[str, int]], micro: pd.DataFrame,
+                 clip_length: int, clip_frames: int):
+        self.flows, self.clips, self.clip_length, self.clip_frames = flows, clips, clip_length, clip_frames
+        self.targets = []
+        for video, start in clips:
+            length = min(clip_length, len(flows[video]))
+            rows = micro[(micro["video"] == video) & (micro["offset"] >= start) & (micro["onset"] < start + length)]
+            scale = (clip_frames - 1) / max(length - 1, 1)
+            self.targets.append((rows[["onset", "offset"]].to_numpy(float) - start) * scale)
+        self.width = max([1] + [len(t) for t in self.targets])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        video, start = self.clips[index]
+        flow = self.flows[video]
+        clip = resample_time(flow[start:start + min(self.clip_length, len(flow))], self.clip_frames)
+        target = torch.full((self.width, 2), float("nan"))
+        target[:len(self.targets[index])] = torch.tensor(self.targets[index], dtype=torch.float32)
+        return clip, target
+
+
+# ----------------------------------------------------------------------------------------- training
+def optimizer_spec(config: dict) -> OptimizerSpec:
+    return OptimizerSpec(config["optimizer"], config["lr"], momentum=config["momentum"])
+
+
+def pretrain_backbone(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, val_videos,
+                      config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                      progress: bool = False) -> tuple[TrainResult, pd.DataFrame, dict]:
+    """Pre-train the backbone as an ME / non-ME classifier (Sec. III-A, Eq. 8) and keep, over
+    ``config["pretrain_candidates"]`` random initialisations, the one of best validation accuracy
+    (Sec. IV-A-3, IV-B, Table III; stopping at the first that reaches ``pretrain_good_enough``).
+
+    Returns the chosen training result, the candidates table and a Table III-style summary of the
+    selected network on the validation clips (clips, ME clips, T = correct, TP, loss, accuracy).
+    """
+    rng = np.random.default_rng(seed)
+    lengths = {name: len(flow) for name, flow in flows.items()}
+    train_clips = pretraining_clips(expressions[expressions["video"].isin(train_videos)],
+                                    {v: lengths[v] for v in train_videos}, config, rng)
+    val_clips = pretraining_clips(expressions[expressions["video"].isin(val_videos)],
+                                  {v: lengths[v] for v in val_videos}, config, rng)
+    train_config = TrainConfig(optimizer_spec(config), epochs=config["pretrain_epochs"],
+                               batch_size=config["batch_size"],
+                               l2=L2Penalty(config["l2"], exclude=("output.",)), monitor="val_accuracy",
+                               maximize=True, validate_every=config["validate_every"], restore_best=True, seed=seed)
+    frame_size = config["input_size"]
+    seeds = [seed * 1000 + i for i in range(config["pretrain_candidates"])]
+    result, table = select_by_validation(
+        lambda: PretrainNet(2, frame_size, config["n_pre"]), seeds, F.cross_entropy,
+        PretrainClips(flows, train_clips, config["n_pre"]), PretrainClips(flows, val_clips, config["n_pre"]),
+        train_config, good_enough=config["pretrain_good_enough"], checkpoint_dir=checkpoint_dir,
+        val_metrics=validation_accuracy, resume="auto" if checkpoint_dir else False, progress=progress)
+    val_data = PretrainClips(flows, val_clips, config["n_pre"])
+    logits = predict(result.model, val_data, batch_size=32)
+    labels = torch.tensor([clip[3] for clip in val_clips])
+    correct = logits.argmax(dim=1) == labels
+    summary = {"training clips": len(train_clips), "training ME clips": sum(c[3] == ME for c in train_clips),
+               "total clips": len(val_clips), "ME clips": int((labels == ME).sum()), "T": int(correct.sum()),
+               "TP": int((correct & (labels == ME)).sum()), "loss": float(F.cross_entropy(logits, labels)),
+               "accuracy": float(correct.float().mean())}
+    return result, table, summary
+
+
+def build_mesnet(config: dict) -> MESNet:
+    return MESNet(2, config["input_size"], n_cr=config["n_cr"], shared_temporal=config["shared_temporal"],
+                  t_cpn=config["t_cpn"], t_nms=config["t_nms"], max_proposals=config["max_proposals"])
+
+
+def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, config: dict,
+                 backbone_state: dict | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                 progress: bool = False) -> TrainResult:
+    """Train MESNet end to end with Eq. 14 (batch 2, Sec. III-D) for ``config["epochs"]`` epochs, the
+    backbone initialised from ``backbone_state`` (the pre-trained one; None: random, Table V)."""
+    torch.manual_seed(seed)
+    model = build_mesnet(config)
+    if backbone_state is not None:
+        model.backbone.load_state_dict(backbone_state)
+    rng = np.random.default_rng(seed + 1)
+    train = expressions[expressions["video"].isin(train_videos)]
+    lengths = {v: len(flows[v]) for v in train_videos}
+    clips = mesnet_training_clips(train, lengths, config, rng)
+    data = MESNetClips(flows, clips, train[train["type"] == "micro"], config["clip_length"], config["clip_frames"])
+    train_config = TrainConfig(optimizer_spec(config), epochs=config["epochs"], batch_size=config["batch_size"],
+                               l2=L2Penalty(config["l2"], exclude=("crn.classify.", "crn.regress.")),
+                               monitor="train_loss", restore_best=False, seed=seed)
+    return fit(model, MESNetLoss(model, config["iou_positive"], config["balance_crn"]), data, None, train_config,
+               checkpoint_dir=checkpoint_dir, resume="auto" if checkpoint_dir else False, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------- prediction
+def clip_starts(n_frames: int, length: int, overlap: int) -> list[int]:
+    """Starts of clips of ``length`` frames, adjacent clips overlapping by ``overlap`` frames, the last
+    clip ending at the last frame (Sec. III-D: "except the final two clips")."""
+    length = min(length, n_frames)
+    starts = list(range(0, n_frames - length + 1, length - overlap))
+    if starts[-1] != n_frames - length:
+        starts.append(n_frames - length)
+    return starts
+
+
+@torch.no_grad()
+def spot_video(model: MESNet, flow: torch.Tensor, frame_numbers, video: str, config: dict,
+               batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CPN and CRN intervals of one video (Sec. III-D): clips of l_MESNet frames overlapping by
+    l_overlap, resampled to ``clip_frames``; CPN windows >= T_CPN; CRN probability >= T_CRN and its
+    regressed boundaries; temporal NMS (T_nms) over each video. Frame numbers of the video."""
+    model.eval()
+    device = next(model.parameters()).device
+    n_frames = len(flow)
+    length = min(config["clip_length"], n_frames)
+    scale = (length - 1) / (config["clip_frames"] - 1)
+    starts = clip_starts(n_frames, config["clip_length"], config["clip_overlap"])
+    cpn_rows, crn_rows = [], []
+    for first in range(0, len(starts), batch_size):
+        batch = starts[first:first + batch_size]
+        clips = torch.stack([resample_time(flow[s:s + length], config["clip_frames"]) for s in batch]).to(device)
+        output = model(clips)
+        proposals = output.proposals.numpy()
+        if not len(proposals):
+            continue
+        offset = np.asarray(batch, float)[proposals[:, 0].astype(int)][:, None]
+        bounds = proposals[:, 1:3]
+        cpn_rows.append(np.column_stack([offset + bounds * scale, proposals[:, 3]]))
+        refined = apply_regression(bounds, output.crn_regression.cpu().numpy())
+        probability = output.crn_logits.softmax(dim=1)[:, ME].cpu().numpy()
+        crn_rows.append(np.column_stack([offset + refined * scale, probability]))
+    frame_numbers = np.asarray(frame_numbers)
+
+    def intervals(rows: list[np.ndarray], threshold: float) -> pd.DataFrame:
+        table = np.concatenate(rows) if rows else np.zeros((0, 3))
+        table = table[table[:, 2] >= threshold]
+        onset = np.clip(np.rint(table[:, 0]), 0, n_frames - 1).astype(int)
+        offset = np.clip(np.rint(table[:, 1]), 0, n_frames - 1).astype(int)
+        frame = pd.DataFrame({"video": video, "onset": frame_numbers[np.minimum(onset, offset)],
+                              "offset": frame_numbers[np.maximum(onset, offset)], "type": "micro",
+                              "score": table[:, 2]})
+        return temporal_nms(frame, config["t_nms"]).reset_index(drop=True)
+
+    return intervals(cpn_rows, config["t_cpn"]), intervals(crn_rows, config["t_crn"])
+
+
+# --------------------------------------------------------------------------------------------- LOSO
+PRETRAIN_KEYS = ("crop", "flow_method", "flow_step", "input_size", "optimizer", "lr", "momentum", "batch_size", "l2",
+                 "pretrain_epochs",
+                 "validate_every", "pretrain_candidates", "pretrain_good_enough", "n_pre", "l_nol", "r_nol", "r_mae",
+                 "macro_k", "split_reference", "split_min_train", "split_min_val")
+PREDICTION_ONLY_KEYS = ("output", "t_crn")  # change the spotted intervals, not the trained network
+
+
+@dataclass
+class FoldModel:
+    """What :func:`train_fold` leaves: the trained MESNet, its inputs and how it was trained."""
+
+    model: MESNet
+    flows: dict[str, torch.Tensor]
+    train_videos: list[str]
+    val_videos: list[str]
+    pretraining: TrainResult | None
+    candidates: pd.DataFrame | None
+    pretraining_summary: dict | None
+    training: TrainResult
+
+
+def model_dir(fold: LosoFold, keys=None) -> Path:
+    """The fold's checkpoint folder shared by ``mesnet_cpn`` and ``mesnet_crn``: keyed by the dataset, the
+    seed and the configuration entries ``keys`` (default: all but the prediction-only ones)."""
+    from mecore.loso import run_key  # mecore.loso imports the registry; imported here, when both exist
+
+    keys = [k for k in fold.config if k not in PREDICTION_ONLY_KEYS] if keys is None else keys
+    key, _ = run_key(SPECS["mesnet_crn"], fold.dataset, "models", {k: fold.config[k] for k in keys}, fold.seed)
+    return paths.runs_dir() / "mesnet_models" / fold.dataset.name / key / fold.test_subject
+
+
+def train_fold(fold: LosoFold) -> FoldModel:
+    """Split (Sec. IV-A-3), load flows, pre-train and select the backbone, train MESNet (checkpointed)."""
+    config = fold.config
+    train_videos, val_videos = mesnet_train_val_split(
+        fold.dataset.annotations, fold.test_subject, seed=fold.seed, min_train=config["split_min_train"],
+        min_val=config["split_min_val"], reference=config["split_reference"])
+    flows = load_flows(fold.dataset, train_videos + val_videos + fold.test_videos, config, fold.progress)
+    flows = normalise_flows(flows, train_videos)
+    expressions = expression_indices(fold.dataset, train_videos + val_videos)
+    pretraining = candidates = summary = None
+    if config["pretrain"]:
+        pretraining, candidates, summary = pretrain_backbone(
+            flows, expressions, train_videos, val_videos, config, fold.seed,
+            model_dir(fold, PRETRAIN_KEYS) / "pretrain", fold.progress)
+        backbone_state = pretraining.model.backbone.state_dict()
+    else:
+        backbone_state = None
+    training = train_mesnet(flows, expressions, train_videos, config, backbone_state, fold.seed,
+                            model_dir(fold) / "mesnet", fold.progress)
+    return FoldModel(training.model, flows, train_videos, val_videos, pretraining, candidates, summary, training)
+
+
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train (or reload) the fold's MESNet and spot the left-out subject's videos with the CPN or the CRN."""
+    trained = train_fold(fold)
+    spotted = []
+    for name in fold.test_videos:
+        cpn, crn = spot_video(trained.model, trained.flows[name], fold.dataset.video(name).frame_numbers, name,
+                              fold.config)
+        spotted.append(cpn if fold.config["output"] == "cpn" else crn)
+    return pd.concat(spotted, ignore_index=True)
+
+
+_PAPER = {  # Wang et al. 2021, CAS(ME)^2 settings (Sec. III, IV-A-3, IV-C)
+    "crop": {"size": 128, "box": "smoothed", "detect_every": 15}, "flow_method": "tvl1", "flow_step": 1,
+    "input_size": 64,
+    "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0, "batch_size": 2, "l2": 0.01,
+    "pretrain": True, "pretrain_epochs": 10_000, "validate_every": 10, "pretrain_candidates": 5,
+    "pretrain_good_enough": 0.9, "n_pre": 16, "l_nol": 16, "r_nol": 1.0, "r_mae": 0.5, "macro_k": 8,
+    "epochs": 30, "r_tme": 10, "r_tmae": 4, "r_tnl": 2, "clip_length": 100, "clip_overlap": 20, "clip_frames": 100,
+    "n_cr": 16, "shared_temporal": False, "iou_positive": 0.7, "t_cpn": 0.5, "t_crn": 0.5, "t_nms": 0.5,
+    "max_proposals": None, "balance_crn": False, "split_reference": "dataset", "split_min_train": 0.64,
+    "split_min_val": 0.15,
+}
+_DEFAULT = {**_PAPER, "crop": {"size": 64, "box": "smoothed", "detect_every": 15}, "flow_method": "dis",
+            "flow_step": 4, "input_size": 32, "optimizer": "adam", "lr": 1e-4, "l2": 1e-4, "pretrain_epochs": 20,
+            "validate_every": 2, "pretrain_candidates": 2, "epochs": 10, "r_tme": 4, "r_tmae": 2, "r_tnl": 2,
+            "max_proposals": 32, "balance_crn": True, "split_reference": "fold"}
+_SMOKE = {**_DEFAULT, "lr": 1e-3, "pretrain_epochs": 4, "validate_every": 1, "pretrain_candidates": 1, "epochs": 3,
+          "r_tme": 1, "r_tmae": 1, "r_tnl": 1, "max_proposals": 8,
+          "split_min_train": 0.25}  # 3 one-video subjects: 64 % of the MEs cannot fit in one training video
+SPECS = {}
+for _output in ("cpn", "crn"):
+    SPECS[f"mesnet_{_output}"] = register(ModelSpec(
+        name=f"mesnet_{_output}", task="spotting", paper="Wang et al. 2021", run_fold=run_fold,
+        configs={profile: {**values, "output": _output} for profile, values in
+                 (("smoke", _SMOKE), ("default", _DEFAULT), ("large", _DEFAULT), ("paper", _PAPER))},
+        spotting_convention="mesnet"))

@@ -1,0 +1,143 @@
+"""MESNet (mecore.models.mesnet): shapes, receptive fields, Eq. 10-13 pieces, clips, registration."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mecore.models import get_model
+from mecore.models.mesnet import (ME, NON_ME, PAPER_RECEPTIVE_FIELDS, MESNet, MESNetLoss, PretrainNet,
+                                  apply_regression, clip_starts, cpn_loss, free_starts, regression_targets,
+                                  resample_time, window_labels)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MESNet(2, 32, max_proposals=8).eval()
+
+
+@pytest.mark.parametrize("n_frames", [100, 37, 16])
+def test_output_shapes(model, n_frames):
+    clips = torch.randn(2, n_frames, 2, 32, 32)
+    spatial, spatiotemporal = model.backbone(clips)
+    assert spatial.shape == (2, n_frames, 32 * 32 // 4)  # L = H*W/4
+    assert spatiotemporal.shape == (2, 128, n_frames)  # S in R^{128 x N}
+    output = model(clips)
+    for logits, field, bounds in zip(output.cpn_logits, PAPER_RECEPTIVE_FIELDS, model.cpn.windows(n_frames)):
+        assert logits.shape == (2, 2, n_frames - (field - 4) + 1)  # N_s = N - (k1-1) r1 - (k2-1) r2
+        assert bounds.shape == (logits.shape[2], 2)
+    n_proposals = len(output.proposals)
+    assert output.proposals.shape == (n_proposals, 4)
+    assert output.crn_logits.shape == output.crn_regression.shape == (n_proposals, 2)
+    assert n_proposals <= 2 * 8  # max_proposals per clip
+
+
+def test_pretrain_net_shape():
+    net = PretrainNet(2, 48, n_pre=16)
+    assert net(torch.randn(3, 16, 2, 48, 48)).shape == (3, 2)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        PretrainNet(2, 40, n_pre=16)
+
+
+def test_receptive_fields_on_F_are_7_to_15():
+    torch.manual_seed(1)
+    net = MESNet(2, 16)
+    assert net.cpn.receptive_fields == (7, 9, 11, 13, 15)
+    n_frames, position = 40, 10
+    spatial = torch.randn(1, 16 * 16 // 4, n_frames, requires_grad=True)  # F, (B, L, N)
+    maps = net.cpn(net.backbone.temporal(spatial))
+    for logits, field, bounds in zip(maps, PAPER_RECEPTIVE_FIELDS, net.cpn.windows(n_frames)):
+        gradient, = torch.autograd.grad(logits[0, 0, position], spatial, retain_graph=True)
+        frames = np.flatnonzero(gradient.abs().sum(dim=1)[0].numpy() > 0)
+        assert len(frames) == field  # the window length on F, checked through the network itself
+        assert (frames[0], frames[-1]) == tuple(bounds[position])  # and windows() names those frames
+
+
+def test_window_labels_use_iou_above_threshold():
+    windows = np.array([[0, 9], [0, 6], [20, 30], [2, 11]])
+    truths = np.array([[0, 9], [21, 30]])
+    labels, nearest = window_labels(windows, truths)
+    # IoU 1, 0.7 (not > 0.7), 10/11, 8/12
+    assert labels.tolist() == [ME, NON_ME, ME, NON_ME]
+    assert nearest.tolist() == [0, -1, 1, -1]
+    labels, nearest = window_labels(windows, np.zeros((0, 2)))
+    assert (labels == NON_ME).all() and (nearest == -1).all()
+
+
+def test_masked_cpn_loss_ignores_masked_negatives():
+    torch.manual_seed(0)
+    logits = [torch.randn(1, 2, 50)]
+    labels = [torch.full((1, 50), NON_ME)]
+    labels[0][0, 7] = ME
+    keep = torch.rand(50, generator=torch.Generator().manual_seed(3)) < 1 / 49  # M: P(keep negative) = 1/49
+    mask = keep | (labels[0][0] == ME)
+    assert 1 <= int(mask.sum()) < 50
+    loss = cpn_loss(logits, labels, torch.Generator().manual_seed(3))
+    per_window = torch.nn.functional.cross_entropy(logits[0][0].T, labels[0][0], reduction="none")
+    assert torch.isclose(loss, per_window[mask].mean())
+    changed = logits[0].clone()
+    changed[0, :, ~mask] = torch.randn(2, int((~mask).sum())) * 10  # masked negatives may say anything
+    assert torch.isclose(cpn_loss([changed], labels, torch.Generator().manual_seed(3)), loss)
+    changed[0, :, 7] += torch.tensor([-5.0, 5.0])  # the ME window always counts
+    assert not torch.isclose(cpn_loss([changed], labels, torch.Generator().manual_seed(3)), loss)
+    # without any ME window every negative is masked (keep probability 0): nothing to learn
+    assert cpn_loss(logits, [torch.full((1, 50), NON_ME)]) == 0
+
+
+def test_regression_target_round_trip():
+    rng = np.random.default_rng(0)
+    truths = np.sort(rng.uniform(0, 100, (200, 2)), axis=1) + np.array([0, 3])
+    proposals = np.sort(truths + rng.uniform(-4, 4, (200, 2)), axis=1)
+    ratio = (proposals[:, 1] - proposals[:, 0]) / (truths[:, 1] - truths[:, 0])  # = 1 + r1 - r2
+    proposals, truths = proposals[ratio > 0.1], truths[ratio > 0.1]  # below 0.1 the length is floored
+    targets = regression_targets(proposals, truths)
+    assert np.allclose(targets[:, 0], (truths[:, 0] - proposals[:, 0]) / (truths[:, 1] - truths[:, 0]))
+    assert np.allclose(apply_regression(proposals, targets), truths)
+    assert np.allclose(apply_regression(proposals, np.zeros_like(proposals)), proposals)  # zero offsets: unchanged
+
+
+def test_mesnet_loss_backpropagates():
+    torch.manual_seed(0)
+    net = MESNet(2, 32, t_cpn=0.0, max_proposals=4).train()  # t_cpn 0: every window may be proposed
+    targets = torch.tensor([[[10.0, 20.0], [float("nan")] * 2], [[50.0, 58.0], [70.0, 80.0]]])
+    output = net(torch.randn(2, 60, 2, 32, 32))
+    assert len(output.proposals) > 0
+    loss = MESNetLoss(net)(output, targets)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert net.crn.classify.weight.grad.abs().sum() > 0 and net.cpn.shared_first.weight.grad.abs().sum() > 0
+
+
+def test_shared_temporal_parameters_are_counted_once():
+    own, shared = MESNet(2, 32), MESNet(2, 32, shared_temporal=True)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(own) - count(shared) == sum(p.numel() for p in own.crn.own_temporal.parameters())
+    assert shared.crn(torch.randn(3, 16, 256))[0].shape == (3, 2)
+
+
+def test_resample_time_and_clips():
+    sequence = torch.arange(5.0)[:, None]
+    assert torch.allclose(resample_time(sequence, 9)[:, 0], torch.arange(9.0) / 2)
+    assert torch.allclose(resample_time(sequence, 5), sequence)
+    starts = clip_starts(1200, 100, 20)
+    assert starts[:3] == [0, 80, 160] and starts[-1] == 1100
+    assert clip_starts(250, 100, 20) == [0, 80, 150]  # the last clip ends at the last frame
+    assert clip_starts(60, 100, 20) == [0]
+
+
+def test_free_starts_avoid_expressions():
+    expressions = pd.DataFrame({"video": ["v", "v"], "onset": [10, 40], "offset": [19, 44]})
+    starts = free_starts(expressions, "v", 60, 10)
+    assert starts.tolist() == [0, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 45, 46, 47, 48, 49, 50]
+
+
+def test_registered_profiles():
+    for name, output in (("mesnet_cpn", "cpn"), ("mesnet_crn", "crn")):
+        spec = get_model(name)
+        assert spec.task == "spotting" and spec.spotting_convention == "mesnet"
+        paper = spec.config("paper")
+        assert paper["output"] == output
+        assert (paper["lr"], paper["batch_size"], paper["l2"], paper["epochs"]) == (1e-4, 2, 0.01, 30)
+        assert (paper["r_tme"], paper["r_tmae"], paper["r_tnl"]) == (10, 4, 2)
+        assert (paper["clip_length"], paper["clip_overlap"], paper["clip_frames"]) == (100, 20, 100)
+        assert set(spec.configs) >= {"smoke", "default", "paper"}

@@ -1,0 +1,171 @@
+"""Yap et al. 2022 two-stream 3D-CNN: shared weights, outputs, Eq. 2, LCN invariance, k-th frame rule, a fold."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mecore.models import get_model
+from mecore.models.yap3dcnn import (CONFIGS, PAPER_KTH_SKIPS, ReferencePairs, WeightedLoss, Yap3DCNN,
+                                    augment_images, build_model, count_parameters, kth_frame_from_duration,
+                                    kth_frame_skips, spot)
+
+SMALL = {"filters": (4, 8, 8), "first_depth_multiplier": 2}
+
+
+def pairs(batch=3, size=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 1, 2, size, size, generator=generator) for _ in range(2)]
+
+
+def test_two_streams_share_one_parameter_set():
+    model = Yap3DCNN(**SMALL).eval()
+    stream_parameters = count_parameters(model.stream)
+    assert count_parameters(model) == stream_parameters + count_parameters(model.output)
+    micro, macro = pairs()
+    # the same pair in both streams gives the same features: one set of weights
+    features = torch.cat([model.stream(micro), model.stream(micro)], dim=1)
+    half = features.shape[1] // 2
+    assert torch.equal(features[:, :half], features[:, half:])
+    # changing a stream weight changes what both streams compute
+    before = [model.stream(micro).detach(), model.stream(macro).detach()]
+    with torch.no_grad():
+        model.stream.dense.fc1.bias.add_(1.0)
+    after = [model.stream(micro).detach(), model.stream(macro).detach()]
+    assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])
+
+
+def test_outputs_are_two_probabilities_per_sample():
+    model = Yap3DCNN(**SMALL).eval()
+    micro, macro = pairs(batch=5)
+    for scale in (1.0, 1e4):
+        scores = model(micro * scale, macro * scale)
+        assert scores.shape == (5, 2)
+        assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_separable_convolution_has_fewer_parameters():
+    config = {**CONFIGS["paper"]}
+    assert count_parameters(build_model(config)) < count_parameters(build_model(config, separable=False))
+
+
+def test_weighted_loss_has_the_sign_the_text_describes():
+    loss = WeightedLoss(w=0.9, m=(0.1, 0.9))
+    targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    right = loss(torch.tensor([[0.9, 0.9], [0.1, 0.1]]), targets)
+    wrong = loss(torch.tensor([[0.1, 0.1], [0.9, 0.9]]), targets)
+    assert right < wrong
+    # W = 0.9: a missed expression costs more than a false alarm of the same confidence
+    missed = loss(torch.tensor([[0.5, 0.2]]), torch.tensor([[0.0, 1.0]]))
+    false_alarm = loss(torch.tensor([[0.5, 0.8]]), torch.tensor([[0.0, 0.0]]))
+    assert missed > false_alarm
+    # M = (0.1, 0.9): macro errors weigh nine times micro errors
+    micro_error = loss(torch.tensor([[0.2, 0.99]]), torch.tensor([[1.0, 1.0]]))
+    macro_error = loss(torch.tensor([[0.99, 0.2]]), torch.tensor([[1.0, 1.0]]))
+    assert macro_error > 5 * micro_error
+    # unweighted: half the plain binary cross-entropy summed over the two labels
+    scores = torch.tensor([[0.3, 0.6], [0.8, 0.1]])
+    plain = torch.nn.functional.binary_cross_entropy(scores, targets, reduction="none").sum(1).mean()
+    assert torch.isclose(WeightedLoss(0.5, (1.0, 1.0))(scores, targets), plain / 2)
+
+
+def test_lcn_inputs_are_invariant_to_brightness_and_contrast():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(40, 160, size=(12, 24, 24)).astype(np.uint8)
+    changed = np.clip(crops.astype(float) * 1.4 + 20, 0, 255).round().astype(np.uint8)
+    labels = np.zeros((12, 2), np.float32)
+    skips = [[2, 2], [5, 5]]
+    original = ReferencePairs([(crops, labels)], skips)[9][0]
+    brighter = ReferencePairs([(changed, labels)], skips)[9][0]
+    for a, b in zip(original, brighter):
+        assert torch.allclose(a, b, atol=0.05)
+    raw = ReferencePairs([(crops, labels)], skips, use_lcn=False)[9][0]
+    raw_brighter = ReferencePairs([(changed, labels)], skips, use_lcn=False)[9][0]
+    assert not torch.allclose(raw[0], raw_brighter[0], atol=0.05)  # without LCN the input does change
+    model = Yap3DCNN(**SMALL).eval()
+    scores = [model(*(p[None] for p in inputs)) for inputs in (original, brighter)]
+    assert torch.allclose(scores[0], scores[1], atol=1e-3)
+
+
+def test_reference_frames_lie_skip_frames_before_and_clamp_at_the_start():
+    crops = np.repeat(np.arange(0, 200, 10, dtype=np.uint8)[:, None, None], 4, axis=1).repeat(4, axis=2)
+    labels = np.zeros((20, 2), np.float32)
+    labels[12:15, 0] = 1
+    data = ReferencePairs([(crops, labels)], [[3, 3], [8, 8]], use_lcn=False)
+    (micro, macro), target = data[13]
+    frame_of = lambda image: int(round(float(image.mean()) * 255 / 10))  # noqa: E731
+    assert [frame_of(micro[0, 0]), frame_of(micro[0, 1]), frame_of(macro[0, 1])] == [13, 10, 5]
+    assert target.tolist() == [1.0, 0.0]
+    (_, macro), _ = data[4]
+    assert frame_of(macro[0, 1]) == 0
+    torch.manual_seed(0)
+    random = ReferencePairs([(crops, labels)], [[2, 4], [6, 9]], stride=5, use_lcn=False)
+    assert len(random) == 4
+    for index in range(len(random)):
+        (micro, macro), _ = random[index]
+        t = frame_of(micro[0, 0])
+        assert 5 * index <= t < 5 * index + 5
+        assert t - frame_of(micro[0, 1]) in (2, 3, 4) or frame_of(micro[0, 1]) == 0
+        assert t - frame_of(macro[0, 1]) in (6, 7, 8, 9) or frame_of(macro[0, 1]) == 0
+
+
+def test_augmentation_treats_every_image_of_a_sample_alike():
+    torch.manual_seed(1)
+    image = np.random.default_rng(1).random((16, 16)).astype(np.float32)
+    out = augment_images(np.stack([image, image, image]))
+    assert out.shape == (3, 16, 16) and out.dtype == np.float32
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2])
+    assert not np.allclose(out[0], image)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def annotations(type_spans: dict[str, list[int]]) -> pd.DataFrame:
+    rows = [{"type": t, "onset": 100, "offset": 100 + span} for t, spans in type_spans.items() for span in spans]
+    return pd.DataFrame(rows)
+
+
+def test_kth_frame_rule_reproduces_table3_from_table2():
+    # Table 2 means (s) -> Table 3 k-th skips: SAMM-LV 0.37 / 2.17 s at 200 fps, CAS(ME)^2 0.42 / 1.25 s at 30 fps
+    assert (kth_frame_from_duration(0.37, 200), kth_frame_from_duration(2.17, 200)) == PAPER_KTH_SKIPS["samm_lv"]
+    assert (kth_frame_from_duration(0.42, 30), kth_frame_from_duration(1.25, 30)) == PAPER_KTH_SKIPS["casme_sq"]
+    # from annotations: mean(offset - onset) 74 and 434 frames -> 37 and 217
+    assert kth_frame_skips(annotations({"micro": [70, 78], "macro": [400, 468]})) == {"micro": 37, "macro": 217}
+    # mean span 12.6 -> 6.3 -> 6; 37.5 -> 18.75 -> 19; a half rounds up (5 -> 2.5 -> 3)
+    assert kth_frame_skips(annotations({"micro": [12, 13, 13, 12, 13], "macro": [37, 38]})) == {"micro": 6, "macro": 19}
+    assert kth_frame_skips(annotations({"micro": [5], "macro": [5]}))["micro"] == 3
+    with pytest.raises(ValueError, match="micro"):
+        kth_frame_skips(annotations({"macro": [10]}))
+
+
+def test_both_iou_methods_turn_a_bump_into_its_interval():
+    frames = np.arange(300)
+    bump = np.exp(-0.5 * ((frames - 150) / 12.0) ** 2)
+    table = pd.DataFrame({"video": "v", "frame": frames, "micro_score": 0.05 * bump, "macro_score": bump})
+    thresholds = {(m, t): 0.5 for m in ("automated", "manual") for t in ("micro", "macro")}
+    for method in ("automated", "manual"):
+        spotted = spot(table, method, thresholds, {"micro": 5, "macro": 20}, fps=30.0)
+        macro = spotted[spotted["type"] == "macro"]
+        assert len(macro) == 1 and macro["onset"].iloc[0] < 150 < macro["offset"].iloc[0]
+        assert list(spotted.columns) == ["video", "onset", "offset", "type", "score"]
+    # the automated method normalises each video's scores, the manual one does not
+    assert (spot(table, "manual", thresholds, {"micro": 5, "macro": 20}, 30.0)["type"] == "micro").sum() == 0
+
+
+def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
+    from mecore.data import load_dataset
+    from mecore.loso import run_fold
+
+    spec = get_model("yap3dcnn")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    config = {**spec.config("smoke"), "epochs": 1}
+    subjects = dataset.subjects
+    record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
+                      num_threads=None)
+    predictions = record["predictions"]
+    assert {"video", "onset", "offset", "type", "score"} <= set(predictions.columns)
+    assert set(predictions["type"]) <= {"micro", "macro"}
+    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
+    scores = saved["frame_scores"]
+    assert set(scores["video"]) == {n for n, v in dataset.videos.items() if v.subject == subjects[0]}
+    assert scores[["micro_score", "macro_score"]].to_numpy().min() >= 0
+    assert scores[["micro_score", "macro_score"]].to_numpy().max() <= 1
+    assert saved["history"]["train_loss"].notna().all()
