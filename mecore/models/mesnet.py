@@ -13,7 +13,7 @@ Architecture (paper Sec. III):
   1D convolutions, FC 300 - FC 300 - dropout, class and boundary heads (Sec. III-C, Eqs. 12-13).
 * :class:`MESNet` — the three together; total loss Eq. 14 (:class:`MESNetLoss`).
 
-Where the paper is ambiguous, the reading implemented (each also in the notebook 10):
+Where the paper is ambiguous, the reading implemented:
 
 * **Padding.** Table I gives "padding 2" for the 3x3 convolutions and Sec. III-A "padding 2" for
   the 1D ones, yet the text states ``F_n in R^{H/16 x W/16 x 64}``, ``L = HW/4``,

@@ -13,7 +13,7 @@ rotation), early stopping after 5 epochs without improvement, LOSO. Testing: the
 Moilanen et al. (:func:`kth_frame_skips`), per-frame scores, then intervals by the automated IoU method
 (Butterworth + ROC threshold, Sec. 4.1) or the manual IoU method (Savitzky-Golay + merging, Sec. 4.2).
 
-Choices where the paper is silent (each also stated in notebook 11):
+Choices where the paper is silent:
 
 * **Eq. 2 sign.** As printed, ``M_i [W t log s - (1 - W)(1 - t) log(1 - s)]`` rewards wrong positives
   (its first term is minimised by s -> 0 on positives). The text describes a weighted binary
@@ -37,7 +37,7 @@ Choices where the paper is silent (each also stated in notebook 11):
   after the test subject, in order) is held out. Training stops after 5 epochs without a new best
   validation loss and keeps its last weights (as Keras' ``EarlyStopping`` does by default). The ROC thresholds of both IoU methods are read off
   that subject's videos, never off the test labels (the paper reads the ROC of the test results, which
-  flatters it; notebook 11 shows both).
+  flatters it).
 * **k-th frame rule.** k = round(mean(offset - onset) / 2), the mean distance from onset to the
   interval's mid-point, on the training subjects' annotations. From Table 2's mean durations
   (round(fps * mean / 2)) it gives exactly Table 3's 37 / 217 and 6 / 19.
