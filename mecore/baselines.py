@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 from skimage.feature import local_binary_pattern
 
+from mecore import paths
 from mecore.data.model import Dataset, Video
 from mecore.preprocess import CropSpec, optical_flow, preprocess_video
+from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.pipeline import run_parallel
 from mecore.spotting import filter_by_length, labels_to_intervals, peak_intervals, relative_threshold
 
@@ -187,7 +189,8 @@ def dataset_curves(dataset: Dataset, method: str, crop: CropSpec = CropSpec(), g
                    progress: bool = False) -> list[VideoCurves]:
     """:func:`video_curves` of every video of a long-video dataset with the MEGC 2020 baseline k.
 
-    Faces are cropped by :func:`mecore.preprocess.preprocess_video` (cached when ``cache``); ``k``
+    Faces are cropped by :func:`mecore.preprocess.preprocess_video` and the curves are kept in the same
+    disk cache (when ``cache``), so LOSO folds and reruns compute each video's curves once; ``k``
     and the length limits come from :func:`megc2020_parameters` at the video's frame rate.
     ``workers`` > 1 runs videos in that many single-threaded processes.
     """
@@ -199,9 +202,21 @@ def dataset_curves(dataset: Dataset, method: str, crop: CropSpec = CropSpec(), g
 def _video_curves_job(video: Video, dataset_name: str, method: str, crop: CropSpec, grid: int,
                       flow_method: str, cache: bool) -> VideoCurves:
     parameters = megc2020_parameters(dataset_name, video.fps)
+    key = {"method": method, "crop": crop, "grid": grid, "flow_method": flow_method, "k": parameters["k"]}
+    path = entry_path(paths.cache_dir(), video, "curves", key)
+    stored = open_entry(path, "curves", key, source_fingerprint(video)) if cache else None
+    if stored is not None:
+        curves = dict(zip(parameters["k"], np.array(stored)))
+        return VideoCurves(video.name, np.asarray(video.frame_numbers), curves, dict(parameters["k"]),
+                           dict(parameters["lengths"]))
     crops = preprocess_video(video, crop, cache=cache, progress=False)["crops"]
-    return video_curves(crops, video.frame_numbers, method, parameters["k"], video.name, parameters["lengths"],
-                        grid, flow_method)
+    result = video_curves(crops, video.frame_numbers, method, parameters["k"], video.name, parameters["lengths"],
+                          grid, flow_method)
+    if cache:
+        table = np.stack([result.curves[t] for t in parameters["k"]]).astype(np.float64)
+        with EntryWriter(path, table.shape, table.dtype, "curves", key, source_fingerprint(video)) as writer:
+            writer.write(table)
+    return result
 
 
 def spot_intervals(curves: VideoCurves | list[VideoCurves], p: float, mode: str = "runs",

@@ -116,6 +116,21 @@ def test_baselines_run_on_a_synthetic_video():
         assert spotted["video"].eq(name).all() and spotted["type"].isin(["micro", "macro"]).all()
 
 
+def test_curves_are_cached_once_per_video(tmp_path, monkeypatch):
+    from mecore import baselines
+    from mecore.data import load_dataset
+
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
+    dataset = load_dataset("synth_casme_sq", profile="smoke")
+    name = sorted(dataset.videos)[0]
+    first = dataset_curves(dataset, "lbp_chi2", CropSpec(size=32), videos=[name])[0]
+    monkeypatch.setattr(baselines, "video_curves", lambda *args, **kwargs: pytest.fail("curves recomputed"))
+    again = dataset_curves(dataset, "lbp_chi2", CropSpec(size=32), videos=[name])[0]
+    assert again.curves.keys() == first.curves.keys() and again.k == first.k and again.lengths == first.lengths
+    for kind in first.curves:
+        np.testing.assert_array_equal(again.curves[kind], first.curves[kind])
+
+
 def test_peak_intervals_are_clipped_to_the_video_not_to_its_scored_part():
     curve = np.full(100, np.nan)
     curve[20:80] = 0.0

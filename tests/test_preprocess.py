@@ -146,8 +146,9 @@ def test_no_face_names_video_and_frame(tmp_path):
     blank = write_video(tmp_path / "blank", [np.full((120, 160, 3), 128, np.uint8)] * 3, name="empty")
     with pytest.raises(DatasetError, match=r"frame 1 of video 'empty'"):
         preprocess_video(blank, cache_root=tmp_path / "cache")
-    with pytest.raises(DatasetError, match=r"frames 1\.\.3 of video 'empty'"):
-        crop_faces(blank, CropSpec(box="smoothed"))
+    for box in ("smoothed", "median"):
+        with pytest.raises(DatasetError, match=r"frames 1\.\.3 of video 'empty'"):
+            crop_faces(blank, CropSpec(box=box))
 
 
 def test_smoothed_boxes_follow_the_face(astronaut):
@@ -157,6 +158,15 @@ def test_smoothed_boxes_follow_the_face(astronaut):
     raw, _ = face_boxes(frames, CropSpec(box="smoothed", smooth_sigma=0))
     smoothed, _ = face_boxes(frames, CropSpec(box="smoothed", smooth_sigma=2))
     assert np.abs(np.diff(smoothed[:, 0], 2)).sum() < np.abs(np.diff(raw[:, 0], 2)).sum()
+
+
+def test_median_box_is_fixed_and_ignores_missed_frames(astronaut):
+    blank = np.full_like(astronaut, 128)
+    frames = np.stack([blank, translate(astronaut, 2, 0), astronaut, translate(astronaut, 30, 0), astronaut])
+    boxes, _ = face_boxes(frames, CropSpec(box="median"))
+    raw, _ = face_boxes(frames[1:], CropSpec(box="smoothed", smooth_sigma=0))
+    assert len(boxes) == 5 and np.all(boxes == boxes[0])
+    assert np.allclose(boxes[0], np.median(raw, axis=0))
 
 
 # --- pipeline and cache -------------------------------------------------------------------------------------

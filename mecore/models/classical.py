@@ -24,7 +24,7 @@ CONVENTION = "megc2020"  # the convention p is selected under (the MEGC 2020 bas
 
 def _configs(method: str) -> dict:
     base = {"method": method, "mode": "runs", "p_grid": P_GRID, "t_eval": 0.5,
-            "crop": {"size": 64, "box": "smoothed", "detect_every": 15}}
+            "crop": {"size": 64, "box": "median", "detect_every": 15}}
     return {profile: dict(base) for profile in ("smoke", "default", "large", "paper")}
 
 
