@@ -40,7 +40,8 @@ from mecore.data.model import Dataset
 from mecore.paths import PROFILES
 
 # Modules whose import registers models; add a module here when its model is written.
-MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical", "mecore.models.yap3dcnn", "mecore.models.mesnet")
+MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical", "mecore.models.yap3dcnn", "mecore.models.mesnet",
+                                  "mecore.models.bifpn_i3d", "mecore.models.stsnet", "mecore.models.fr")
 
 TASKS = ("recognition", "spotting")
 _REGISTRY: dict[str, "ModelSpec"] = {}

@@ -1,0 +1,649 @@
+"""He et al. 2023: two-stream I3D backbone, BiFPN cross-scale fusion with attention and a
+classification-regression network (CRN) for spotting micro- and macro-expression intervals.
+
+Architecture (paper Sec. III, Figs. 1-4):
+
+* :class:`I3D` — Inception-v1 inflated to 3D (Carreira & Zisserman 2017; Sec. III-A): every
+  convolution followed by batch normalisation and ReLU (Sec. III-C), the stem, the nine Inception
+  modules and the four max poolings of I3D, every width scaled by ``width``. Two streams
+  (:class:`TwoStreamI3D`): grey (or RGB) face crops and optical flow (Sec. III-C, TV-L1 in ``paper``).
+  :func:`inflate_conv` is the I3D inflation (a 2D kernel repeated over ``t`` frames, divided by ``t``)
+  and :func:`load_pretrained` the optional path to user-supplied weights (3D, or 2D to be inflated);
+  nothing is ever downloaded.
+* :class:`BiFPN` — P3, P4, P5 from the backbone, P6 and P7 by downsampling P5 twice, 1x1
+  convolutions to a common width (Sec. III-C); fast normalised fusion (Eqs. 1-2, ReLU-constrained
+  weights, epsilon), depthwise separable convolutions followed by BN and ReLU (Sec. III-B), the
+  top-down then bottom-up path of Fig. 3 and an SE attention module on the fusion inputs.
+* :class:`CRN` — Fig. 4 / Sec. III-D: two 1D convolutions (kernel 3, no padding, stride 1, ReLU), two
+  fully connected layers, dropout 0.5, a 2-way softmax classifier and a 2-value boundary regressor;
+  focal loss for the classes (Sec. IV-B) and smooth L1 for the boundaries (:class:`SpottingLoss`),
+  temporal NMS after (Sec. III-D).
+
+Where the paper is silent or ambiguous, the reading implemented:
+
+* **Which features.** "After the 3rd, 4th and 5th pooling layers" is read with EfficientDet's
+  naming, which the paper adopts: P3, P4, P5 have spatial strides 8, 16, 32, i.e. the outputs of
+  I3D's Mixed_3c, Mixed_4f and Mixed_5c (temporal strides 2, 4, 8). P6 and P7 are a 1x1 convolution
+  of P5 followed by one and two max poolings of stride 2 (EfficientDet's resampling).
+* **Time only after the backbone.** Spotting is temporal: each level is averaged over its spatial
+  positions (as temporal detectors on I3D features do) and the BiFPN and the CRN work on the
+  sequences (B, C, T_l). The two streams' features are concatenated per level before the 1x1
+  convolutions (the paper does not say where the streams meet).
+* **BiFPN nodes.** Fig. 3's text: P6_td = f(P6_in, up(P7_in)), P5_td, P4_td, P3_out likewise; then
+  P4_out = f(P4_in_2, P4_td, down(P3_out)), P5_out = f(P5_in_2, P5_td, down(P4_out)),
+  P6_out = f(P6_in, P6_td, down(P5_out)), P7_out = f(P7_in, down(P6_out)). In the first layer P4 and
+  P5 have two 1x1 mappings each (P4_in_1 for the top-down path, P4_in_2 for the bottom-up one, as the
+  text names them); later layers reuse their input. Layers: 3 (EfficientDet-D0; the paper gives no
+  number), width 64 in ``paper`` (D0).
+* **SE attention.** "An SE attention module is added to determine the attention to each input":
+  every fusion node has one squeeze-excitation block (Hu et al., reduction 4) that rescales the
+  channels of each of its inputs before the weighted sum of Eqs. 1-2.
+* **Proposals.** The paper does not say how candidates are made. The CRN is shared by all five
+  fused levels and slides over each (EfficientDet's heads): its two unpadded convolutions make
+  output ``j`` of level ``l`` see positions ``j..j+4``, i.e. the clip frames
+  ``[j s_l, (j + 5) s_l - 1]`` with ``s_l = 2, 4, 8, 16, 32`` frames: candidates of 10, 20, 40, 80 and
+  160 frames, which span CAS(ME)^2's MEs (about 10 frames) to its longest macro-expressions. The two
+  FC layers act on each output position (one candidate each).
+* **Classes.** Fig. 4's 2-way softmax is read as "expression vs non-expression" (the text:
+  "ME" or "non-ME", and "distinguishing the generated candidates (MaE or ME)"). A spotted interval is
+  a micro-expression when it lasts at most ``micro_max_seconds`` = 0.5 s, the definition of Sec. I,
+  else a macro-expression; the tables need both types.
+* **Labels and regression.** A candidate is positive when its IoU with the nearest expression
+  exceeds ``iou_positive`` = 0.5 (RetinaNet; MESNet's 0.7 would leave many expressions without any
+  positive candidate with octave-spaced lengths); boundary targets and their inverse are MESNet's
+  Eq. 12 (:func:`mecore.models.mesnet.regression_targets`, :func:`~mecore.models.mesnet.apply_regression`).
+* **Focal loss.** Softmax focal loss with RetinaNet's gamma = 2, summed over candidates and divided by
+  the number of positives, the classifier's bias initialised to RetinaNet's prior P(expression) = 0.01;
+  smooth L1 (beta 1) over positives, averaged; the two losses added. No alpha: RetinaNet's 0.25
+  down-weights the rare positives further, and with it our network predicted the prior everywhere
+  (measured on one fold: all probabilities 0.07-0.24, no threshold of Table II left an interval).
+* **top_threshold** is the minimum expression probability of a kept candidate. (Sec. IV-B says that a
+  larger threshold outputs *more* expressions, which no probability threshold does; Table II's
+  trend is reported beside ours as printed.) Greedy NMS at ``t_nms`` = 0.5 (MESNet's) per video and
+  type. Because greedy NMS only looks at higher-scored intervals, running it once and then filtering
+  by any threshold gives the same intervals as filtering first: one LOSO run at the lowest threshold
+  gives the whole Table II sweep.
+* **Clips.** Training: every clip of ``clip_length`` frames of the training videos, adjacent clips
+  overlapping by half (:func:`mecore.models.mesnet.clip_starts`), with the paper's random crop and
+  left-right flip (the flow's dx changes sign under the flip). Test: the same tiling, candidates
+  pooled per video before NMS. ``clip_length`` = 160 frames, the shortest clip for which P7 gives a
+  candidate. "Shorter video clips are merged before extracting optical flow" concerns the CAS(ME)^2
+  files and has no counterpart here.
+* **Inputs.** Face crops in one fixed box per video (``box="median"``: a per-frame Haar box's jitter
+  is more motion than an ME's, :mod:`mecore.preprocess.face`; measured on the default LOSO, overall F1
+  0.034 with a smoothed per-frame box, 64 px faces and DIS flow, 0.240 with the fixed box, 128 px
+  faces and reduced TV-L1; cached by
+  :func:`mecore.preprocess.preprocess_video`) scaled to [-1, 1]
+  (I3D's range) and flow from :func:`mecore.models.mesnet.load_flows` divided by its standard
+  deviation on the training videos, both area-averaged to ``load_size`` then cropped to
+  ``input_size`` (random in training, central at test).
+
+Profiles: ``paper`` — full-width I3D on 224 px crops of 256 px faces, RGB, TV-L1 between consecutive
+frames, batch 32, 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same network at width
+1/16 on 24 px grey crops (28 px before the random crop) of 128 px faces in one fixed box per video
+(``box="median"``), reduced TV-L1 flow with a 4-frame step (MESNet's default, and its cached flows),
+batch 8, 8 epochs with Adam at lr 3e-3, so that LOSO on
+``synth_casme_sq`` trains in minutes on two idle CPU cores (one step of 8 clips takes about 0.4 s on
+one core). The learning rate is measured, not the paper's: on one fold at lr 1e-3 the loss stalled
+after two epochs with every probability below 0.31, so no threshold of Table II kept an interval (the
+paper's 1e-4 moves a randomly initialised network even less in eight epochs). Also measured and not
+kept (LOSO, 6 folds): each frame minus its video's mean frame in the appearance stream with batch 4
+and lr 1e-3 left 65 intervals above 0.3 in all (two folds none) and 5 above 0.5, none of them a hit,
+versus 620 and 516 here. ``smoke`` — 16 px
+crops, narrow BiFPN and CRN, a few batches (tests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from mecore import paths
+from mecore.data.model import Dataset
+from mecore.models import LosoFold, ModelSpec, register
+from mecore.models.mesnet import (ME, apply_regression, clip_starts, expression_indices, load_flows,
+                                  normalise_flows, regression_targets, window_labels)
+from mecore.preprocess import CropSpec, preprocess_video
+from mecore.spotting import temporal_nms
+from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
+
+# Inception-v1 modules of I3D: name -> (1x1, 3x3 reduce, 3x3, 3x3 reduce, "5x5" (3x3x3 in I3D), pool proj)
+INCEPTION = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64), "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64), "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+LEVELS = ("P3", "P4", "P5", "P6", "P7")
+LEVEL_STRIDES = (2, 4, 8, 16, 32)  # frames per position of each level
+CRN_SPAN = 5  # positions seen by one output of two unpadded kernel-3 convolutions
+EXPRESSION = ME  # class index of "expression" in the CRN's softmax (MESNet's ME index)
+
+
+# ------------------------------------------------------------------------------------------- I3D
+def scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+class Unit3D(nn.Sequential):
+    """Conv3d (no bias) + BatchNorm + ReLU, "same" padding (I3D's unit; Sec. III-C)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1, 1), stride=(1, 1, 1)):
+        padding = tuple(k // 2 for k in kernel)
+        super().__init__(nn.Conv3d(in_channels, out_channels, kernel, stride, padding, bias=False),
+                         nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True))
+
+
+class InceptionModule(nn.Module):
+    """Four branches concatenated: 1x1; 1x1 -> 3x3x3; 1x1 -> 3x3x3; 3x3x3 max pool -> 1x1."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...]):
+        super().__init__()
+        b0, b1a, b1b, b2a, b2b, b3 = widths
+        self.branch0 = Unit3D(in_channels, b0)
+        self.branch1 = nn.Sequential(Unit3D(in_channels, b1a), Unit3D(b1a, b1b, (3, 3, 3)))
+        self.branch2 = nn.Sequential(Unit3D(in_channels, b2a), Unit3D(b2a, b2b, (3, 3, 3)))
+        self.branch3 = nn.Sequential(nn.MaxPool3d(3, 1, 1), Unit3D(in_channels, b3))
+        self.out_channels = b0 + b1b + b2b + b3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
+
+
+class I3D(nn.Module):
+    """Inflated Inception-v1 up to Mixed_5c; returns the P3, P4, P5 maps (strides 8, 16, 32 in space,
+    2, 4, 8 in time). Poolings use ceil mode, so a level has ceil(T / stride) positions."""
+
+    def __init__(self, in_channels: int, width: float = 1.0):
+        super().__init__()
+        c = lambda n: scaled(n, width)  # noqa: E731
+        self.stem = nn.Sequential(
+            Unit3D(in_channels, c(64), (7, 7, 7), (2, 2, 2)),  # Conv3d_1a_7x7
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),  # MaxPool3d_2a_3x3
+            Unit3D(c(64), c(64)),  # Conv3d_2b_1x1
+            Unit3D(c(64), c(192), (3, 3, 3)),  # Conv3d_2c_3x3
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))  # MaxPool3d_3a_3x3
+        stages, channels = [], c(192)
+        for names, pool in ((("Mixed_3b", "Mixed_3c"), None),
+                            (("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"),
+                             nn.MaxPool3d(3, 2, 1)),  # MaxPool3d_4a_3x3
+                            (("Mixed_5b", "Mixed_5c"), nn.MaxPool3d(2, 2, ceil_mode=True))):  # MaxPool3d_5a_2x2
+            layers = [pool] if pool is not None else []
+            for name in names:
+                layers.append(InceptionModule(channels, tuple(c(n) for n in INCEPTION[name])))
+                channels = layers[-1].out_channels
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = tuple(stage[-1].out_channels for stage in stages)
+
+    def forward(self, clips: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, T, H, W) -> [P3, P4, P5], each (B, C_l, T_l, H_l, W_l)."""
+        x, maps = self.stem(clips), []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+
+class TwoStreamI3D(nn.Module):
+    """An appearance stream (grey or RGB frames) and a flow stream (dx, dy); per level, each stream's map
+    is averaged over space and the two are concatenated: [(B, C_rgb + C_flow, T_l)] for P3-P5."""
+
+    def __init__(self, frame_channels: int, width: float = 1.0):
+        super().__init__()
+        self.appearance, self.flow = I3D(frame_channels, width), I3D(2, width)
+        self.out_channels = tuple(a + f for a, f in zip(self.appearance.out_channels, self.flow.out_channels))
+
+    def forward(self, frames: torch.Tensor, flow: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.cat([a.mean(dim=(3, 4)), f.mean(dim=(3, 4))], dim=1)
+                for a, f in zip(self.appearance(frames), self.flow(flow))]
+
+
+def inflate_conv(conv: nn.Conv2d, time: int) -> nn.Conv3d:
+    """I3D inflation (Carreira & Zisserman Sec. 2.4): the 2D kernel repeated over ``time`` frames and
+    divided by ``time``, so that on a clip of identical frames the 3D filter answers as the 2D one (away
+    from the first and last ``time // 2`` frames, where the zero padding enters)."""
+    inflated = nn.Conv3d(conv.in_channels, conv.out_channels, (time, *conv.kernel_size), (1, *conv.stride),
+                         (time // 2, *conv.padding), groups=conv.groups, bias=conv.bias is not None)
+    with torch.no_grad():
+        inflated.weight.copy_(conv.weight.unsqueeze(2).repeat(1, 1, time, 1, 1) / time)
+        if conv.bias is not None:
+            inflated.bias.copy_(conv.bias)
+    return inflated
+
+
+def load_pretrained(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load user-supplied weights (a state dict saved with ``torch.save``) into ``module``.
+
+    Entries must match the module's names; a 4D (2D-convolution) weight for a 5D parameter is inflated
+    over the parameter's temporal size as :func:`inflate_conv` does. Never downloads anything.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"pretrained weights {path}: not a readable torch state dict ({error})") from error
+    own = module.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"pretrained weights {path}: entries not in the model, e.g. {unknown[:3]}")
+    for name, value in state.items():
+        target = own[name]
+        if value.dim() == 4 and target.dim() == 5 and value.shape == target.shape[:2] + target.shape[3:]:
+            value = value.unsqueeze(2).repeat(1, 1, target.shape[2], 1, 1) / target.shape[2]
+        if value.shape != target.shape:
+            raise ValueError(f"pretrained weights {path}: {name} has shape {tuple(value.shape)}, "
+                             f"the model expects {tuple(target.shape)}")
+        own[name] = value
+    module.load_state_dict(own)
+    return module
+
+
+# ----------------------------------------------------------------------------------------- BiFPN
+class SqueezeExcitation(nn.Module):
+    """Channel attention (Hu et al.): x * sigmoid(FC(ReLU(FC(mean over time of x))))."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze, self.excite = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean(dim=2))))).unsqueeze(2)
+
+
+class FusionNode(nn.Module):
+    """One BiFPN node: SE on each input, fast normalised fusion (Eqs. 1-2), depthwise separable
+    convolution + BN + ReLU (Sec. III-B)."""
+
+    def __init__(self, channels: int, n_inputs: int, epsilon: float = 1e-4):
+        super().__init__()
+        self.weights = nn.Parameter(torch.ones(n_inputs))
+        self.epsilon = epsilon
+        self.attention = SqueezeExcitation(channels)
+        self.conv = nn.Sequential(nn.Conv1d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                                  nn.Conv1d(channels, channels, 1, bias=False), nn.BatchNorm1d(channels),
+                                  nn.ReLU(inplace=True))
+
+    def normalised_weights(self) -> torch.Tensor:
+        """w_i / (sum_j w_j + epsilon) with w = ReLU(parameters): non-negative, summing to about 1."""
+        weights = F.relu(self.weights)
+        return weights / (weights.sum() + self.epsilon)
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        weights = self.normalised_weights()
+        return self.conv(sum(w * self.attention(x) for w, x in zip(weights, inputs)))
+
+
+def upsample(x: torch.Tensor, length: int) -> torch.Tensor:
+    return F.interpolate(x, size=length, mode="nearest")
+
+
+def downsample(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Max pooling of stride 2 (kernel 3, padding 1: ceil(T / 2) positions) to ``length``."""
+    return F.max_pool1d(x, 3, 2, 1, ceil_mode=False)[..., :length]
+
+
+def conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False), nn.BatchNorm1d(out_channels))
+
+
+# the graph of Fig. 3: node -> its inputs (level names with the node they come from)
+TOP_DOWN = (("P6_td", ("P6_in", "P7_in")), ("P5_td", ("P5_in", "P6_td")), ("P4_td", ("P4_in", "P5_td")),
+            ("P3_out", ("P3_in", "P4_td")))
+BOTTOM_UP = (("P4_out", ("P4_in_2", "P4_td", "P3_out")), ("P5_out", ("P5_in_2", "P5_td", "P4_out")),
+             ("P6_out", ("P6_in", "P6_td", "P5_out")), ("P7_out", ("P7_in", "P6_out")))
+NODES = TOP_DOWN + BOTTOM_UP
+
+
+class BiFPNLayer(nn.Module):
+    """One bidirectional layer: top-down (upsampling) then bottom-up (downsampling) fusion, Fig. 3."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.nodes = nn.ModuleDict({name: FusionNode(channels, len(inputs)) for name, inputs in NODES})
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``features``: P3_in ... P7_in and P4_in_2, P5_in_2; returns P3_out ... P7_out."""
+        values = dict(features)
+        for name, inputs in NODES:
+            level_length = values[name[:2] + "_in"].shape[2]
+            resized = []
+            for source in inputs:
+                x = values[source]
+                if x.shape[2] < level_length:
+                    x = upsample(x, level_length)
+                elif x.shape[2] > level_length:
+                    x = downsample(x, level_length)
+                resized.append(x)
+            values[name] = self.nodes[name](resized)
+        return {f"{level}_out": values[f"{level}_out"] for level in LEVELS}
+
+
+class BiFPN(nn.Module):
+    """P3-P5 (1x1 convolutions to ``channels``; P4, P5 twice for the first layer's two paths), P6 and P7
+    by two downsamplings of P5, then ``layers`` BiFPN layers. Returns the five fused levels (B, C, T_l)."""
+
+    def __init__(self, in_channels: tuple[int, int, int], channels: int, layers: int):
+        super().__init__()
+        self.inputs = nn.ModuleDict({
+            "P3_in": conv_bn(in_channels[0], channels), "P4_in": conv_bn(in_channels[1], channels),
+            "P5_in": conv_bn(in_channels[2], channels), "P4_in_2": conv_bn(in_channels[1], channels),
+            "P5_in_2": conv_bn(in_channels[2], channels), "P6_in": conv_bn(in_channels[2], channels)})
+        self.layers = nn.ModuleList(BiFPNLayer(channels) for _ in range(layers))
+
+    def forward(self, p3: torch.Tensor, p4: torch.Tensor, p5: torch.Tensor) -> list[torch.Tensor]:
+        raw = {"P3_in": p3, "P4_in": p4, "P5_in": p5, "P4_in_2": p4, "P5_in_2": p5, "P6_in": p5}
+        features = {name: layer(raw[name]) for name, layer in self.inputs.items()}
+        features["P6_in"] = downsample(features["P6_in"], -(-p5.shape[2] // 2))
+        features["P7_in"] = downsample(features["P6_in"], -(-features["P6_in"].shape[2] // 2))
+        for layer in self.layers:
+            out = layer(features)
+            features = {f"{level}_in": out[f"{level}_out"] for level in LEVELS}
+            features.update(P4_in_2=features["P4_in"], P5_in_2=features["P5_in"])
+        return [features[f"{level}_in"] for level in LEVELS]
+
+
+# ------------------------------------------------------------------------------------------- CRN
+class CRN(nn.Module):
+    """Fig. 4: two 1D convolutions (kernel 3, no padding, stride 1, ReLU), two FC layers, dropout 0.5, then
+    a 2-way classifier (softmax in the loss) and a 2-value boundary regressor, per output position."""
+
+    def __init__(self, in_channels: int, conv_channels: int, fc_width: int, prior: float = 0.01):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv1d(in_channels, conv_channels, 3), nn.ReLU(inplace=True),
+                                   nn.Conv1d(conv_channels, conv_channels, 3), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(conv_channels, fc_width), nn.ReLU(inplace=True),
+                                nn.Linear(fc_width, fc_width), nn.ReLU(inplace=True), nn.Dropout(0.5))
+        self.classify, self.regress = nn.Linear(fc_width, 2), nn.Linear(fc_width, 2)
+        with torch.no_grad():  # RetinaNet's prior: every candidate starts at P(expression) = prior
+            self.classify.bias.copy_(torch.tensor([np.log(prior), np.log(1 - prior)])[[EXPRESSION, 1 - EXPRESSION]])
+
+    def forward(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, T_l) -> logits and boundary offsets, each (B, T_l - 4, 2); empty when T_l < 5."""
+        if level.shape[2] < CRN_SPAN:
+            empty = level.new_zeros((level.shape[0], 0, 2))
+            return empty, empty
+        hidden = self.fc(self.convs(level).transpose(1, 2))
+        return self.classify(hidden), self.regress(hidden)
+
+
+class BiFPNI3D(nn.Module):
+    """Two-stream I3D -> BiFPN -> CRN on every fused level (Fig. 1). ``forward(frames, flow)`` with frames
+    (B, C, T, H, W) and flow (B, 2, T, H, W) returns logits and offsets (B, A, 2) over the candidates of
+    :meth:`candidates` (levels P3 to P7 in order)."""
+
+    def __init__(self, frame_channels: int = 1, width: float = 1.0, bifpn_channels: int = 64, bifpn_layers: int = 3,
+                 crn_channels: int = 128, fc_width: int = 300):
+        super().__init__()
+        self.backbone = TwoStreamI3D(frame_channels, width)
+        self.bifpn = BiFPN(self.backbone.out_channels, bifpn_channels, bifpn_layers)
+        self.crn = CRN(bifpn_channels, crn_channels, fc_width)
+
+    def levels(self, frames: torch.Tensor, flow: torch.Tensor) -> list[torch.Tensor]:
+        return self.bifpn(*self.backbone(frames, flow))
+
+    def forward(self, frames: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [self.crn(level) for level in self.levels(frames, flow)]
+        return torch.cat([o[0] for o in outputs], dim=1), torch.cat([o[1] for o in outputs], dim=1)
+
+    @staticmethod
+    def candidates(n_frames: int) -> np.ndarray:
+        """(A, 3) rows (first frame, last frame, level index) of the clip frames each output looks at."""
+        rows, length = [], n_frames
+        for index, stride in enumerate(LEVEL_STRIDES):
+            length = -(-n_frames // stride)  # ceil: the poolings use ceil mode
+            starts = np.arange(max(length - CRN_SPAN + 1, 0)) * stride
+            rows.append(np.column_stack([starts, np.minimum(starts + CRN_SPAN * stride, n_frames) - 1,
+                                         np.full(len(starts), index)]))
+        return np.concatenate(rows).astype(np.int64)
+
+
+def build_model(config: dict) -> BiFPNI3D:
+    model = BiFPNI3D(3 if not config["crop"].get("gray", True) else 1, config["width"], config["bifpn_channels"],
+                     config["bifpn_layers"], config["crn_channels"], config["fc_width"])
+    if config.get("pretrained"):
+        load_pretrained(model.backbone, config["pretrained"])
+    return model
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------- losses
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0, alpha: float | None = None,
+               positive: int = EXPRESSION) -> torch.Tensor:
+    """Softmax focal loss per sample (Lin et al.): -alpha_t (1 - p_t)^gamma log p_t. ``alpha`` weighs class
+    ``positive`` (1 - alpha the other); None: no weighting. gamma = 0, alpha None is the cross-entropy."""
+    log_p = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    loss = -(1 - log_p.exp()).pow(gamma) * log_p
+    if alpha is not None:
+        loss = loss * torch.where(labels == positive, alpha, 1 - alpha)
+    return loss
+
+
+def candidate_targets(candidates: np.ndarray, expressions: list[np.ndarray],
+                      iou_positive: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip: class of every candidate (expression when IoU with the nearest one > ``iou_positive``) and
+    MESNet Eq. 12 boundary targets (NaN for negatives). Shapes (B, A) and (B, A, 2)."""
+    labels = np.zeros((len(expressions), len(candidates)), dtype=np.int64)
+    targets = np.full((len(expressions), len(candidates), 2), np.nan)
+    for clip, truth in enumerate(expressions):
+        labels[clip], nearest = window_labels(candidates[:, :2], truth, iou_positive)
+        positive = labels[clip] == EXPRESSION
+        if positive.any():
+            targets[clip, positive] = regression_targets(candidates[positive, :2], truth[nearest[positive]])
+    return torch.from_numpy(labels), torch.from_numpy(targets).float()
+
+
+class SpottingLoss:
+    """Focal loss over all candidates / number of positives + mean smooth L1 over positives (Sec. III-D,
+    IV-B). Targets: each clip's expressions as (B, K, 2) clip-frame intervals, NaN-padded."""
+
+    def __init__(self, n_frames: int, iou_positive: float = 0.5, gamma: float = 2.0, alpha: float | None = 0.25):
+        self.candidates = BiFPNI3D.candidates(n_frames)
+        self.iou_positive, self.gamma, self.alpha = iou_positive, gamma, alpha
+
+    def __call__(self, outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        logits, regression = outputs
+        expressions = [clip[~torch.isnan(clip[:, 0])].numpy() for clip in targets.cpu()]
+        labels, boxes = candidate_targets(self.candidates, expressions, self.iou_positive)
+        labels, boxes = labels.to(logits.device), boxes.to(logits.device)
+        positive = labels == EXPRESSION
+        n_positive = positive.sum().clamp(min=1)
+        classification = focal_loss(logits.reshape(-1, 2), labels.reshape(-1), self.gamma, self.alpha).sum()
+        smooth = F.smooth_l1_loss(regression[positive], boxes[positive], reduction="sum", beta=1.0)
+        return classification / n_positive + smooth / n_positive
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_frames(dataset: Dataset, videos, config: dict, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Per video a (C, N, S, S) float32 tensor of face crops scaled to [-1, 1] and area-averaged to
+    ``config["load_size"]`` (crops cached by :func:`mecore.preprocess.preprocess_video`)."""
+    crop, frames = CropSpec(**config["crop"]), {}
+    for name in tqdm(list(videos), desc="frames", disable=not progress, leave=False):
+        crops = torch.from_numpy(np.array(preprocess_video(dataset.video(name), crop, progress=False)["crops"]))
+        crops = crops[:, None] if crops.dim() == 3 else crops.permute(0, 3, 1, 2)
+        crops = F.adaptive_avg_pool2d(crops.float() / 127.5 - 1, config["load_size"])
+        frames[name] = crops.transpose(0, 1).contiguous()
+    return frames
+
+
+def load_inputs(dataset: Dataset, videos, train_videos, config: dict,
+                progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Frames (C, N, S, S) and flows (2, N, S, S) per video; flows divided by the training videos' std."""
+    flows = load_flows(dataset, videos, {**config, "input_size": config["load_size"]}, progress)
+    flows = normalise_flows(flows, train_videos)
+    return load_frames(dataset, videos, config, progress), {k: v.transpose(0, 1).contiguous() for k, v in flows.items()}
+
+
+class TwoStreamClips(torch.utils.data.Dataset):
+    """Items ((frames (C, L, S, S), flow (2, L, S, S)), expressions (K, 2)) of clips (video, start) of
+    ``clip_length`` frames; expressions overlapping the clip in clip frames, NaN-padded to a common K.
+    ``train``: random ``input_size`` crop and left-right flip (dx negated); else the central crop."""
+
+    def __init__(self, frames, flows, clips: list[tuple[str, int]], expressions: pd.DataFrame, clip_length: int,
+                 input_size: int, train: bool):
+        self.frames, self.flows, self.clips, self.train = frames, flows, clips, train
+        self.clip_length, self.input_size = clip_length, input_size
+        self.targets = []
+        for video, start in clips:
+            rows = expressions[(expressions["video"] == video) & (expressions["offset"] >= start)
+                               & (expressions["onset"] < start + clip_length)]
+            self.targets.append(rows[["onset", "offset"]].to_numpy(float) - start)
+        self.width = max([1] + [len(t) for t in self.targets])
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        video, start = self.clips[index]
+        frames = self.frames[video][:, start:start + self.clip_length]
+        flow = self.flows[video][:, start:start + self.clip_length]
+        margin = frames.shape[-1] - self.input_size
+        if self.train:
+            top, left = (int(v) for v in torch.randint(0, margin + 1, (2,)))
+        else:
+            top = left = margin // 2
+        window = (..., slice(top, top + self.input_size), slice(left, left + self.input_size))
+        frames, flow = frames[window], flow[window]
+        if self.train and torch.rand(()) < 0.5:
+            frames, flow = frames.flip(-1), flow.flip(-1) * torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1)
+        target = torch.full((self.width, 2), float("nan"))
+        target[:len(self.targets[index])] = torch.tensor(self.targets[index], dtype=torch.float32)
+        return (frames.contiguous(), flow.contiguous()), target
+
+
+def tiling(lengths: dict[str, int], clip_length: int) -> list[tuple[str, int]]:
+    """Clips (video, start) covering every video, adjacent clips overlapping by half a clip."""
+    return [(video, start) for video, n in lengths.items()
+            for start in clip_starts(n, clip_length, min(clip_length, n) // 2)]
+
+
+# -------------------------------------------------------------------------------------- training
+def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: dict, seed: int = 0,
+                checkpoint_dir: str | Path | None = None, progress: bool = False) -> TrainResult:
+    """Adam, ``config["epochs"]`` epochs, batch ``config["batch_size"]`` on every training clip (Sec. IV-B)."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    length = min(config["clip_length"], min(frames[v].shape[1] for v in train_videos))
+    clips = tiling({v: frames[v].shape[1] for v in train_videos}, length)
+    data = TwoStreamClips(frames, flows, clips, expressions[expressions["video"].isin(train_videos)], length,
+                          config["input_size"], train=True)
+    train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"],
+                               batch_size=config["batch_size"], monitor="train_loss", restore_best=False, seed=seed,
+                               drop_last=True)
+    loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
+    return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
+               resume="auto" if checkpoint_dir else False, progress=progress)
+
+
+# ------------------------------------------------------------------------------------ prediction
+@torch.no_grad()
+def spot_video(model: BiFPNI3D, frames: torch.Tensor, flow: torch.Tensor, frame_numbers, video: str, fps: float,
+               config: dict, batch_size: int = 8) -> pd.DataFrame:
+    """Scored intervals of one video: clips tiled as in training, each candidate's expression probability
+    and regressed boundaries (Eq. 12 inverted), type by duration, temporal NMS per video and type, then
+    the candidates with probability >= ``top_threshold``. Frame numbers of the video."""
+    model.eval()
+    device = next(model.parameters()).device
+    n_frames = frames.shape[1]
+    length = min(config["clip_length"], n_frames)
+    starts = [start for _, start in tiling({video: n_frames}, config["clip_length"])]
+    data = TwoStreamClips({video: frames}, {video: flow}, [(video, s) for s in starts], pd.DataFrame(
+        columns=["video", "onset", "offset"]), length, config["input_size"], train=False)
+    candidates = BiFPNI3D.candidates(length)[:, :2].astype(float)
+    rows = []
+    for first in range(0, len(starts), batch_size):
+        items = [data[i][0] for i in range(first, min(first + batch_size, len(starts)))]
+        frames_batch, flow_batch = (torch.stack(stream).to(device) for stream in zip(*items))
+        logits, offsets = model(frames_batch, flow_batch)
+        probability = logits.softmax(dim=2)[..., EXPRESSION].cpu().numpy()
+        for clip in range(len(items)):
+            bounds = apply_regression(candidates, offsets[clip].cpu().numpy()) + starts[first + clip]
+            rows.append(np.column_stack([bounds, probability[clip]]))
+    table = np.concatenate(rows)
+    onset = np.clip(np.rint(table[:, 0]), 0, n_frames - 1).astype(int)
+    offset = np.clip(np.rint(table[:, 1]), 0, n_frames - 1).astype(int)
+    onset, offset = np.minimum(onset, offset), np.maximum(onset, offset)
+    micro = offset - onset + 1 <= config["micro_max_seconds"] * fps
+    frame_numbers = np.asarray(frame_numbers)
+    spotted = pd.DataFrame({"video": video, "onset": frame_numbers[onset], "offset": frame_numbers[offset],
+                            "type": np.where(micro, "micro", "macro"), "score": table[:, 2]})
+    spotted = temporal_nms(spotted, config["t_nms"])
+    return spotted[spotted["score"] >= config["top_threshold"]].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ LOSO
+PREDICTION_ONLY_KEYS = ("top_threshold", "t_nms", "micro_max_seconds")
+
+
+@dataclass
+class FoldModel:
+    """What :func:`train_fold` leaves: the trained network, its inputs and its training history."""
+
+    model: BiFPNI3D
+    frames: dict[str, torch.Tensor]
+    flows: dict[str, torch.Tensor]
+    training: TrainResult
+
+
+def model_dir(fold: LosoFold) -> Path:
+    """Checkpoints keyed by dataset, seed and every configuration entry that changes the trained weights,
+    so that runs differing only in post-processing (``PREDICTION_ONLY_KEYS``) share one training."""
+    from mecore.loso import run_key  # mecore.loso imports the registry; imported when both exist
+
+    config = {k: v for k, v in fold.config.items() if k not in PREDICTION_ONLY_KEYS}
+    key, _ = run_key(SPEC, fold.dataset, "models", config, fold.seed)
+    return paths.runs_dir() / "bifpn_i3d_models" / fold.dataset.name / key / fold.test_subject
+
+
+def train_fold(fold: LosoFold) -> FoldModel:
+    """Load the fold's inputs and train (or reload) its network on the training subjects' videos."""
+    train_videos = sorted(name for name, video in fold.dataset.videos.items() if video.subject in fold.train_subjects)
+    frames, flows = load_inputs(fold.dataset, train_videos + fold.test_videos, train_videos, fold.config,
+                                fold.progress)
+    expressions = expression_indices(fold.dataset, train_videos)
+    training = train_model(frames, flows, expressions, train_videos, fold.config, fold.seed, model_dir(fold),
+                           fold.progress)
+    return FoldModel(training.model, frames, flows, training)
+
+
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train (or reload) the fold's network and spot every video of the left-out subject."""
+    trained = train_fold(fold)
+    spotted = [spot_video(trained.model, trained.frames[name], trained.flows[name],
+                          fold.dataset.video(name).frame_numbers, name, fold.dataset.video(name).fps, fold.config)
+               for name in fold.test_videos]
+    return pd.concat(spotted, ignore_index=True)
+
+
+TOP_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.601, 0.05), 2))  # Table II
+T_EVALS = (0.50, 0.40, 0.35, 0.30)  # Table I
+_PAPER = {  # He et al. 2023, Sec. III-C, IV-B; sizes the paper leaves open are I3D's and EfficientDet-D0's
+    "crop": {"size": 256, "box": "median", "detect_every": 15, "gray": False}, "load_size": 256,
+    "input_size": 224, "flow_method": "tvl1", "flow_step": 1, "width": 1.0, "pretrained": None,
+    "bifpn_channels": 64, "bifpn_layers": 3, "crn_channels": 128, "fc_width": 300, "clip_length": 160,
+    "batch_size": 32, "epochs": 30, "lr": 1e-4, "iou_positive": 0.5, "focal_gamma": 2.0, "focal_alpha": None,
+    "t_nms": 0.5, "top_threshold": 0.5, "micro_max_seconds": 0.5,
+}
+_DEFAULT = {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "load_size": 28,
+            "input_size": 24, "flow_method": "tvl1_reduced", "flow_step": 4, "width": 0.0625, "batch_size": 8,
+            "epochs": 8, "lr": 3e-3}
+_SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis",
+          "load_size": 20, "input_size": 16, "bifpn_channels": 16, "bifpn_layers": 1,
+          "crn_channels": 16, "fc_width": 32, "epochs": 2}
+SPEC = register(ModelSpec(
+    name="bifpn_i3d", task="spotting", paper="He et al. 2023", run_fold=run_fold,
+    configs={"smoke": _SMOKE, "default": _DEFAULT, "large": _DEFAULT, "paper": _PAPER},
+    spotting_convention="mesnet"))

@@ -1,0 +1,496 @@
+"""Feature Refinement (FR, Zhou et al.): expression-specific feature learning and fusion for
+micro-expression recognition from onset-apex optical flow.
+
+Pipeline and architecture (paper Sec. 3, Fig. 1, Fig. 2):
+
+* **Apex** (Sec. 3.1, 4.2): the annotated apex (CASME II, SAMM); for SMIC, which has none, the
+  inter-frame difference rule Eq. 1, ``t_apex = argmax_t mean |I(t) - I(onset)|`` over the clip
+  (:func:`interframe_diff_apex`, cached per clip). The Dual-Inception ablation (Table 1a, ref. [38])
+  takes the mid-position frame instead, on every database (:func:`apex_frames`).
+* **Flow** (Sec. 3.1, 4.2): TV-L1 between the onset and apex faces, horizontal and vertical
+  components resized to 28x28 (:func:`mecore.preprocess.onset_apex_flows`, cached, parallel).
+* **Expression-shared features** (Sec. 3.1): one stream per flow component, each two Inception-v1
+  blocks (branches 1x1; 1x1-3x3; 1x1-5x5; 3x3 max-pool-1x1; ReLU) of 6 and then 16 filters per
+  branch (LeNet's 6 and 16), each block followed by 2x2 max pooling; the two flattened maps
+  (2 x 64 x 7 x 7 = 6272) are concatenated (:class:`TwoStreamInception`).
+* **Expression proposal module** (Sec. 3.2, Eqs. 2-5): K attention units ``a_k = softmax(W_k z +
+  b_k)`` (softmax over the feature, so each ``a_k`` sums to one), ``z*_k = a_k * z`` (element-wise);
+  K detectors, each two fully-connected layers with a sigmoid output, trained by binary
+  cross-entropy against "sample is class k" (Eq. 4); the proposal loss is the mean of the K
+  detection losses (Eq. 5, :func:`proposal_loss`).
+* **Fusion and classifier** (Sec. 3.3, Eqs. 6-8): ``z' = sum_k z*_k``; FC - dropout 0.5 - FC -
+  softmax; total loss ``lambda L_prop + L_cls`` with lambda = 0.85 (Sec. 6.1.1, :class:`FRLoss`).
+
+Variants (Table 1, ``variant`` in the configuration): ``fr``; ``fr_fc`` (proposal units are plain
+FC layers, ``z*_k = ReLU(W_k z + b_k)``, no attention, Table 1b); ``fr_concatenated`` (the ``z*_k``
+concatenated instead of summed, Table 1c); ``basic`` (Basic Inception: no proposal module, the
+classifier directly on the concatenated stream features, Table 1a); Dual-Inception is ``basic`` with
+``apex="mid"``. Each is registered: ``fr``, ``fr_fc``, ``fr_concatenated``, ``fr_basic_inception``,
+``fr_dual_inception``.
+
+Where the paper is silent or ambiguous, the reading implemented:
+
+* **Sizes from Table 7.** The attention FC maps ``z`` to a vector of ``z``'s own size (Eq. 2-3), so
+  with ``z`` the 6272-long concatenation one attention unit alone would hold 39 M weights, while
+  Table 7 gives 3.76 M for all three units and detectors together. Table 7 is met when the
+  expression-shared feature ``z`` is the 1024-unit ReLU FC layer on the concatenation (the first FC
+  of the Basic Inception / Dual-Inception classifier; ``shared_width``), the detectors are
+  FC 128 - FC 1 (``detector_width``) and the FR classifier is FC 256 - dropout - FC K
+  (``classifier_width``). Basic Inception's classifier is FC 1024 - dropout 0.5 - FC K on the
+  6272 features (the 3-to-4-class difference of Table 7, 1000 parameters, fixes the 1024).
+  :func:`parameter_table` prints ours beside Table 7: 6.450 M / 6.451 M (paper 6.4803 / 6.4813),
+  10.253 M / 11.434 M (paper 10.2418 / 11.4231), all within 0.5 %.
+* **Stream input**: one channel (a flow component) per stream; values divided by the training
+  clips' standard deviation of that component (the paper feeds flow images; pixels of a 128 px face
+  crop are sub-pixel on micro-expressions).
+* **Eq. 1** on the grey full frames from onset to offset (the paper crops faces after choosing the
+  apex, Sec. 4.2); a CASME II/SAMM row whose apex is not annotated gets Eq. 1 too.
+* **Optimiser**: the paper states learning rate and momentum only, so SGD: lr 0.001 without momentum
+  for the ablation and CDE (Sec. 6.1.1-6.1.2), lr 0.0005 with momentum 0.8 for CDMER and single
+  databases (Sec. 6.1.3-6.1.4, :data:`SINGLE_DATABASE_OVERRIDES`); batch 32. The epoch count is not
+  given: ``paper`` trains 100 epochs and keeps the last weights (no validation set is described).
+  Losses are batch means (Keras) rather than the sums written in Eqs. 4 and 7.
+* **CDMER** (Table 10, "five-fold cross validation"): :func:`run_cdmer` trains once on the whole
+  labelled source database and predicts the target, scored over the five stratified target folds of
+  :func:`mecore.data.splits.kfold_splits` (pooled: every target clip once; and the mean of the five
+  fold scores). Classes regrouped by ``cdmer3`` (Table 11).
+
+* **Initialisation**: Keras 2.2.4's defaults (Glorot-uniform weights, zero biases), the paper's
+  framework (Sec. 4.2). It matters: with PyTorch's default initialisation FR stayed at the majority
+  class for 10 epochs of Adam at 1e-3 on our CDE split, while Basic Inception learnt.
+
+Profiles: ``paper`` as above (TV-L1 on 128 px faces, SGD, 100 epochs). ``large``: the paper's sizes
+trained 10 epochs by Adam at 1e-3 (plain SGD at 1e-3 did not move FR's loss in 15 epochs, 1.69 ->
+1.68 on a CDE split, because the softmax attention scales ``z`` by about 1/1024 at the start).
+``default``: as ``large`` with narrower fully-connected layers (shared 256, detector 64, classifier
+128; Basic Inception's hidden layer 256), which halves the time of a fold (the 6272 x 1024 layer is
+about 40 % of the arithmetic) so that the notebook's 120 CDE folds fit the ten-minute budget;
+on a held-out CDE split both sizes reached the same UF1 (0.84 FR, 0.82-0.86 Basic Inception).
+``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced TV-L1 on 64 px faces.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mecore import paths
+from mecore.data.model import Dataset, DatasetError, Video
+from mecore.data.splits import kfold_splits, regroup
+from mecore.loso import run_key
+from mecore.metrics import recognition_metrics
+from mecore.models import LosoFold, ModelSpec, get_model, register
+from mecore.preprocess import CropSpec, onset_apex_flow, onset_apex_flows
+from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
+from mecore.preprocess.face import to_gray
+from mecore.preprocess.pipeline import run_parallel
+from mecore.train import OptimizerSpec, TrainConfig, fit, predict
+
+VARIANTS = ("fr", "fr_fc", "fr_concatenated", "basic")
+APEX_RULES = ("annotated", "mid")
+STREAM_FILTERS = (6, 16)  # Sec. 3.1, after LeNet
+INPUT_SIZE = 28  # Sec. 4.2
+LAMBDA = 0.85  # Sec. 6.1.1
+TABLE7_PARAMETERS = {"basic": {3: 6.4803e6, 4: 6.4813e6}, "fr": {3: 10.2418e6, 4: 11.4231e6}}
+
+
+# ----------------------------------------------------------------------------------- apex (Eq. 1)
+def interframe_diff_apex(frames: np.ndarray, frame_numbers=None) -> int:
+    """Eq. 1: the frame whose mean absolute difference to the first (onset) frame is largest.
+
+    ``frames``: (T, H, W) or (T, H, W, C) images from onset to offset; returns the frame number
+    (``frame_numbers[t]``, default ``t``). Ties go to the earliest frame.
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim < 3 or len(frames) == 0:
+        raise ValueError(f"Eq. 1 needs a (T, H, W[, C]) clip, got shape {frames.shape}")
+    differences = np.abs(frames - frames[0]).reshape(len(frames), -1).mean(axis=1)
+    numbers = np.arange(len(frames)) if frame_numbers is None else np.asarray(frame_numbers)
+    return int(numbers[int(np.argmax(differences))])
+
+
+def estimate_apex(video: Video, onset: int, offset: int, cache: bool = True) -> int:
+    """:func:`interframe_diff_apex` on the grey frames ``onset..offset`` of ``video``, cached on disk."""
+    params = {"rule": "interframe_diff", "frames": "onset..offset inclusive", "onset": int(onset),
+              "offset": int(offset)}
+    path = entry_path(paths.cache_dir(), video, "apex_eq1", params)
+    fingerprint = source_fingerprint(video)
+    if cache and (found := open_entry(path, "apex_eq1", params, fingerprint)) is not None:
+        return int(found[0])
+    clip = [(n, to_gray(image)) for n, image in video.iter_frames(int(onset), int(offset))]
+    if not clip:
+        raise DatasetError(f"{video.folder}: no frames between onset {onset} and offset {offset}")
+    numbers, frames = zip(*clip)
+    apex = interframe_diff_apex(np.stack(frames), numbers)
+    if cache:
+        with EntryWriter(path, (1,), np.int64, "apex_eq1", params, fingerprint) as writer:
+            writer.write(np.array([apex], dtype=np.int64))
+    return apex
+
+
+def apex_frames(dataset: Dataset, rows: pd.DataFrame, rule: str = "annotated") -> np.ndarray:
+    """Apex frame of every row: annotated, else Eq. 1 (``"annotated"``), or the mid frame (``"mid"``)."""
+    if rule not in APEX_RULES:
+        raise ValueError(f"unknown apex rule {rule!r}; choose one of {APEX_RULES}")
+    apexes = []
+    for row in rows.itertuples():
+        if rule == "mid":
+            apexes.append((int(row.onset) + int(row.offset)) // 2)
+        elif pd.isna(row.apex):
+            apexes.append(estimate_apex(dataset.video(row.video), int(row.onset), int(row.offset)))
+        else:
+            apexes.append(int(row.apex))
+    return np.array(apexes, dtype=np.int64)
+
+
+def clip_flows(dataset: Dataset, rows: pd.DataFrame, config: dict, workers: int = 1,
+               progress: bool = False) -> np.ndarray:
+    """Onset-apex flow of every row as (n, 2, 28, 28) float32: horizontal and vertical components."""
+    rows = rows.assign(apex=apex_frames(dataset, rows, config["apex"]))
+    flows = onset_apex_flows(dataset, rows, workers=workers, progress=progress,
+                             crop=CropSpec(size=config["crop_size"]), method=config["flow"], out_size=INPUT_SIZE)
+    return np.ascontiguousarray(flows[..., :2].transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def precompute_flows(datasets: list[tuple[Dataset, dict]], workers: int = 2, progress: bool = True) -> int:
+    """Fill the flow cache for every row of every (dataset, configuration) in one parallel pass (one
+    process pool, rather than one per dataset); returns the number of flow pairs."""
+    jobs = []
+    for dataset, config in datasets:
+        rows = dataset.annotations
+        options = {"crop": CropSpec(size=config["crop_size"]), "method": config["flow"], "out_size": INPUT_SIZE}
+        jobs += [(dataset.video(row.video), int(row.onset), int(apex), *options.values())
+                 for row, apex in zip(rows.itertuples(), apex_frames(dataset, rows, config["apex"]))]
+    jobs = list({(str(job[0].folder), *job[1:3], str(job[3]), *job[4:]): job for job in jobs}.values())
+    run_parallel(onset_apex_flow, jobs, workers, "onset-apex flow", progress)
+    return len(jobs)
+
+
+# ----------------------------------------------------------------------------------- architecture
+class InceptionBlock(nn.Module):
+    """Inception-v1 block (Szegedy et al.): 1x1 | 1x1-3x3 | 1x1-5x5 | 3x3 max-pool-1x1, ``width`` each, ReLU."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+
+        def conv(c_in, kernel):
+            return [nn.Conv2d(c_in, width, kernel, padding=kernel // 2), nn.ReLU()]
+
+        self.branches = nn.ModuleList([
+            nn.Sequential(*conv(in_channels, 1)),
+            nn.Sequential(*conv(in_channels, 1), *conv(width, 3)),
+            nn.Sequential(*conv(in_channels, 1), *conv(width, 5)),
+            nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), *conv(in_channels, 1)),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+class TwoStreamInception(nn.Module):
+    """Sec. 3.1: per flow component, Inception(6) - pool 2 - Inception(16) - pool 2, flattened and concatenated."""
+
+    def __init__(self, filters=STREAM_FILTERS, size: int = INPUT_SIZE):
+        super().__init__()
+
+        def stream():
+            layers, channels = [], 1
+            for width in filters:
+                layers += [InceptionBlock(channels, width), nn.MaxPool2d(2)]
+                channels = 4 * width
+            return nn.Sequential(*layers, nn.Flatten())
+
+        self.streams = nn.ModuleList([stream(), stream()])
+        self.out_features = 2 * 4 * filters[-1] * (size // 2 ** len(filters)) ** 2
+
+    def forward(self, flow: torch.Tensor) -> torch.Tensor:
+        return torch.cat([s(flow[:, i:i + 1]) for i, s in enumerate(self.streams)], dim=1)
+
+
+class ProposalModule(nn.Module):
+    """Sec. 3.2: K attention units (Eqs. 2-3, or plain FC layers for FR-fc) and K detectors (FC - FC - sigmoid)."""
+
+    def __init__(self, features: int, n_classes: int, detector_width: int, attention: bool = True):
+        super().__init__()
+        self.attention = attention
+        self.units = nn.ModuleList([nn.Linear(features, features) for _ in range(n_classes)])
+        self.detectors = nn.ModuleList([
+            nn.Sequential(nn.Linear(features, detector_width), nn.ReLU(), nn.Linear(detector_width, 1))
+            for _ in range(n_classes)])
+
+    def attention_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """``a_k = softmax(W_k z + b_k)`` over the feature dimension: (batch, K, features)."""
+        return torch.stack([torch.softmax(unit(z), dim=1) for unit in self.units], dim=1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expression-specific features ``z*_k`` (batch, K, features) and detector logits (batch, K)."""
+        if self.attention:
+            specific = self.attention_weights(z) * z.unsqueeze(1)
+        else:
+            specific = torch.stack([torch.relu(unit(z)) for unit in self.units], dim=1)
+        logits = torch.cat([d(specific[:, k]) for k, d in enumerate(self.detectors)], dim=1)
+        return specific, logits
+
+
+def fuse(specific: torch.Tensor, mode: str = "sum") -> torch.Tensor:
+    """Eq. 6: element-wise sum of the K expression-specific features (or their concatenation, Table 1c)."""
+    if mode == "sum":
+        return specific.sum(dim=1)
+    if mode == "concatenate":
+        return specific.flatten(1)
+    raise ValueError(f"fusion must be 'sum' or 'concatenate', got {mode!r}")
+
+
+def classifier(in_features: int, width: int, n_classes: int, dropout: float) -> nn.Sequential:
+    """Sec. 3.3: FC (ReLU) - dropout - FC (softmax in the loss)."""
+    return nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+
+class FRNet(nn.Module):
+    """FR and its ablations. ``forward(flow)`` returns (class logits, detector logits (batch, K or 0),
+    the features the classifier sees: refined ``z'`` for FR variants, the stream concatenation for Basic)."""
+
+    def __init__(self, n_classes: int, variant: str = "fr", shared_width: int = 1024, detector_width: int = 128,
+                 classifier_width: int = 256, dropout: float = 0.5, filters=STREAM_FILTERS):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown FR variant {variant!r}; choose one of {VARIANTS}")
+        self.variant = variant
+        self.backbone = TwoStreamInception(filters)
+        if variant == "basic":
+            self.shared, self.proposal = None, None
+            self.classifier = classifier(self.backbone.out_features, shared_width, n_classes, dropout)
+            return
+        self.shared = nn.Sequential(nn.Linear(self.backbone.out_features, shared_width), nn.ReLU())
+        self.proposal = ProposalModule(shared_width, n_classes, detector_width, attention=variant != "fr_fc")
+        fused = shared_width * (n_classes if variant == "fr_concatenated" else 1)
+        self.classifier = classifier(fused, classifier_width, n_classes, dropout)
+
+    def forward(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.backbone(flow)
+        if self.proposal is None:
+            return self.classifier(features), features.new_zeros(len(features), 0), features
+        specific, detector_logits = self.proposal(self.shared(features))
+        refined = fuse(specific, "concatenate" if self.variant == "fr_concatenated" else "sum")
+        return self.classifier(refined), detector_logits, refined
+
+
+def keras_initialise(model: nn.Module) -> nn.Module:
+    """Keras 2.2.4's defaults (the paper's framework, Sec. 4.2): Glorot-uniform weights, zero biases."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def build_model(config: dict, n_classes: int) -> FRNet:
+    return keras_initialise(FRNet(n_classes, config["variant"], config["shared_width"], config["detector_width"],
+                                  config["classifier_width"], config["dropout"], tuple(config["filters"])))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_table(config: dict | None = None) -> pd.DataFrame:
+    """Our learnable parameters beside Table 7 (Basic Inception and FR with 3 and 4 classes)."""
+    config = {**CONFIGS["paper"], **(config or {})}
+    rows = []
+    for variant, name in (("basic", "Basic Inception"), ("fr", "FR")):
+        for n_classes in (3, 4):
+            ours = count_parameters(build_model({**config, "variant": variant}, n_classes))
+            paper = TABLE7_PARAMETERS[variant][n_classes]
+            rows.append({"model": name, "classes": n_classes, "ours (M)": ours / 1e6, "paper (M)": paper / 1e6,
+                         "difference (%)": 100 * (ours - paper) / paper})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------- losses
+def proposal_loss(detector_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: the mean over the K detectors of Eq. 4's binary cross-entropy (batch means), the target of
+    detector k being "the sample is of class k"."""
+    one_hot = F.one_hot(targets, detector_logits.shape[1]).to(detector_logits.dtype)
+    per_detector = F.binary_cross_entropy_with_logits(detector_logits, one_hot, reduction="none").mean(dim=0)
+    return per_detector.mean()
+
+
+class FRLoss(nn.Module):
+    """Eq. 8: ``lambda * L_prop + L_cls`` (Basic Inception: ``L_cls`` only)."""
+
+    def __init__(self, weight: float = LAMBDA):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        class_logits, detector_logits, _ = outputs
+        loss = F.cross_entropy(class_logits.float(), targets)
+        if detector_logits.shape[1]:
+            loss = loss + self.weight * proposal_loss(detector_logits.float(), targets)
+        return loss
+
+
+# ----------------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class TrainedFR:
+    """A trained network with its class order and input scale (per flow component)."""
+
+    model: FRNet
+    classes: list[str]
+    scale: np.ndarray
+    history: pd.DataFrame
+
+
+def dataset_classes(dataset: Dataset) -> list[str]:
+    """The class order: the sorted emotions of the whole (regrouped) annotation table."""
+    return sorted(dataset.annotations["emotion"].astype(str).unique())
+
+
+def _tensors(flows: np.ndarray, labels, scale: np.ndarray) -> torch.utils.data.TensorDataset:
+    return torch.utils.data.TensorDataset(torch.from_numpy(flows / scale[None, :, None, None]).float(),
+                                          torch.as_tensor(np.asarray(labels), dtype=torch.long))
+
+
+def train(dataset: Dataset, rows: pd.DataFrame, classes: list[str], config: dict, seed: int = 0,
+          workdir: Path | None = None, resume="auto", progress: bool = False) -> TrainedFR:
+    """Train the configured variant on ``rows`` of ``dataset`` (labels from ``emotion``)."""
+    flows = clip_flows(dataset, rows, config)
+    scale = flows.std(axis=(0, 2, 3)) + 1e-6
+    labels = [classes.index(e) for e in rows["emotion"].astype(str)]
+    train_config = TrainConfig(
+        optimizer=OptimizerSpec(config["optimizer"], config["lr"], momentum=config["momentum"]),
+        epochs=config["epochs"], batch_size=config["batch_size"], monitor="train_loss", restore_best=False,
+        seed=seed)
+    model = build_model(config, len(classes))
+    result = fit(model, FRLoss(config["lambda"]), _tensors(flows, labels, scale), None, train_config,
+                 checkpoint_dir=workdir, resume=resume if workdir is not None else False, progress=progress)
+    return TrainedFR(result.model, classes, scale, result.history)
+
+
+def outputs(trained: TrainedFR, dataset: Dataset, rows: pd.DataFrame, config: dict):
+    """(class probabilities, classifier features) of ``rows``."""
+    flows = clip_flows(dataset, rows, config)
+    logits, _, features = predict(trained.model, _tensors(flows, np.zeros(len(rows)), trained.scale),
+                                  batch_size=config["eval_batch_size"])
+    return torch.softmax(logits.float(), dim=1).numpy(), features.numpy()
+
+
+def predictions(trained: TrainedFR, dataset: Dataset, rows: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """One row per clip: video, label, prediction and the class probabilities ``p_<class>``."""
+    probabilities, _ = outputs(trained, dataset, rows, config)
+    table = pd.DataFrame({"video": rows["video"].to_numpy(), "label": rows["emotion"].astype(str).to_numpy(),
+                          "prediction": np.array(trained.classes)[probabilities.argmax(axis=1)]})
+    for k, name in enumerate(trained.classes):
+        table[f"p_{name}"] = probabilities[:, k]
+    return table
+
+
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train on the training subjects' clips, predict the left-out subject's clips."""
+    trained = train(fold.dataset, fold.train_rows, dataset_classes(fold.dataset), fold.config, fold.seed,
+                    fold.workdir, fold.resume, fold.progress)
+    return predictions(trained, fold.dataset, fold.test_rows, fold.config)
+
+
+# ----------------------------------------------------------------------------------- protocols
+def regrouped(dataset: Dataset, scheme: str) -> Dataset:
+    """``dataset`` with its emotions regrouped by ``scheme`` (:data:`mecore.data.splits.REGROUPINGS`)."""
+    return dataclasses.replace(dataset, name=f"{dataset.name}_{scheme}",
+                               annotations=regroup(dataset.annotations, scheme))
+
+
+def per_database(predictions_table: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """UF1 / UAR / accuracy on the composite and on each source database (Table 2 layout)."""
+    source = dataset.annotations.set_index("video")["source"]
+    table = predictions_table.assign(source=predictions_table["video"].map(source))
+    classes = dataset_classes(dataset)
+    rows = {"composite": table}
+    rows.update({name: part for name, part in table.groupby("source")})
+    out = {}
+    for name, part in rows.items():
+        result = recognition_metrics(part["label"], part["prediction"], classes=classes, on_absent="warn")
+        out[name] = {"n": len(part), "uf1": result.uf1, "uar": result.uar, "accuracy": result.accuracy}
+    return pd.DataFrame(out).T
+
+
+def run_cdmer(model: str, source: Dataset, target: Dataset, profile: str | None = None, config: dict | None = None,
+              seed: int = 0, n_folds: int = 5, progress: bool = False) -> pd.DataFrame:
+    """One CDMER experiment (Table 10): train on the ``cdmer3``-regrouped source, predict the target.
+
+    Returns the target's predictions with a ``fold`` column (the stratified five folds, see the module
+    docstring); cached under ``runs/fr_cdmer/`` by the source's and target's content and the configuration.
+    """
+    spec = get_model(model)
+    profile = paths.profile(profile)
+    run_config = {**spec.config(profile), **(config or {})}
+    source, target = regrouped(source, "cdmer3"), regrouped(target, "cdmer3")
+    source_key, _ = run_key(spec, source, profile, run_config, seed)
+    target_key, _ = run_key(spec, target, profile, {"n_folds": n_folds}, seed)
+    name = f"{source.name}-to-{target.name}-{profile}-{source_key}-{target_key}.pkl"
+    path = paths.runs_dir() / "fr_cdmer" / spec.name / name
+    if path.exists():
+        return pd.read_pickle(path)
+    classes = sorted(set(dataset_classes(source)) | set(dataset_classes(target)))
+    trained = train(source, source.annotations, classes, run_config, seed, progress=progress)
+    table = predictions(trained, target, target.annotations, run_config)
+    largest_class = int(target.annotations["emotion"].value_counts().max())
+    table["fold"] = "fold1"
+    if min(n_folds, largest_class) >= 2:  # a tiny target (smoke) gets fewer folds
+        for fold in kfold_splits(target.annotations, min(n_folds, largest_class), seed):
+            table.loc[fold.test, "fold"] = fold.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_pickle(path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return table
+
+
+def cdmer_scores(table: pd.DataFrame) -> dict[str, float]:
+    """UF1 and accuracy of a CDMER experiment: pooled over the target and the mean over its folds."""
+    pooled = recognition_metrics(table["label"], table["prediction"], on_absent="warn")
+    per_fold = recognition_metrics(table["label"], table["prediction"], folds=table["fold"], averaging="per_fold",
+                                   on_absent="warn")
+    return {"uf1": pooled.uf1, "accuracy": pooled.accuracy, "uf1_fold_mean": per_fold.uf1,
+            "accuracy_fold_mean": per_fold.accuracy}
+
+
+def chance_baselines(labels, classes) -> pd.DataFrame:
+    """Chance levels for ``labels``: the expected UF1/UAR/accuracy of a uniform random guess, and the
+    scores of always predicting the most frequent class of ``labels``."""
+    labels = np.asarray(labels).astype(str)
+    classes = list(classes)
+    counts = np.array([(labels == c).sum() for c in classes], dtype=float)
+    share = counts / counts.sum()
+    # uniform guess: recall 1/K and precision share_k per class, F1_k = 2 p r / (p + r)
+    f1 = 2 * share / len(classes) / (share + 1 / len(classes))
+    majority = classes[int(np.argmax(counts))]
+    result = recognition_metrics(labels, np.full(len(labels), majority), classes=classes, on_absent="warn")
+    return pd.DataFrame({"uf1": [float(f1.mean()), result.uf1], "uar": [1 / len(classes), result.uar],
+                         "accuracy": [1 / len(classes), result.accuracy]},
+                        index=pd.Index(["uniform random (expected)", f"majority class ({majority})"], name="baseline"))
+
+
+# ----------------------------------------------------------------------------------- registration
+_PAPER = {"variant": "fr", "apex": "annotated", "flow": "tvl1", "crop_size": 128, "filters": list(STREAM_FILTERS),
+          "shared_width": 1024, "detector_width": 128, "classifier_width": 256, "dropout": 0.5, "lambda": LAMBDA,
+          "optimizer": "sgd", "lr": 1e-3, "momentum": 0.0, "batch_size": 32, "epochs": 100, "eval_batch_size": 256}
+CONFIGS = {
+    "paper": _PAPER,
+    "default": {**_PAPER, "shared_width": 256, "detector_width": 64, "classifier_width": 128, "optimizer": "adam",
+                "lr": 1e-3, "epochs": 10},
+    "smoke": {**_PAPER, "flow": "tvl1_reduced", "crop_size": 64, "shared_width": 64, "detector_width": 16,
+              "classifier_width": 32, "optimizer": "adam", "lr": 1e-3, "epochs": 2},
+}
+CONFIGS["large"] = {**_PAPER, "optimizer": "adam", "lr": 1e-3, "epochs": 10}
+# Sec. 6.1.3-6.1.4: CDMER and single-database experiments (SGD profiles only; Adam has no momentum).
+SINGLE_DATABASE_OVERRIDES = {"paper": {"lr": 5e-4, "momentum": 0.8}}
+MODELS = {"fr": {}, "fr_fc": {"variant": "fr_fc"}, "fr_concatenated": {"variant": "fr_concatenated"},
+          "fr_basic_inception": {"variant": "basic"}, "fr_dual_inception": {"variant": "basic", "apex": "mid"}}
+SPECS = {name: register(ModelSpec(name=name, task="recognition", paper="Zhou et al. (Feature Refinement)",
+                                  run_fold=run_fold,
+                                  configs={p: {**c, **changes} for p, c in CONFIGS.items()}))
+         for name, changes in MODELS.items()}

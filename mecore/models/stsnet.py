@@ -1,0 +1,507 @@
+"""Fu et al. 2023, STSNet_SW: ResNet frame features, key-frame attention, per-pixel bi-GRU, sliding windows.
+
+Spotting as per-frame classification (Sec. 2, Fig. 1): a window of K = 5 frames is centred on every
+frame except the first and last two (Sec. 2.1) and the network says whether its centre frame shows no
+expression, a micro- or a macro-expression (codes 0 / 1 / 2 of :data:`mecore.spotting.TYPE_CODES`).
+
+* **Spatial module** (Sec. 2.1): a ResNet-18 applied to every frame (:class:`ResNet`, written here;
+  grey 1-channel input, 5x5 stride-2 first convolution, 3x3 stride-2 max pooling and four stages of two
+  basic blocks, as in the published code's ``models/resnet.py``), giving ``p_k`` of C x H x W
+  (512 x 4 x 4 on 128 x 128 crops).
+* **Key frames** (Sec. 2.2, Eqs. 1-6, Fig. 2; :class:`KeyFrameScorer`): on the spatially averaged
+  features, ``alpha_k = (W1 P)^T (W2 p_k)``, softmax, ``b_k = sum_i alpha_ki W3 p_i``,
+  ``g_k = Norm(Dropout(U b_k + p_k))``, ``z_k = L2(L1(g_k))`` with L1 = linear, ReLU, dropout, layer
+  norm and L2 = one sigmoid unit. The M = 3 frames of highest ``z_k`` are the key frames.
+* **Temporal module** (Sec. 2.3, Fig. 3; :class:`TemporalModule`): one bi-GRU, shared by all H x W
+  positions, reads the M key frames' C-vectors at each position in time order; its outputs are averaged
+  over the M steps (C' = 64 channels); the H x W x C' map goes through dropout 0.5 and a fully connected
+  softmax layer over the three classes. Loss: cross-entropy, Eq. 7.
+* **Training** (Sec. 3.2): SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3 cosine-annealed
+  to 1e-8 over 30 epochs, LOSO.
+* **Post-processing** (Sec. 2.4, 3.2; :func:`spot_from_labels`): per-frame labels -> runs -> intervals
+  ("none", Tables 1-2); segment merging of Fig. 4 first ("merge", Table 3); segment-duration
+  relabelling after merging ("duration", Table 4: a run of expression frames is micro when it lasts
+  at most 15 frames on CAS(ME)^2, 100 on SAMM-LV, else macro). Evaluated with the STSNet_SW convention
+  (``metrics`` ``"stsnet"``, Eqs. 8-15) and with MEGC 2020.
+
+Choices where the paper is silent or ambiguous (the published code is cited where it settles one):
+
+* **Features for the key-frame module.** Eqs. 1-6 multiply ``p_k`` by matrices, yet ``p_k`` is a
+  C x H x W map. The key-frame module (VASNet, the video-summarisation network the code reuses) works
+  on vectors, so it reads ``p_k`` averaged over H x W (the commented-out code in ``resnet.py`` does the
+  same); the temporal module reads the full maps.
+* **Eq. 4** prints ``W3 p_k`` inside the sum over ``i``, which would make ``b_k`` a copy of ``W3 p_k``
+  whatever the attention; we use ``W3 p_i`` (self-attention as in VASNet). The dot products are scaled
+  by ``1 / sqrt(C)`` (VASNet multiplies by 0.06; unscaled 512-d products saturate the softmax).
+  Dropout in Eqs. 5-6: 0.5 (VASNet's). W1, W2, W3 and U have no bias (VASNet).
+* **Trainable selection.** Top-M is a hard choice with no gradient. The selected maps are multiplied
+  by a straight-through gate ``1 + z_k - stopgrad(z_k)``: exactly 1 in the forward pass (the output is
+  that of plain top-M selection) and of derivative 1 with respect to ``z_k`` backwards, so the loss of
+  Eq. 7 reaches the key-frame scores (and through them W1, W2, W3, U, L1, L2) through the frames it
+  picked. The published code instead reads binary key-frame masks from text files computed
+  offline (and has a straight-through ``BinarizedF`` commented out). The M key frames keep their time
+  order; ties in ``z`` go to the earlier frame.
+* **Temporal module.** "two ... bi-GRUs" with C' = 64: the code's ``nn.GRU(512, 32, 2,
+  bidirectional=True)``, two stacked bidirectional layers of 32 units per direction (2 x 32 = 64).
+* **Classes.** Three (none / micro / macro) as the paper says; the published code trains two-class
+  networks, one per expression type.
+* **Inputs.** Grey face crops in one fixed box per video (``box="median"``: a per-frame Haar box's
+  jitter moves the face more than an ME does, :mod:`mecore.preprocess.face`; on the default LOSO the
+  fixed box raised overall F1 from 0.044 to 0.069, MDMD 0.076, with the AUCs below measured before it;
+  :func:`mecore.preprocess.preprocess_video`) scaled to [0, 1] as the
+  code's ``ToTorchFormatTensor(div=True)``. Training windows get the code's ``GroupScaleRandomCrop``
+  (all K frames scaled by 144 / 128 and cut at one random position; :func:`random_crop`); the paper
+  mentions no augmentation. ``reference="video_median"`` (default and smoke profiles, not paper)
+  subtracts each video's median frame, an estimate of the subject's neutral face that needs no
+  label: a stand-in for the pre-training we cannot do. Trained from scratch on five subjects the
+  ResNet learns the training faces (training-video ROC AUC of "any expression" above 0.9) but not
+  the left-out one: on the default synthetic CAS(ME)^2 LOSO (160 windows per class and epoch) the
+  per-fold test AUC is 0.37-0.59 (mean 0.47) without the reference (20 epochs) and 0.42-0.69 (mean
+  0.55) with it (12 epochs); 320 windows per class (the default) give 0.48-0.64 (mean 0.58).
+* **Edges.** The first and last K // 2 frames are never centres (Sec. 2.1) and are labelled "no
+  expression".
+* **Pre-training** on ImageNet and then AffectNet (Sec. 2.1) is not available offline: the ResNet is
+  trained from scratch; ``config["backbone_weights"]`` may name a ``state_dict`` file of
+  :class:`ResNet` (same widths) to start from instead.
+* **Training windows.** The paper does not say how windows are drawn. ``train_windows="all"``
+  (``paper`` profile) uses every window of the training videos once per epoch, batch 1 as in the
+  published code; ``train_windows=n`` draws n windows per class per epoch, centre classes balanced
+  (a random centre of the class each time), because expression frames are a small minority (about
+  14 % on the synthetic CAS(ME)^2 twin) and an unbalanced sample of a few thousand windows is
+  learned as "never an expression". The loss stays Eq. 7.
+* **Post-processing order.** Table 4 is compared with Table 3, so the duration rule is applied to the
+  merged labels. An interval's score is the mean probability of its class (of "any expression" after
+  duration relabelling) over its frames.
+* **No validation or model selection.** The paper trains a fixed 30 epochs; the final weights are
+  used. (The published ``main.py`` keeps the epoch with the best *test* accuracy, which flatters it.)
+
+Efficiency the paper does not have: each frame's ResNet features are computed once per video at
+inference (:meth:`STSNet.video_probabilities`) and shared by the K windows that contain it, instead of
+recomputing K frames per window; :meth:`STSNet.forward` (training) recomputes per window, and the two
+give the same outputs (``tests/test_stsnet.py``).
+
+Profiles: ``paper`` = the above at 128 x 128 with ResNet-18 widths 64-512, every window, 30 epochs,
+batch 1 at learning rate 1e-3 (the published code's batch). ``default`` keeps the architecture's depth,
+K, M, the two-layer bi-GRU with C' = 64 and the optimiser and schedule, but on 64 x 64 crops (a 2 x 2
+final map) with widths 8-16-32-64, 12 epochs of 3 x 320 class-balanced windows in batches of 16 at
+learning rate 0.016 (1e-3 scaled linearly with the batch, 16 x the code's batch of 1: at 1e-3 the loss
+had barely moved after 8 epochs) and the video-median reference, so that a LOSO run on the synthetic
+CAS(ME)^2 twin takes a few minutes on two CPU cores. ``smoke`` trains two tiny epochs (tests).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mecore.data.model import Dataset
+from mecore.models import LosoFold, ModelSpec, register
+from mecore.preprocess import CropSpec, preprocess_video
+from mecore.spotting import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
+                             merge_label_gaps, relabel_by_duration)
+from mecore.train import OptimizerSpec, ScheduleSpec, TrainConfig, fit
+
+CLASSES = ("none", "micro", "macro")  # indices = TYPE_CODES (0 none, 1 micro, 2 macro)
+POSTPROCESSING = ("none", "merge", "duration")  # Tables 1-2, Table 3, Table 4
+assert all(CLASSES[code] == name for name, code in TYPE_CODES.items())
+
+
+# ------------------------------------------------------------------------------------ windows
+def window_centres(n_frames: int, k: int = 5) -> np.ndarray:
+    """Indices of the frames that centre a window of ``k`` frames: all but the first and last k // 2."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"the window size K must be odd and positive, got {k}")
+    half = k // 2
+    return np.arange(half, max(n_frames - half, half), dtype=np.int64)
+
+
+def window_indices(n_frames: int, k: int = 5) -> np.ndarray:
+    """(T, k) frame indices of every window, row t centred on ``window_centres(n_frames, k)[t]``."""
+    centres = window_centres(n_frames, k)
+    return centres[:, None] + np.arange(-(k // 2), k // 2 + 1)[None, :]
+
+
+# ------------------------------------------------------------------------------------ network
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm and an identity (or 1x1) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-18 (He et al. 2016) for grey frames: (N, 1, S, S) -> (N, widths[-1], S / 32, S / 32).
+
+    Stem: 5x5 stride-2 convolution, batch norm, ReLU, 3x3 stride-2 max pooling (the STSNet_SW code);
+    then four stages of ``blocks`` basic blocks, the last three starting with stride 2. No pooling or
+    classifier at the end: the temporal module reads the maps.
+    """
+
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 5, 2, padding=2, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
+        stages, in_channels = [], widths[0]
+        for stage, (width, count) in enumerate(zip(widths, blocks)):
+            layers = [BasicBlock(in_channels if i == 0 else width, width, 2 if stage and i == 0 else 1)
+                      for i in range(count)]
+            stages.append(nn.Sequential(*layers))
+            in_channels = width
+        self.stages = nn.Sequential(*stages)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(frames))
+
+
+class KeyFrameScorer(nn.Module):
+    """Eqs. 1-6: importance scores z in (0, 1) of the K frames of each window.
+
+    Input (B, K, C) frame vectors; output (B, K). ``alpha = (W1 P)^T (W2 p_k) / sqrt(C)``, softmax over
+    the window, ``b_k = sum_i alpha_ki W3 p_i``, ``g_k = LayerNorm(Dropout(U b_k + p_k))``,
+    ``z_k = sigmoid(L2(LayerNorm(Dropout(ReLU(L1 g_k)))))``.
+    """
+
+    def __init__(self, channels: int, dropout: float = 0.5):
+        super().__init__()
+        self.w1, self.w2, self.w3, self.u = (nn.Linear(channels, channels, bias=False) for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+        self.norm_g = nn.LayerNorm(channels)
+        self.l1 = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Dropout(dropout), nn.LayerNorm(channels))
+        self.l2 = nn.Linear(channels, 1)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        logits = self.w2(p) @ self.w1(p).transpose(1, 2) / math.sqrt(p.shape[-1])  # [b, k, i] = alpha_{k,i}
+        b = torch.softmax(logits, dim=-1) @ self.w3(p)
+        g = self.norm_g(self.dropout(self.u(b) + p))
+        return torch.sigmoid(self.l2(self.l1(g))).squeeze(-1)
+
+
+def select_key_frames(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``m`` frames of highest score per window, in time order, with straight-through gates.
+
+    Returns (indices (B, m), gates (B, m)); a gate is ``1 + z - stopgrad(z)``: 1 in value, derivative
+    1 with respect to its frame's score. Ties go to the earlier frame.
+    """
+    if not 1 <= m <= scores.shape[1]:
+        raise ValueError(f"cannot select M = {m} key frames from windows of K = {scores.shape[1]}")
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    indices = order[:, :m].sort(dim=1).values
+    chosen = scores.gather(1, indices)
+    return indices, (chosen - chosen.detach()) + 1
+
+
+class TemporalModule(nn.Module):
+    """Sec. 2.3: one bi-GRU (``layers`` stacked, ``hidden`` units per direction) shared by all H x W
+    positions, outputs averaged over the key frames, dropout, a fully connected layer over the classes.
+
+    Input (B, M, C, H, W); output (B, classes) logits (softmax in the loss, Eq. 7).
+    """
+
+    def __init__(self, channels: int, map_size: int, hidden: int = 32, layers: int = 2, dropout: float = 0.5,
+                 classes: int = len(CLASSES)):
+        super().__init__()
+        self.gru = nn.GRU(channels, hidden, layers, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * hidden * map_size * map_size, classes)
+
+    def forward(self, keys: torch.Tensor) -> torch.Tensor:
+        b, m, c, h, w = keys.shape
+        sequences = keys.permute(0, 3, 4, 1, 2).reshape(b * h * w, m, c)
+        hidden = self.gru(sequences)[0].mean(dim=1)  # (B H W, C')
+        features = hidden.reshape(b, h * w * hidden.shape[-1])
+        return self.fc(self.dropout(features))
+
+
+class STSNet(nn.Module):
+    """STSNet_SW (Fig. 1). ``model(windows)`` with windows (B, K, S, S) in [0, 1] -> (B, 3) logits of the
+    centre frames; :meth:`video_probabilities` scores a whole video with shared frame features."""
+
+    def __init__(self, crop_size: int = 128, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), k: int = 5,
+                 m: int = 3, gru_hidden: int = 32, gru_layers: int = 2, dropout: float = 0.5,
+                 key_dropout: float = 0.5):
+        super().__init__()
+        if m > k:
+            raise ValueError(f"M = {m} key frames cannot exceed the window size K = {k}")
+        window_centres(k, k)  # checks K
+        self.k, self.m = k, m
+        self.backbone = ResNet(tuple(widths), tuple(blocks))
+        map_size = math.ceil(crop_size / 32)
+        self.key_frames = KeyFrameScorer(widths[-1], key_dropout)
+        self.temporal = TemporalModule(widths[-1], map_size, gru_hidden, gru_layers, dropout)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, S, S) frames -> (N, C, H, W) ResNet maps."""
+        return self.backbone(frames.unsqueeze(1))
+
+    def classify_windows(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, K, C, H, W) window features -> logits (B, 3), key-frame scores (B, K), key frames (B, M)."""
+        scores = self.key_frames(features.mean(dim=(3, 4)))
+        indices, gates = select_key_frames(scores, self.m)
+        picked = indices[:, :, None, None, None].expand(-1, -1, *features.shape[2:])
+        keys = features.gather(1, picked) * gates[:, :, None, None, None]
+        return self.temporal(keys), scores, indices
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        b, k = windows.shape[:2]
+        if k != self.k:
+            raise ValueError(f"windows of {k} frames given to a network built for K = {self.k}")
+        features = self.frame_features(windows.reshape(b * k, *windows.shape[2:]))
+        return self.classify_windows(features.reshape(b, k, *features.shape[1:]))[0]
+
+    @torch.no_grad()
+    def video_probabilities(self, frames: torch.Tensor, batch_size: int = 256, shared: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (T, 3) and key-frame scores (T, K) of every window of one video (N, S, S).
+
+        ``shared``: the ResNet runs once per frame and the windows are cut from its maps; otherwise
+        every window recomputes its K frames (the published code's way; for the benchmark and test).
+        Call in eval mode (batch norm and dropout), as :func:`score_video` does.
+        """
+        device = next(self.parameters()).device
+        windows = torch.as_tensor(window_indices(len(frames), self.k), device=device)
+        if shared:
+            features = torch.cat([self.frame_features(frames[i:i + batch_size].to(device))
+                                  for i in range(0, len(frames), batch_size)])
+        outputs, scores = [], []
+        step = max(1, batch_size // self.k)
+        for start in range(0, len(windows), step):
+            rows = windows[start:start + step]
+            if shared:
+                window_features = features[rows]
+            else:
+                window_features = self.frame_features(frames.to(device)[rows.reshape(-1)])
+                window_features = window_features.reshape(len(rows), self.k, *window_features.shape[1:])
+            logits, window_scores, _ = self.classify_windows(window_features)
+            outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+            scores.append(window_scores.float().cpu())
+        if not outputs:
+            return torch.zeros(0, len(CLASSES)), torch.zeros(0, self.k)
+        return torch.cat(outputs), torch.cat(scores)
+
+
+def build_model(config: dict) -> STSNet:
+    """The network of a profile's configuration, with ``backbone_weights`` loaded when given."""
+    model = STSNet(config["crop"]["size"], config["widths"], config["blocks"], config["k"], config["m"],
+                   config["gru_hidden"], config["gru_layers"], config["dropout"], config["key_dropout"])
+    if config.get("backbone_weights"):
+        path = Path(config["backbone_weights"])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: backbone_weights file not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.backbone.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a state_dict of mecore.models.stsnet.ResNet with widths "
+                             f"{config['widths']} ({error})") from error
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------ data
+def face_crops(dataset: Dataset, name: str, config: dict) -> np.ndarray:
+    """Cached grey face crops (N, S, S) uint8 of one video."""
+    return preprocess_video(dataset.video(name), CropSpec(**config["crop"]), progress=False)["crops"]
+
+
+def video_frames(dataset: Dataset, name: str, config: dict) -> np.ndarray:
+    """Network input (N, S, S) float32 of one video: its face crops scaled to [0, 1], minus the video's
+    median frame when ``config["reference"] == "video_median"`` (default profile, see the docstring)."""
+    frames = np.asarray(face_crops(dataset, name, config), dtype=np.float32) / 255
+    if config["reference"] == "video_median":
+        frames -= np.median(frames, axis=0)
+    elif config["reference"] is not None:
+        raise ValueError(f"unknown reference {config['reference']!r}; choose None or 'video_median'")
+    return frames
+
+
+def frame_labels(dataset: Dataset, name: str) -> np.ndarray:
+    """Per-frame class codes of one video: 0 none, 1 micro, 2 macro (micro wins where they overlap)."""
+    return intervals_to_labels(dataset.intervals(name), dataset.video(name).frame_numbers, by_type=True)
+
+
+class TrainingWindows(torch.utils.data.Dataset):
+    """Windows ``(K, S, S) float, centre class`` from videos ``[(frames, labels), ...]`` (:func:`video_frames`).
+
+    ``per_class`` None: every window once (item i is the i-th window). Otherwise ``per_class`` items
+    per class present among the centres, item i of class ``i % classes``, each a centre of that class
+    drawn at random (PyTorch's global generator, which :func:`mecore.train.fit` seeds).
+    """
+
+    def __init__(self, videos, k: int = 5, per_class: int | None = None, random_crop: float = 1.0):
+        self.videos, self.k, self.per_class, self.random_crop = videos, k, per_class, random_crop
+        rows = [np.column_stack([np.full(len(c), v), c]) for v, (crops, _) in enumerate(videos)
+                for c in [window_centres(len(crops), k)]]
+        centres = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
+        classes = np.array([videos[v][1][t] for v, t in centres], dtype=np.int64)
+        self.centres = centres
+        self.pools = [centres[classes == c] for c in range(len(CLASSES)) if (classes == c).any()]
+        if not len(centres):
+            raise ValueError(f"no window of K = {k} frames fits in the training videos")
+
+    def __len__(self) -> int:
+        return len(self.centres) if self.per_class is None else self.per_class * len(self.pools)
+
+    def __getitem__(self, index: int):
+        if self.per_class is None:
+            v, t = self.centres[index]
+        else:
+            pool = self.pools[index % len(self.pools)]
+            v, t = pool[int(torch.randint(len(pool), (1,)))]
+        crops, labels = self.videos[v]
+        half = self.k // 2
+        window = np.ascontiguousarray(crops[t - half:t + half + 1])
+        if self.random_crop > 1:
+            window = random_crop(window, self.random_crop)
+        return torch.from_numpy(window), int(labels[t])
+
+
+def random_crop(window: np.ndarray, scale: float) -> np.ndarray:
+    """The published code's ``GroupScaleRandomCrop``: every frame of the window scaled by ``scale``
+    (144 / 128) and cut at one random S x S position (PyTorch's global generator)."""
+    size = window.shape[-1]
+    large = round(size * scale)
+    y, x = (int(v) for v in torch.randint(large - size + 1, (2,)))
+    scaled = [cv2.resize(frame, (large, large), interpolation=cv2.INTER_LINEAR) for frame in window]
+    return np.stack([frame[y:y + size, x:x + size] for frame in scaled])
+
+
+# ------------------------------------------------------------------------------------ labels -> intervals
+def micro_max_frames(dataset_name: str, fps: float) -> int:
+    """Table 4's duration threshold: 15 frames on CAS(ME)^2, 100 on SAMM-LV; 0.5 s elsewhere."""
+    family = dataset_name.removeprefix("synth_")
+    return STSNET_MICRO_MAX_FRAMES.get(family, round(0.5 * fps))
+
+
+def spot_from_labels(labels, probabilities, frame_numbers, postprocess: str, max_micro: int) -> pd.DataFrame:
+    """Intervals (onset, offset, type, score) of one video from its per-frame class codes.
+
+    ``postprocess``: "none" (runs of equal labels), "merge" (Fig. 4 first) or "duration" (merge, then
+    Table 4's relabelling). ``probabilities`` (N, 3) give each interval's score: the mean probability
+    of its class (of any expression, for "duration") over its frames.
+    """
+    if postprocess not in POSTPROCESSING:
+        raise ValueError(f"unknown post-processing {postprocess!r}; choose one of {POSTPROCESSING}")
+    labels, frame_numbers = np.asarray(labels), np.asarray(frame_numbers)
+    if postprocess != "none":
+        labels = merge_label_gaps(labels)
+    if postprocess == "duration":
+        intervals = relabel_by_duration(labels, frame_numbers, max_micro)
+        frame_score = 1 - probabilities[:, 0]
+        per_interval = [frame_score] * len(intervals)
+    else:
+        intervals = labels_to_intervals(labels, frame_numbers, by_type=True)
+        per_interval = [probabilities[:, TYPE_CODES[t]] for t in intervals["type"]]
+    starts = np.searchsorted(frame_numbers, intervals["onset"].to_numpy())
+    ends = np.searchsorted(frame_numbers, intervals["offset"].to_numpy())
+    intervals["score"] = [float(np.mean(s[a:e + 1])) for s, a, e in zip(per_interval, starts, ends)]
+    return intervals[["onset", "offset", "type", "score"]]
+
+
+def score_video(model: STSNet, frames: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame probabilities (N, 3), labels (N,) and key-frame scores (N, K) of one video's input
+    frames (:func:`video_frames`). Frames that centre no window (the first and last K // 2) get
+    probability 1 for "none" and NaN scores.
+    """
+    model.eval()
+    window_probabilities, window_scores = model.video_probabilities(torch.from_numpy(np.ascontiguousarray(frames)),
+                                                                    batch_size)
+    centres = window_centres(len(frames), model.k)
+    probabilities = np.zeros((len(frames), len(CLASSES)), np.float32)
+    probabilities[:, 0] = 1
+    probabilities[centres] = window_probabilities.numpy()
+    scores = np.full((len(frames), model.k), np.nan, np.float32)
+    scores[centres] = window_scores.numpy()
+    return probabilities, probabilities.argmax(axis=1), scores
+
+
+# ------------------------------------------------------------------------------------ one LOSO fold
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train on the training subjects' videos, label every frame of the test subject's videos, spot.
+
+    Saves the test videos' per-frame probabilities, labels and key-frame scores and the training
+    history to ``fold.workdir / "frame_scores.pkl"`` (:func:`load_frame_scores`), from which every
+    post-processing can be recomputed.
+    """
+    config, dataset = fold.config, fold.dataset
+    train_names = sorted(n for n, v in dataset.videos.items() if v.subject in fold.train_subjects)
+    videos = [(video_frames(dataset, n, config), frame_labels(dataset, n)) for n in train_names]
+    per_class = None if config["train_windows"] == "all" else int(config["train_windows"])
+    train_config = TrainConfig(
+        optimizer=OptimizerSpec("sgd", config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]),
+        schedule=ScheduleSpec("cosine", config["min_lr"]), epochs=config["epochs"], batch_size=config["batch_size"],
+        monitor="train_loss", restore_best=False, seed=fold.seed, drop_last=config["batch_size"] > 1)
+    result = fit(build_model(config), nn.CrossEntropyLoss(), TrainingWindows(videos, config["k"], per_class, config["random_crop"]), None,
+                 train_config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
+    tables, records = [], {}
+    max_micro = micro_max_frames(dataset.name, float(dataset.video(fold.test_videos[0]).fps))
+    for name in fold.test_videos:
+        probabilities, labels, key_scores = score_video(result.model, video_frames(dataset, name, config),
+                                                        config["eval_batch_size"])
+        frames = dataset.video(name).frame_numbers
+        records[name] = {"frame": frames, "probabilities": probabilities, "labels": labels,
+                         "key_scores": key_scores, "truth": frame_labels(dataset, name)}
+        intervals = spot_from_labels(labels, probabilities, frames, config["postprocess"], max_micro)
+        intervals.insert(0, "video", name)
+        tables.append(intervals)
+    pd.to_pickle({"videos": records, "history": result.history, "max_micro": max_micro},
+                 fold.workdir / "frame_scores.pkl")
+    return pd.concat(tables, ignore_index=True)
+
+
+def load_frame_scores(folder) -> dict[str, dict]:
+    """What each fold of a finished LOSO run (its results ``folder``) saved: subject -> record."""
+    return {path.parent.name: pd.read_pickle(path) for path in sorted(Path(folder, "checkpoints").glob("*/frame_scores.pkl"))}
+
+
+def respot(records: dict[str, dict], postprocess: str) -> pd.DataFrame:
+    """Intervals of every test video of a LOSO run (:func:`load_frame_scores`) under another post-processing."""
+    tables = []
+    for subject, record in records.items():
+        for name, video in record["videos"].items():
+            intervals = spot_from_labels(video["labels"], video["probabilities"], video["frame"], postprocess,
+                                         record["max_micro"])
+            intervals.insert(0, "video", name)
+            intervals.insert(0, "subject", subject)
+            tables.append(intervals)
+    return pd.concat(tables, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------ registration
+_PAPER = {"k": 5, "m": 3, "widths": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "gru_hidden": 32, "gru_layers": 2,
+          "dropout": 0.5, "key_dropout": 0.5, "lr": 1e-3, "min_lr": 1e-8, "momentum": 0.9, "weight_decay": 5e-4,
+          "postprocess": "merge", "random_crop": 144 / 128, "reference": None, "backbone_weights": None, "eval_batch_size": 256}
+CONFIGS = {
+    "paper": {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "epochs": 30,
+              "train_windows": "all", "batch_size": 1},
+    "default": {**_PAPER, "crop": {"size": 64, "box": "median", "detect_every": 15}, "widths": [8, 16, 32, 64],
+                "epochs": 12, "train_windows": 320, "batch_size": 16, "lr": 0.016, "reference": "video_median"},
+    "smoke": {**_PAPER, "crop": {"size": 32, "box": "median", "detect_every": 15}, "widths": [4, 8, 8, 16],
+              "blocks": [1, 1, 1, 1], "gru_hidden": 8, "epochs": 2, "train_windows": 16, "batch_size": 8, "lr": 0.008,
+              "reference": "video_median"},
+}
+
+register(ModelSpec(name="stsnet_sw", task="spotting", paper="Fu et al. 2023", run_fold=run_fold, configs=CONFIGS,
+                   spotting_convention="stsnet"))

@@ -1,0 +1,114 @@
+"""Feature Refinement (Zhou et al.): attention, proposal loss, fusion, apex rules, sizes, one smoke fold."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mecore.models.fr as fr
+from mecore.models import get_model
+
+SMALL = {**fr.CONFIGS["smoke"], "variant": "fr"}
+
+
+def test_attention_weights_sum_to_one_per_branch():
+    torch.manual_seed(0)
+    module = fr.ProposalModule(features=20, n_classes=3, detector_width=4)
+    z = torch.randn(5, 20).relu()
+    weights = module.attention_weights(z)
+    assert weights.shape == (5, 3, 20)
+    assert (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(dim=2), torch.ones(5, 3))
+    specific, logits = module(z)
+    torch.testing.assert_close(specific, weights * z[:, None, :])  # Eq. 3
+    assert logits.shape == (5, 3)
+
+
+def test_proposal_loss_is_the_mean_of_k_binary_losses():
+    torch.manual_seed(1)
+    logits, targets = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
+    probabilities = torch.sigmoid(logits)
+    per_detector = []
+    for k in range(4):
+        truth = (targets == k).float()  # Eq. 4: sample i is of class k
+        per_detector.append(-(truth * probabilities[:, k].log() + (1 - truth) * (1 - probabilities[:, k]).log()).mean())
+    torch.testing.assert_close(fr.proposal_loss(logits, targets), torch.stack(per_detector).mean())
+    class_logits = torch.randn(6, 4)
+    total = fr.FRLoss(0.85)((class_logits, logits, None), targets)  # Eq. 8
+    torch.testing.assert_close(total, F.cross_entropy(class_logits, targets) + 0.85 * torch.stack(per_detector).mean())
+    torch.testing.assert_close(fr.FRLoss()((class_logits, logits[:, :0], None), targets),
+                               F.cross_entropy(class_logits, targets))  # Basic Inception: L_cls only
+
+
+def test_sum_fusion_keeps_the_feature_size_and_concatenation_multiplies_it():
+    specific = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(2, 3, 5)
+    torch.testing.assert_close(fr.fuse(specific), specific[:, 0] + specific[:, 1] + specific[:, 2])  # Eq. 6
+    assert fr.fuse(specific, "concatenate").shape == (2, 15)
+    with pytest.raises(ValueError, match="fusion"):
+        fr.fuse(specific, "max")
+
+
+@pytest.mark.parametrize("variant,features", [("fr", 64), ("fr_fc", 64), ("fr_concatenated", 3 * 64), ("basic", 6272)])
+def test_every_variant_gives_class_and_detector_outputs(variant, features):
+    model = fr.build_model({**SMALL, "variant": variant}, n_classes=3).eval()
+    class_logits, detector_logits, refined = model(torch.randn(4, 2, 28, 28))
+    assert class_logits.shape == (4, 3)
+    assert detector_logits.shape == (4, 0 if variant == "basic" else 3)
+    assert refined.shape == (4, features)
+
+
+def test_parameter_counts_match_table7_within_half_a_percent():
+    table = fr.parameter_table()
+    assert len(table) == 4
+    assert table["difference (%)"].abs().max() < 0.5
+    fr3 = table.query("model == 'FR' and classes == 3")["ours (M)"].item()
+    basic3 = table.query("model == 'Basic Inception' and classes == 3")["ours (M)"].item()
+    assert fr3 > basic3
+
+
+def test_interframe_difference_finds_the_frame_farthest_from_onset():
+    rng = np.random.default_rng(0)
+    onset = rng.integers(0, 255, (24, 24)).astype(np.float32)
+    bump = np.zeros((24, 24), np.float32)
+    bump[8:16, 6:18] = 40.0
+    intensity = np.array([0, 0.1, 0.3, 0.6, 0.9, 1.0, 0.8, 0.5, 0.2, 0.1])  # peaks at index 5
+    clip = np.stack([onset + a * bump for a in intensity])
+    assert fr.interframe_diff_apex(clip) == 5
+    assert fr.interframe_diff_apex(clip, frame_numbers=np.arange(100, 110)) == 105
+    with pytest.raises(ValueError, match="Eq. 1"):
+        fr.interframe_diff_apex(np.zeros((0, 4, 4)))
+
+
+def test_apex_rules_mid_frame_and_annotated():
+    rows = pd.DataFrame({"video": ["a", "b"], "onset": [10, 20], "offset": [21, 30],
+                         "apex": pd.array([14, 29], dtype="Int64")})
+    assert fr.apex_frames(None, rows, "mid").tolist() == [15, 25]
+    assert fr.apex_frames(None, rows, "annotated").tolist() == [14, 29]
+    with pytest.raises(ValueError, match="apex rule"):
+        fr.apex_frames(None, rows, "peak")
+
+
+def test_chance_baselines_for_three_classes():
+    table = fr.chance_baselines(["a"] * 6 + ["b"] * 3 + ["c"] * 3, ["a", "b", "c"])
+    assert table.loc["uniform random (expected)", "uar"] == pytest.approx(1 / 3)
+    majority = table.iloc[1]
+    assert majority["uar"] == pytest.approx(1 / 3) and majority["accuracy"] == pytest.approx(0.5)
+    assert majority["uf1"] == pytest.approx((2 * 0.5 / 1.5) / 3)
+
+
+def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
+    from mecore.data import load_dataset
+    from mecore.loso import run_fold
+
+    spec = get_model("fr")
+    dataset = load_dataset("synth_smic_hs", root=smoke_root / "smic")
+    subjects = dataset.subjects
+    config = {**spec.config("smoke"), "epochs": 1}
+    record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
+                      num_threads=None)
+    predictions = record["predictions"]
+    assert len(predictions) == (dataset.annotations["subject"] == subjects[0]).sum()
+    classes = fr.dataset_classes(dataset)
+    assert set(predictions["prediction"]) <= set(classes)
+    probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)

@@ -1,0 +1,175 @@
+"""STSNet_SW (Fu et al. 2023): windows at video edges, shared frame features, top-M key frames,
+segment merging (Fig. 4) and duration relabelling (Table 4), training windows, a LOSO fold."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mecore.models.stsnet as stsnet
+from mecore.models import get_model
+from mecore.models.stsnet import (CONFIGS, STSNet, TrainingWindows, build_model, count_parameters,
+                                  select_key_frames, spot_from_labels, window_centres, window_indices)
+from mecore.spotting import labels_to_intervals, merge_label_gaps
+
+TINY = {"crop_size": 32, "widths": (4, 8, 8, 16), "blocks": (1, 1, 1, 1), "gru_hidden": 4}
+
+
+def tiny_model(seed=0) -> STSNet:
+    torch.manual_seed(seed)
+    return STSNet(**TINY).eval()
+
+
+def test_windows_skip_the_first_and_last_two_frames():
+    assert window_centres(10, 5).tolist() == [2, 3, 4, 5, 6, 7]
+    windows = window_indices(10, 5)
+    assert windows.shape == (6, 5)
+    assert windows[0].tolist() == [0, 1, 2, 3, 4] and windows[-1].tolist() == [5, 6, 7, 8, 9]
+    assert (windows[:, 2] == window_centres(10, 5)).all()
+    assert window_indices(5, 5).tolist() == [[0, 1, 2, 3, 4]]  # exactly one window
+    assert window_indices(4, 5).shape == (0, 5)  # too short: no centre at all
+    assert window_centres(7, 3).tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="odd"):
+        window_centres(10, 4)
+
+
+def test_shared_frame_features_equal_per_window_recomputation():
+    model = tiny_model()
+    frames = torch.rand(13, 32, 32, generator=torch.Generator().manual_seed(1))
+    shared, shared_scores = model.video_probabilities(frames, batch_size=7, shared=True)
+    recomputed, recomputed_scores = model.video_probabilities(frames, batch_size=7, shared=False)
+    assert shared.shape == (9, 3) and shared_scores.shape == (9, 5)
+    assert torch.allclose(shared, recomputed, atol=1e-5)
+    assert torch.allclose(shared_scores, recomputed_scores, atol=1e-5)
+    # and both equal the training path, one window at a time
+    with torch.no_grad():
+        windows = frames[torch.as_tensor(window_indices(13, 5))]
+        direct = torch.softmax(model(windows), dim=1)
+    assert torch.allclose(shared, direct, atol=1e-5)
+    assert torch.allclose(shared.sum(dim=1), torch.ones(9))
+
+
+def test_top_m_selection_keeps_time_order_and_passes_gradients():
+    scores = torch.tensor([[0.1, 0.9, 0.3, 0.8, 0.7], [0.5, 0.5, 0.5, 0.2, 0.5]], requires_grad=True)
+    indices, gates = select_key_frames(scores, 3)
+    assert indices.tolist() == [[1, 3, 4], [0, 1, 2]]  # the top 3 in time order; ties go to earlier frames
+    assert torch.equal(gates.detach(), torch.ones(2, 3))  # forward: plain selection
+    gates.sum().backward()
+    assert scores.grad.tolist() == [[0, 1, 0, 1, 1], [1, 1, 1, 0, 0]]  # backward: reaches the chosen scores
+    with pytest.raises(ValueError, match="key frames"):
+        select_key_frames(scores, 6)
+
+
+def test_the_loss_reaches_the_key_frame_scorer_through_the_selection():
+    model = tiny_model().train()
+    windows = torch.rand(4, 5, 32, 32, generator=torch.Generator().manual_seed(2))
+    loss = torch.nn.functional.cross_entropy(model(windows), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    for name, parameter in model.key_frames.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_key_frames_are_the_top_scored_frames_of_each_window():
+    model = tiny_model()
+    features = torch.randn(3, 5, 16, 1, 1, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, scores, indices = model.classify_windows(features)
+    assert ((scores > 0) & (scores < 1)).all()
+    expected = scores.argsort(dim=1, descending=True)[:, :3].sort(dim=1).values
+    assert torch.equal(indices, expected)
+
+
+def test_segment_merging_on_the_fig4_example():
+    # Fig. 4: a micro-expression predicted as two segments split by one "no expression" frame
+    predicted = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0])
+    frames = np.arange(100, 110)
+    assert merge_label_gaps(predicted).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0, 0]
+    before = labels_to_intervals(predicted, frames, by_type=True)
+    assert before[["onset", "offset"]].values.tolist() == [[102, 103], [105, 107]]
+    probabilities = np.tile([[0.2, 0.7, 0.1]], (10, 1))
+    merged = spot_from_labels(predicted, probabilities, frames, "merge", max_micro=15)
+    assert merged[["onset", "offset", "type"]].values.tolist() == [[102, 107, "micro"]]
+    assert merged["score"].tolist() == pytest.approx([0.7])
+    assert len(spot_from_labels(predicted, probabilities, frames, "none", 15)) == 2
+    # a two-frame pause, or neighbours of different types, are left alone
+    assert merge_label_gaps([1, 0, 0, 1]).tolist() == [1, 0, 0, 1]
+    assert merge_label_gaps([1, 0, 2]).tolist() == [1, 0, 2]
+
+
+def test_duration_relabelling_after_merging():
+    labels = np.zeros(60, np.int64)
+    labels[5:25] = 1  # a 20-frame "micro" run: longer than 15 frames -> macro
+    labels[30:34], labels[35:40] = 2, 2  # a 4 + gap + 5 "macro" run, merged to 10 frames -> micro
+    probabilities = np.tile([[0.4, 0.3, 0.3]], (60, 1))
+    spotted = spot_from_labels(labels, probabilities, np.arange(60), "duration", max_micro=15)
+    assert spotted[["onset", "offset", "type"]].values.tolist() == [[5, 24, "macro"], [30, 39, "micro"]]
+    assert spotted["score"].tolist() == pytest.approx([0.6, 0.6])
+    with pytest.raises(ValueError, match="post-processing"):
+        spot_from_labels(labels, probabilities, np.arange(60), "smooth", 15)
+
+
+def test_balanced_training_windows():
+    crops = np.arange(30, dtype=np.float32)[:, None, None] * np.ones((1, 8, 8), np.float32)
+    labels = np.zeros(30, np.int64)
+    labels[10:13], labels[20:28] = 1, 2
+    torch.manual_seed(0)
+    data = TrainingWindows([(crops, labels)], k=5, per_class=10)
+    assert len(data) == 30
+    drawn = [data[i] for i in range(len(data))]
+    assert np.bincount([y for _, y in drawn]).tolist() == [10, 10, 10]
+    for window, y in drawn:
+        centre = int(window[2, 0, 0])
+        assert window.shape == (5, 8, 8) and labels[centre] == y and 2 <= centre <= 27
+        assert window[:, 0, 0].tolist() == list(range(centre - 2, centre + 3))
+    every = TrainingWindows([(crops, labels)], k=5)
+    assert len(every) == 26 and int(every[0][0][2, 0, 0]) == 2
+
+
+def test_paper_profile_is_resnet18_with_a_64_channel_bigru():
+    config = CONFIGS["paper"]
+    model = build_model(config)
+    # ResNet-18 without its classifier, 1-channel 5x5 stem: 11,176,512 - 7*7*3*64 + 5*5*1*64
+    assert count_parameters(model.backbone) == 11_168_704
+    features = model.frame_features(torch.zeros(2, 128, 128))
+    assert features.shape == (2, 512, 4, 4)
+    assert model.temporal.gru.input_size == 512 and 2 * model.temporal.gru.hidden_size == 64
+    assert model.temporal.fc.in_features == 4 * 4 * 64 and model.temporal.fc.out_features == 3
+    assert (config["k"], config["m"], config["epochs"], config["lr"], config["min_lr"]) == (5, 3, 30, 1e-3, 1e-8)
+
+
+def test_backbone_weights_are_loaded_or_rejected_by_name(tmp_path):
+    config = {**CONFIGS["smoke"]}
+    source = build_model(config)
+    path = tmp_path / "resnet.pt"
+    torch.save(source.backbone.state_dict(), path)
+    loaded = build_model({**config, "backbone_weights": str(path)})
+    for a, b in zip(source.backbone.state_dict().values(), loaded.backbone.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_model({**config, "backbone_weights": str(tmp_path / "missing.pt")})
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        build_model({**config, "backbone_weights": str(tmp_path / "bad.pt")})
+
+
+def test_a_smoke_fold_spots_intervals_and_saves_frame_scores(smoke_root, tmp_path):
+    from mecore.data import load_dataset
+    from mecore.loso import run_loso
+
+    torch.set_num_threads(1)
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    assert get_model("stsnet_sw").spotting_convention == "stsnet"
+    result = run_loso("stsnet_sw", dataset, "smoke", config={"epochs": 1}, scheduler="sync", results_dir=tmp_path,
+                      progress=False)
+    assert set(result.metrics.index) == {"micro", "macro", "overall"}
+    assert (result.metrics["convention"] == "stsnet").all()
+    records = stsnet.load_frame_scores(result.folder)
+    assert sorted(records) == sorted(dataset.subjects)
+    for record in records.values():
+        assert np.isfinite(record["history"]["train_loss"]).all()
+        for video in record["videos"].values():
+            n = len(video["frame"])
+            assert video["probabilities"].shape == (n, 3) and video["labels"].shape == (n,)
+            assert (video["labels"][:2] == 0).all() and (video["labels"][-2:] == 0).all()
+    respotted = stsnet.respot(records, "merge")
+    pd.testing.assert_frame_equal(respotted[["video", "onset", "offset", "type"]],
+                                  result.predictions[["video", "onset", "offset", "type"]])
