@@ -84,12 +84,13 @@ frames, batch 32, 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the sa
 (``box="median"``), reduced TV-L1 flow with a 4-frame step (MESNet's default, and its cached flows),
 batch 8, 8 epochs with Adam at lr 3e-3, so that LOSO on
 ``synth_casme_sq`` trains in minutes on two idle CPU cores (one step of 8 clips takes about 0.4 s on
-one core). The learning rate is measured, not the paper's: on one fold at lr 1e-3 the loss stalled
+one core). The learning rate is measured, not the paper's (with the earlier per-frame face box and
+DIS flow): on one fold at lr 1e-3 the loss stalled
 after two epochs with every probability below 0.31, so no threshold of Table II kept an interval (the
 paper's 1e-4 moves a randomly initialised network even less in eight epochs). Also measured and not
 kept (LOSO, 6 folds): each frame minus its video's mean frame in the appearance stream with batch 4
 and lr 1e-3 left 65 intervals above 0.3 in all (two folds none) and 5 above 0.5, none of them a hit,
-versus 620 and 516 here. ``smoke`` — 16 px
+versus 620 and 516 without it (the fixed face box now gives 510 and 222). ``smoke`` — 16 px
 crops, narrow BiFPN and CRN, a few batches (tests).
 """
 from __future__ import annotations

@@ -59,7 +59,8 @@ Where the paper is ambiguous, the reading implemented:
   plain SGD at 1e-4 with lambda = 0.01 in ``paper``. ``default`` keeps batch 2 and the learning
   rate but uses Adam (a few epochs of plain SGD at 1e-4 do not move the network) and lambda = 1e-4:
   Adam rescales the gradient ``lambda * w`` of the explicit L2 term per weight, and with
-  lambda = 0.01 it drove the weights to zero before the data could shape them (measured: the
+  lambda = 0.01 it drove the weights to zero before the data could shape them (measured with the
+  earlier per-frame face box and DIS flow: the
   pre-training loss stayed at 0.68, validation accuracy at the majority class).
 * **Balanced CRN loss** (``balance_crn``, not in the paper; off in ``paper``): Eq. 12 averages over
   all proposals, most of them non-ME, so on our data the CRN learnt to say non-ME everywhere and
