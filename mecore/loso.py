@@ -195,6 +195,14 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
     }
 
 
+def training_dir(spec: ModelSpec, fold: LosoFold, config: dict, folder: str) -> Path:
+    """A fold's checkpoint folder, ``runs/<folder>/<dataset>/<key>/<subject>``, keyed by the dataset, the seed and
+    ``config`` (the entries that decide the trained weights): runs that differ only in post-processing share
+    one training."""
+    key, _ = run_key(spec, fold.dataset, "models", config, fold.seed)
+    return paths.runs_dir() / folder / fold.dataset.name / key / fold.test_subject
+
+
 def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config: dict, seed: int) -> tuple[str, dict]:
     """The results key: a hash of what decides the predictions, and the description it hashes."""
     content = hashlib.sha256(pd.util.hash_pandas_object(dataset.annotations, index=False).to_numpy().tobytes())

@@ -118,6 +118,11 @@ class ModelSpec:
         return dict(self.configs[profile])
 
 
+def count_parameters(model) -> int:
+    """Number of parameters of a torch module (every model module reports its sizes with it)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def register(spec: ModelSpec) -> ModelSpec:
     """Add ``spec`` to the registry (registering the same spec again is harmless)."""
     existing = _REGISTRY.get(spec.name)

@@ -105,9 +105,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mecore import paths
 from mecore.data.model import Dataset
-from mecore.models import LosoFold, ModelSpec, register
+from mecore.loso import training_dir
+from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.models.mesnet import (ME, apply_regression, clip_starts, expression_indices, load_flows,
                                   normalise_flows, regression_targets, window_labels)
 from mecore.preprocess import CropSpec, preprocess_video
@@ -417,8 +417,6 @@ def build_model(config: dict) -> BiFPNI3D:
     return model
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -602,11 +600,8 @@ class FoldModel:
 def model_dir(fold: LosoFold) -> Path:
     """Checkpoints keyed by dataset, seed and every configuration entry that changes the trained weights,
     so that runs differing only in post-processing (``PREDICTION_ONLY_KEYS``) share one training."""
-    from mecore.loso import run_key  # mecore.loso imports the registry; imported when both exist
-
     config = {k: v for k, v in fold.config.items() if k not in PREDICTION_ONLY_KEYS}
-    key, _ = run_key(SPEC, fold.dataset, "models", config, fold.seed)
-    return paths.runs_dir() / "bifpn_i3d_models" / fold.dataset.name / key / fold.test_subject
+    return training_dir(SPEC, fold, config, "bifpn_i3d_models")
 
 
 def train_fold(fold: LosoFold) -> FoldModel:

@@ -84,7 +84,7 @@ from mecore.data.model import Dataset, DatasetError, Video
 from mecore.data.splits import kfold_splits, regroup
 from mecore.loso import run_key
 from mecore.metrics import recognition_metrics
-from mecore.models import LosoFold, ModelSpec, get_model, register
+from mecore.models import LosoFold, ModelSpec, count_parameters, get_model, register
 from mecore.preprocess import CropSpec, onset_apex_flow, onset_apex_flows
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.face import to_gray
@@ -292,10 +292,6 @@ def keras_initialise(model: nn.Module) -> nn.Module:
 def build_model(config: dict, n_classes: int) -> FRNet:
     return keras_initialise(FRNet(n_classes, config["variant"], config["shared_width"], config["detector_width"],
                                   config["classifier_width"], config["dropout"], tuple(config["filters"])))
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def parameter_table(config: dict | None = None) -> pd.DataFrame:

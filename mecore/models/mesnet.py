@@ -86,10 +86,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mecore import paths
 from mecore.data.model import Dataset
 from mecore.data.splits import mesnet_train_val_split
 from mecore.metrics import interval_iou
+from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, register
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.spotting import temporal_nms
@@ -703,11 +703,8 @@ class FoldModel:
 def model_dir(fold: LosoFold, keys=None) -> Path:
     """The fold's checkpoint folder shared by ``mesnet_cpn`` and ``mesnet_crn``: keyed by the dataset, the
     seed and the configuration entries ``keys`` (default: all but the prediction-only ones)."""
-    from mecore.loso import run_key  # mecore.loso imports the registry; imported here, when both exist
-
     keys = [k for k in fold.config if k not in PREDICTION_ONLY_KEYS] if keys is None else keys
-    key, _ = run_key(SPECS["mesnet_crn"], fold.dataset, "models", {k: fold.config[k] for k in keys}, fold.seed)
-    return paths.runs_dir() / "mesnet_models" / fold.dataset.name / key / fold.test_subject
+    return training_dir(SPECS["mesnet_crn"], fold, {k: fold.config[k] for k in keys}, "mesnet_models")
 
 
 def train_fold(fold: LosoFold) -> FoldModel:

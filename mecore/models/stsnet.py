@@ -100,7 +100,7 @@ import torch
 from torch import nn
 
 from mecore.data.model import Dataset
-from mecore.models import LosoFold, ModelSpec, register
+from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.spotting import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
                              merge_label_gaps, relabel_by_duration)
@@ -314,10 +314,6 @@ def build_model(config: dict) -> STSNet:
             raise ValueError(f"{path}: not a state_dict of mecore.models.stsnet.ResNet with widths "
                              f"{config['widths']} ({error})") from error
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # ------------------------------------------------------------------------------------ data

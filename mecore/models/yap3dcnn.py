@@ -65,7 +65,7 @@ from torch import nn
 
 from mecore.data.model import Dataset
 from mecore.metrics import roc_threshold
-from mecore.models import LosoFold, ModelSpec, register
+from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec, lcn, preprocess_video
 from mecore.spotting import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
                              normalise, savgol_smooth)
@@ -165,10 +165,6 @@ def build_model(config: dict, separable: bool = True) -> Yap3DCNN:
     """The network of a profile's configuration (ablation flags included)."""
     return Yap3DCNN(config["filters"], config["first_depth_multiplier"], config["batch_norm"],
                     config["dropout"], separable)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 class WeightedLoss(nn.Module):
