@@ -4,6 +4,7 @@
   data check      load a dataset (real or synthetic), print counts, durations and repairs
   notebooks       execute the numbered notebooks with papermill into the run folder
   loso            leave-one-subject-out evaluation of a registered model, folds fanned out over Dask
+  spot            spot expressions in your own video (file or frame folder) with a model trained by loso
 """
 from __future__ import annotations
 
@@ -70,6 +71,48 @@ def _notebooks(args) -> int:
     return 0
 
 
+def _spot(args) -> int:
+    from .data import DatasetError
+    from .models import UnknownModelError
+    from .spot import SpotError, spot
+    from .train import CheckpointError
+
+    try:
+        intervals = spot(args.video, args.model, dataset=args.dataset, root=args.root, profile=args.profile,
+                         subject=args.subject, checkpoint=args.checkpoint, fps=args.fps, out_dir=args.out,
+                         results_dir=args.results)
+    except (SpotError, DatasetError, UnknownModelError, CheckpointError) as error:
+        print(f"mecore spot: error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    counts = intervals["type"].value_counts()
+    print(intervals.to_string(index=False) if len(intervals) else "no interval spotted")
+    print(f"{len(intervals)} intervals ({counts.get('micro', 0)} micro, {counts.get('macro', 0)} macro) by "
+          f"{args.model}, fold {intervals.attrs['subject']} of {intervals.attrs['run']}\n"
+          f"CSV: {intervals.attrs['csv']}\nfigure: {intervals.attrs['figure']}")
+    return 0
+
+
+def _add_spot(commands) -> None:
+    parser = commands.add_parser(
+        "spot", help="spot expressions in your own video with a model trained by loso",
+        description="Spot micro- and macro-expressions in a video file (anything OpenCV reads) or a folder of "
+                    "frame images with a spotting model that 'loso' (or a notebook) trained; writes the "
+                    "intervals as CSV and a timeline figure. It never trains.")
+    parser.add_argument("video", type=Path, help="a video file (.mp4, .avi, ...) or a folder of frame images")
+    parser.add_argument("--model", required=True, help="a spotting model, e.g. mdmd, mesnet_crn, stsnet_sw")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a LOSO run folder runs/loso/<model>/<dataset>/<profile>-<key> (default: the run of "
+                             "--model on --dataset under --profile, seed 0)")
+    parser.add_argument("--dataset", default="synth_casme_sq", help="the dataset the model was trained on")
+    parser.add_argument("--root", type=Path, help="folder of the licensed copy it was trained on (real datasets)")
+    parser.add_argument("--profile", choices=paths.PROFILES, help="default: $MECORE_PROFILE or 'default'")
+    parser.add_argument("--subject", help="whose LOSO fold's model to use (default: the first finished)")
+    parser.add_argument("--fps", type=float, help="frame rate (default: the file's; a frame folder: the dataset's)")
+    parser.add_argument("--out", type=Path, help="output folder (default: <mecore home>/runs/spot)")
+    parser.add_argument("--results", type=Path, help="LOSO results folder (default: <mecore home>/runs/loso)")
+    parser.set_defaults(handler=_spot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASET_NAMES
     from .data.synthetic import DATASETS
@@ -114,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .loso import add_cli as add_loso
 
     add_loso(commands)
+    _add_spot(commands)
     return parser
 
 

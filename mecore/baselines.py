@@ -31,7 +31,7 @@ import pandas as pd
 from skimage.feature import local_binary_pattern
 
 from mecore import paths
-from mecore.data.model import Dataset, Video
+from mecore.data.model import Dataset, Video, dataset_family
 from mecore.preprocess import CropSpec, optical_flow, preprocess_video
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.pipeline import run_parallel
@@ -50,7 +50,7 @@ LBP_BINS = LBP_POINTS * (LBP_POINTS - 1) + 3
 def megc2020_parameters(dataset: str, fps: float | None = None) -> dict:
     """``k`` and length limits of the MEGC 2020 baseline for a dataset name (``casme_sq``,
     ``samm_lv``, or their ``synth_`` twins), scaled to ``fps`` when it differs from the dataset's."""
-    family = dataset.removeprefix("synth_")
+    family = dataset_family(dataset)
     if family not in MEGC2020_BASELINE:
         raise ValueError(f"no MEGC 2020 baseline parameters for {dataset!r}; known: {', '.join(MEGC2020_BASELINE)}")
     reference = MEGC2020_BASELINE[family]

@@ -120,7 +120,7 @@ def run_loso(
     """
     spec = get_model(model) if isinstance(model, str) else model
     profile = paths.profile(profile)
-    run_config = {**spec.config(profile), **(config or {})}
+    run_config = {**spec.config(profile, dataset.name), **(config or {})}
     key, description = run_key(spec, dataset, profile, run_config, seed)
     folder = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset.name / f"{profile}-{key}"
     (folder / "folds").mkdir(parents=True, exist_ok=True)
@@ -129,13 +129,13 @@ def run_loso(
     subjects = list(dataset.subjects)
     if len(subjects) < 2:
         raise ValueError(f"LOSO needs at least two subjects; dataset {dataset.name!r} has {subjects}")
-    records = {s: _read_fold(_fold_file(folder, s)) for s in subjects if _fold_file(folder, s).exists()}
+    records = {s: _read_fold(fold_file(folder, s)) for s in subjects if fold_file(folder, s).exists()}
     pending = [s for s in subjects if s not in records]
     tasks = [dict(spec=spec, config=run_config, subject=s, train_subjects=[t for t in subjects if t != s],
-                  workdir=folder / "checkpoints" / _safe_name(s), seed=seed, resume=resume) for s in pending]
+                  workdir=folder / "checkpoints" / safe_name(s), seed=seed, resume=resume) for s in pending]
 
     def finished(record: dict) -> None:
-        _write_atomically(_fold_file(folder, record["subject"]), pickle.dumps(record))
+        _write_atomically(fold_file(folder, record["subject"]), pickle.dumps(record))
         records[record["subject"]] = record
 
     failures: dict[str, BaseException] = {}
@@ -332,12 +332,14 @@ def _check_predictions(spec: ModelSpec, subject: str, predictions) -> None:
                          f"(a {spec.task} model returns {list(required)})")
 
 
-def _safe_name(subject: str) -> str:
+def safe_name(subject: str) -> str:
+    """A subject's name as a file name (its fold's checkpoint folder and result file)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(subject))
 
 
-def _fold_file(folder: Path, subject: str) -> Path:
-    return folder / "folds" / f"{_safe_name(subject)}.pkl"
+def fold_file(folder: Path, subject: str) -> Path:
+    """Where a LOSO run in ``folder`` keeps the finished fold of ``subject``."""
+    return folder / "folds" / f"{safe_name(subject)}.pkl"
 
 
 def _read_fold(path: Path) -> dict:

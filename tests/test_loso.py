@@ -339,3 +339,19 @@ def test_classical_baselines_are_registered_and_fit_p_on_training_subjects(smoke
     assert result.predictions["p"].isin(spec.config("smoke")["p_grid"]).all()
     assert result.predictions.groupby("subject")["p"].nunique().eq(1).all()  # one p per fold
     assert "overall" in result.metrics.index
+
+
+def test_dataset_overrides_apply_to_their_family_and_read_fast_videos_at_most_max_fps(smoke_root):
+    from mecore.data import load_dataset
+    spec = get_model("mesnet_crn")
+    casme, samm = spec.config("default", "synth_casme_sq"), spec.config("default", "synth_samm_lv")
+    assert casme == spec.config("default") and "max_fps" not in casme  # CAS(ME)^2 keys stay as they were
+    assert samm == {**casme, "max_fps": 30}
+    assert spec.config("paper", "samm_lv")["clip_length"] == 670  # Wang et al. Sec. IV-A-3
+    data = load_dataset("synth_samm_lv", profile="smoke")
+    view = data.at_most_fps(30)
+    name = next(iter(data.videos))
+    assert data.video(name).fps == 200 and view.video(name).fps == pytest.approx(200 / 7)
+    assert list(view.video(name).frame_numbers) == list(data.video(name).frame_numbers[::7])
+    assert data.at_most_fps(None) is data and view.at_most_fps(30) is view
+    assert load_dataset("synth_casme_sq", profile="smoke").at_most_fps(30).videos  # 30 fps: unchanged

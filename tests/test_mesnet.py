@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mecore.metrics import interval_iou
 from mecore.models import get_model
 from mecore.models.mesnet import (ME, NON_ME, PAPER_RECEPTIVE_FIELDS, MESNet, MESNetLoss, PretrainNet,
                                   apply_regression, clip_starts, cpn_loss, free_starts, regression_targets,
@@ -141,3 +142,43 @@ def test_registered_profiles():
         assert (paper["r_tme"], paper["r_tmae"], paper["r_tnl"]) == (10, 4, 2)
         assert (paper["clip_length"], paper["clip_overlap"], paper["clip_frames"]) == (100, 20, 100)
         assert set(spec.configs) >= {"smoke", "default", "paper"}
+
+
+def largest_overlap(spotted: pd.DataFrame) -> float:
+    """The largest IoU between two intervals of the same video."""
+    largest = 0.0
+    for _, video in spotted.groupby("video"):
+        onset, offset = video["onset"].to_numpy(), video["offset"].to_numpy()
+        overlap = interval_iou(onset[:, None], offset[:, None], onset[None], offset[None])
+        np.fill_diagonal(overlap, 0)
+        largest = max(largest, float(overlap.max(initial=0)))
+    return largest
+
+
+def test_predict_with_thresholds_matches_loso_and_filters(tmp_path, smoke_root, monkeypatch):
+    """At the profile's thresholds the sweep gives run_loso's predictions exactly; a higher T_CRN keeps a
+    subset of the CRN intervals; T_nms bounds the overlap of kept intervals (1: no NMS); unknown keys are refused."""
+    from mecore.data import load_dataset
+    from mecore.loso import run_loso
+    from mecore.models import mesnet
+
+    monkeypatch.setattr(mesnet, "model_dir", lambda fold, keys=None: tmp_path / "models" / fold.test_subject)
+    torch.set_num_threads(1)
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    loso = {stage: run_loso(f"mesnet_{stage}", dataset, "smoke", scheduler="sync", results_dir=tmp_path / "loso",
+                            progress=False).predictions for stage in ("crn", "cpn")}
+    config = get_model("mesnet_crn").config("smoke")
+    low = min(config["t_crn"], 0.4)
+    own, loose, strict, no_nms = mesnet.predict_with_thresholds(
+        dataset, [{}, {"t_crn": low}, {"t_crn": 0.7}, {"t_nms": 1.0}], "smoke", progress=False)
+    for stage in ("cpn", "crn"):
+        pd.testing.assert_frame_equal(own[stage], loso[stage])
+    assert list(own["crn"].columns) == ["subject", "video", "onset", "offset", "type", "score"]
+    key = ["video", "onset", "offset"]
+    strict_rows = strict["crn"][key].merge(loose["crn"][key], how="left", indicator=True)
+    assert (strict_rows["_merge"] == "both").all() and len(strict["crn"]) <= len(loose["crn"])
+    pd.testing.assert_frame_equal(loose["cpn"], own["cpn"])  # T_CRN does not touch the first stage
+    assert largest_overlap(own["cpn"]) <= config["t_nms"]  # per-video NMS at the profile's T_nms
+    assert largest_overlap(no_nms["cpn"]) > config["t_nms"]  # T_nms = 1: overlapping windows stay
+    with pytest.raises(ValueError, match="t_eval"):
+        mesnet.predict_with_thresholds(dataset, [{"t_eval": 0.3}], "smoke")

@@ -272,3 +272,26 @@ def test_onset_apex_flow_and_parallel_dataset(tmp_path, astronaut):
     bad = rows.assign(apex=pd.array([pd.NA, 3], dtype="Int64"))
     with pytest.raises(DatasetError, match="no apex"):
         onset_apex_flows(dataset, bad, workers=1)
+
+
+def test_a_video_read_at_every_kth_frame_has_its_own_entries(video, tmp_path):
+    cache = tmp_path / "cache"
+    full = preprocess_video(video, CropSpec(size=64), flow_steps=(1,), cache_root=cache)
+    every = video.every(2)
+    assert list(every.frame_numbers) == list(video.frame_numbers[::2]) and every.fps == video.fps / 2
+    sparse = preprocess_video(every, CropSpec(size=64), flow_steps=(1,), cache_root=cache)
+    assert sparse["crops"].filename != full["crops"].filename and len(sparse["crops"]) == 4
+    # both entries stay valid side by side: a second read of each computes nothing
+    assert preprocess_video(video, CropSpec(size=64), flow_steps=(1,), cache_root=cache)["crops"].filename == \
+        full["crops"].filename
+    np.testing.assert_array_equal(sparse["crops"], full["crops"][::2])
+
+
+def test_read_chunks_gives_the_entry_back_in_row_chunks(video, tmp_path):
+    from mecore.preprocess import read_chunks
+    out = preprocess_video(video, CropSpec(size=64), flow_steps=(1,), cache_root=tmp_path / "cache")
+    for name in ("crops", "flow1"):
+        chunks = list(read_chunks(out[name], 3))
+        assert [len(c) for c in chunks] == [3, 3, len(out[name]) - 6] and not isinstance(chunks[0], np.memmap)
+        np.testing.assert_array_equal(np.concatenate(chunks), out[name])
+    np.testing.assert_array_equal(np.concatenate(list(read_chunks(np.arange(7), 3))), np.arange(7))

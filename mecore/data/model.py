@@ -6,11 +6,14 @@
   per annotated expression (or recognition clip). Frame numbers are inclusive and use the
   dataset's own numbering (the number in the frame file name, or the position for SMIC-E).
 * :class:`Dataset` — both together, plus the repairs the loader made to the raw annotations.
+
+A video can be read at every k-th frame (:meth:`Video.every`, :meth:`Dataset.at_most_fps`): frame
+numbers stay the dataset's own, so annotations and predicted intervals need no conversion.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +38,11 @@ EXPRESSION_TYPES = ("micro", "macro")
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def dataset_family(name: str) -> str:
+    """The real dataset a name stands for: ``synth_samm_lv`` -> ``samm_lv``."""
+    return name.removeprefix("synth_")
 
 
 class DatasetError(ValueError):
@@ -63,7 +71,8 @@ class Video:
     ``numbering="name"`` takes a frame's number from the trailing digits of its file name
     (``img001.jpg`` and ``img1.jpg`` are both frame 1; ``006_05562.jpg`` is frame 5562);
     ``numbering="position"`` numbers the sorted files 0, 1, 2, ... (SMIC-E, where the workbook's
-    frame numbers are made video-relative).
+    frame numbers are made video-relative). ``frame_step`` > 1 keeps every ``frame_step``-th file of
+    the folder (``fps`` is then the rate of the kept frames).
     """
 
     dataset: str
@@ -74,6 +83,7 @@ class Video:
     numbering: str = "name"
     grayscale: bool = False
     extra: dict = field(default_factory=dict)
+    frame_step: int = 1
 
     @cached_property
     def frame_files(self) -> dict[int, Path]:
@@ -84,14 +94,20 @@ class Video:
         if not files:
             raise DatasetError(f"{self.folder}: no frame images in the folder of video {self.name!r}")
         if self.numbering == "position":
-            return dict(enumerate(files))
+            return dict(list(enumerate(files))[::self.frame_step])
         numbered = {}
         for path in files:
             match = _TRAILING_NUMBER.search(path.stem)
             if match is None:
                 raise DatasetError(f"{path}: frame file name has no frame number")
             numbered[int(match.group(1))] = path
-        return dict(sorted(numbered.items()))
+        return dict(sorted(numbered.items())[::self.frame_step])
+
+    def every(self, step: int) -> Video:
+        """This video read at every ``step``-th frame: same frame numbers, ``fps / step``."""
+        if step < 1:
+            raise ValueError(f"frame step must be >= 1, got {step}")
+        return self if step == 1 else replace(self, fps=self.fps / step, frame_step=self.frame_step * step)
 
     @property
     def first_frame(self) -> int:
@@ -165,6 +181,7 @@ class Dataset:
     videos: dict[str, Video]
     repairs: list[str] = field(default_factory=list)
     kind: str = "spotting"  # "spotting" (long videos) or "recognition" (clips)
+    spot_videos: dict[str, Video] = field(default_factory=dict)  # unannotated videos to predict (mecore.spot)
 
     @property
     def subjects(self) -> list[str]:
@@ -177,9 +194,21 @@ class Dataset:
 
     def video(self, name: str) -> Video:
         try:
-            return self.videos[name]
+            return self.videos[name] if name in self.videos else self.spot_videos[name]
         except KeyError:
             raise DatasetError(f"{self.root}: dataset {self.name!r} has no video {name!r}") from None
+
+    def at_most_fps(self, max_fps: float | None) -> Dataset:
+        """A view whose videos faster than ``max_fps`` are read at every ``round(fps / max_fps)``-th frame
+        (200 fps SAMM-LV at 30 -> every 7th frame, 28.6 fps); ``None`` or a slower dataset: ``self``."""
+        if max_fps is None:
+            return self
+        videos, spot = ({name: video.every(max(1, round(video.fps / max_fps))) for name, video in group.items()}
+                        for group in (self.videos, self.spot_videos))
+        if all(videos[name] is video for name, video in self.videos.items()) and \
+                all(spot[name] is video for name, video in self.spot_videos.items()):
+            return self
+        return replace(self, videos=videos, spot_videos=spot)
 
     def intervals(self, video: str, expression_type: str | None = None) -> pd.DataFrame:
         """The annotated intervals of one video, optionally of one type."""

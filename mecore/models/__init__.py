@@ -30,13 +30,13 @@ A model module, in outline::
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
-from mecore.data.model import Dataset
+from mecore.data.model import Dataset, dataset_family
 from mecore.paths import PROFILES
 
 # Modules whose import registers models; add a module here when its model is written.
@@ -82,8 +82,15 @@ class LosoFold:
 
     @property
     def test_videos(self) -> list[str]:
-        """Every video of the left-out subject, annotated or not (spotting scores them all)."""
+        """Every video of the left-out subject, annotated or not (spotting scores them all); when the dataset
+        carries ``spot_videos`` (:func:`mecore.spot.spot`), those instead: the fold's model spots them."""
+        if self.dataset.spot_videos:
+            return sorted(self.dataset.spot_videos)
         return sorted(name for name, video in self.dataset.videos.items() if video.subject == self.test_subject)
+
+    def at_most_fps(self) -> LosoFold:
+        """This fold on its dataset read at no more than ``config["max_fps"]`` frames per second (if set)."""
+        return replace(self, dataset=self.dataset.at_most_fps(self.config.get("max_fps")))
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,10 @@ class ModelSpec:
 
     ``configs`` maps a profile (``smoke``, ``default``, ``large``, ``paper``) to the model's
     hyperparameters, a JSON-serialisable dict that the fold function reads and that keys the
-    LOSO results folder. ``spotting_convention`` names the :mod:`mecore.metrics` convention of
-    the model's paper (spotting models only).
+    LOSO results folder. ``dataset_overrides`` maps a profile to ``{dataset family: entries}`` that
+    replace the profile's entries on that family (``samm_lv`` covers ``samm_lv`` and ``synth_samm_lv``),
+    for the papers' per-dataset settings. ``spotting_convention`` names the :mod:`mecore.metrics`
+    convention of the model's paper (spotting models only).
     """
 
     name: str
@@ -102,6 +111,7 @@ class ModelSpec:
     run_fold: Callable[[LosoFold], pd.DataFrame]
     configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     spotting_convention: str | None = None
+    dataset_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -110,12 +120,14 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"model {self.name!r}: configs for unknown profiles {sorted(unknown)}")
 
-    def config(self, profile: str) -> dict[str, Any]:
-        """The hyperparameters of ``profile``; raises naming the profiles the model has."""
+    def config(self, profile: str, dataset: str | None = None) -> dict[str, Any]:
+        """The hyperparameters of ``profile`` (on ``dataset``, with its family's overrides); raises naming
+        the profiles the model has."""
         if profile not in self.configs:
             raise ValueError(f"model {self.name!r} has no {profile!r} configuration; "
                              f"it has {sorted(self.configs) or 'none'}")
-        return dict(self.configs[profile])
+        overrides = self.dataset_overrides.get(profile, {}).get(dataset_family(dataset), {}) if dataset else {}
+        return {**self.configs[profile], **overrides}
 
 
 def count_parameters(model) -> int:

@@ -69,6 +69,10 @@ Where the paper is silent or ambiguous, the reading implemented:
   pooled per video before NMS. ``clip_length`` = 160 frames, the shortest clip for which P7 gives a
   candidate. "Shorter video clips are merged before extracting optical flow" concerns the CAS(ME)^2
   files and has no counterpart here.
+  On 200 fps SAMM-LV the paper gives no other length; 160 frames are then 0.8 s, less than most
+  macro-expressions (SAMM-LV mean 2.1 s), so profiles other than ``paper`` read SAMM-LV at every 7th frame
+  (``max_fps`` 30, :meth:`mecore.data.model.Dataset.at_most_fps`): a clip covers 5.6 s as on CAS(ME)^2, and
+  I3D sees the ~25 fps it was designed for.
 * **Inputs.** Face crops in one fixed box per video (``box="median"``: a per-frame Haar box's jitter
   is more motion than an ME's, :mod:`mecore.preprocess.face`; measured on the default LOSO, overall F1
   0.034 with a smoothed per-frame box, 64 px faces and DIS flow, 0.240 with the fixed box, 128 px
@@ -109,7 +113,7 @@ from mecore.data.model import Dataset
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.models.mesnet import (ME, apply_regression, clip_starts, expression_indices, load_flows,
-                                  normalise_flows, regression_targets, window_labels)
+                                  normalise_flows, pooled_rows, regression_targets, window_labels)
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.spotting import temporal_nms
 from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
@@ -471,9 +475,9 @@ def load_frames(dataset: Dataset, videos, config: dict, progress: bool = False) 
     ``config["load_size"]`` (crops cached by :func:`mecore.preprocess.preprocess_video`)."""
     crop, frames = CropSpec(**config["crop"]), {}
     for name in tqdm(list(videos), desc="frames", disable=not progress, leave=False):
-        crops = torch.from_numpy(np.array(preprocess_video(dataset.video(name), crop, progress=False)["crops"]))
-        crops = crops[:, None] if crops.dim() == 3 else crops.permute(0, 3, 1, 2)
-        crops = F.adaptive_avg_pool2d(crops.float() / 127.5 - 1, config["load_size"])
+        crops = pooled_rows(preprocess_video(dataset.video(name), crop, progress=False)["crops"], config["load_size"],
+                            lambda rows: (rows[:, None] if rows.dim() == 3 else rows.permute(0, 3, 1, 2)).float()
+                            / 127.5 - 1)
         frames[name] = crops.transpose(0, 1).contiguous()
     return frames
 
@@ -540,8 +544,8 @@ def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: 
     data = TwoStreamClips(frames, flows, clips, expressions[expressions["video"].isin(train_videos)], length,
                           config["input_size"], train=True)
     train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"],
-                               batch_size=config["batch_size"], monitor="train_loss", restore_best=False, seed=seed,
-                               drop_last=True)
+                               batch_size=min(config["batch_size"], len(data)), monitor="train_loss",
+                               restore_best=False, seed=seed, drop_last=True)  # batch norm: no batch of one
     loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
     return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
                resume="auto" if checkpoint_dir else False, progress=progress)
@@ -606,6 +610,7 @@ def model_dir(fold: LosoFold) -> Path:
 
 def train_fold(fold: LosoFold) -> FoldModel:
     """Load the fold's inputs and train (or reload) its network on the training subjects' videos."""
+    fold = fold.at_most_fps()
     train_videos = sorted(name for name, video in fold.dataset.videos.items() if video.subject in fold.train_subjects)
     frames, flows = load_inputs(fold.dataset, train_videos + fold.test_videos, train_videos, fold.config,
                                 fold.progress)
@@ -617,6 +622,7 @@ def train_fold(fold: LosoFold) -> FoldModel:
 
 def run_fold(fold: LosoFold) -> pd.DataFrame:
     """Train (or reload) the fold's network and spot every video of the left-out subject."""
+    fold = fold.at_most_fps()
     trained = train_fold(fold)
     spotted = [spot_video(trained.model, trained.frames[name], trained.flows[name],
                           fold.dataset.video(name).frame_numbers, name, fold.dataset.video(name).fps, fold.config)
@@ -639,7 +645,12 @@ _DEFAULT = {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}
 _SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis",
           "load_size": 20, "input_size": 16, "bifpn_channels": 16, "bifpn_layers": 1,
           "crn_channels": 16, "fc_width": 32, "epochs": 2}
+# SAMM-LV-like set read at every 7th frame (see "Clips"): its 10 videos of 16 s give ~40 training clips per
+# fold against ~140 on the CAS(ME)^2-like set, so 28 epochs keep the default's number of updates (~140).
+_SAMM_DEFAULT = {"max_fps": 30, "epochs": 28}
 SPEC = register(ModelSpec(
     name="bifpn_i3d", task="spotting", paper="He et al. 2023", run_fold=run_fold,
     configs={"smoke": _SMOKE, "default": _DEFAULT, "large": _DEFAULT, "paper": _PAPER},
-    spotting_convention="mesnet"))
+    spotting_convention="mesnet",
+    dataset_overrides={"default": {"samm_lv": _SAMM_DEFAULT}, "large": {"samm_lv": _SAMM_DEFAULT},
+                       "smoke": {"samm_lv": {"max_fps": 30}}}))

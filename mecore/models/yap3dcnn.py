@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mecore.data.model import Dataset
+from mecore.data.model import Dataset, dataset_family
 from mecore.metrics import roc_threshold
 from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec, lcn, preprocess_video
@@ -338,7 +338,7 @@ def score_videos(model: nn.Module, dataset: Dataset, names: list[str], crops: di
 
 
 def family_of(dataset: Dataset) -> str:
-    family = dataset.name.removeprefix("synth_")
+    family = dataset_family(dataset.name)
     if family not in PAPER_SETTINGS:
         raise ValueError(f"yap3dcnn has Table 3 settings for {sorted(PAPER_SETTINGS)} only, not {dataset.name!r}")
     return family
@@ -378,8 +378,9 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
                  checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
     thresholds = choose_thresholds(score_videos(result.model, dataset, val_names, crops, skips, config), skips, fps)
     frame_scores = score_videos(result.model, dataset, test_names, crops, skips, config)
-    pd.to_pickle({"frame_scores": frame_scores, "skips": skips, "thresholds": thresholds, "fps": fps,
-                  "history": result.history, "validation_subject": val_subject}, fold.workdir / "frame_scores.pkl")
+    if not fold.dataset.spot_videos:  # mecore.spot keeps what the LOSO run saved
+        pd.to_pickle({"frame_scores": frame_scores, "skips": skips, "thresholds": thresholds, "fps": fps,
+                      "history": result.history, "validation_subject": val_subject}, fold.workdir / "frame_scores.pkl")
     return spot(frame_scores, config["postprocess"], thresholds, skips, fps)
 
 

@@ -10,10 +10,11 @@ from mecore.preprocess.face import CropSpec, crop_face, crop_faces, detect_face,
 from mecore.preprocess.flow import FLOW_METHODS, flow_to_rgb, flow_with_strain, iter_flows, optical_flow, optical_strain
 from mecore.preprocess.lcn import lcn
 from mecore.preprocess.pipeline import (onset_apex_flow, onset_apex_flows, pair_flow, preprocess_dataset,
-                                        preprocess_video)
+                                        preprocess_video, read_chunks)
 
 __all__ = [
     "CropSpec", "crop_face", "crop_faces", "detect_face", "eye_angle", "face_boxes", "iter_face_crops",
     "FLOW_METHODS", "flow_to_rgb", "flow_with_strain", "iter_flows", "optical_flow", "optical_strain",
     "lcn", "onset_apex_flow", "onset_apex_flows", "pair_flow", "preprocess_dataset", "preprocess_video",
+    "read_chunks",
 ]

@@ -43,9 +43,11 @@ def source_fingerprint(video: Video) -> str:
 
 def entry_path(root: Path, video: Video, kind: str, params: dict) -> Path:
     """The entry's file; the video folder is keyed by its frame folder too, so copies of a dataset with the
-    same video names (the smoke and default synthetic sets, two real copies) never share entries."""
+    same video names (the smoke and default synthetic sets, two real copies) never share entries, and by the
+    frame step, so a video read at every k-th frame never shares the full-rate entries."""
     folder = hashlib.sha256(str(Path(video.folder).resolve()).encode()).hexdigest()[:8]
-    return Path(root) / _safe(video.dataset) / f"{_safe(video.name)}-{folder}" / f"{kind}-{digest(params)}.npy"
+    every = f"-every{video.frame_step}" if video.frame_step > 1 else ""
+    return Path(root) / _safe(video.dataset) / f"{_safe(video.name)}-{folder}{every}" / f"{kind}-{digest(params)}.npy"
 
 
 def _safe(name: str) -> str:

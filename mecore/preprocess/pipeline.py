@@ -50,6 +50,16 @@ def _iter_entry(path: Path, chunk: int) -> Iterator[tuple[None, np.ndarray]]:
             yield None, np.fromfile(f, dtype, count * row).reshape(count, *shape[1:])
 
 
+def read_chunks(array: np.ndarray, chunk: int = 1024) -> Iterator[np.ndarray]:
+    """``array`` (a cache entry from :func:`preprocess_video` or any array) ``chunk`` rows at a time, as copies;
+    an entry is read with plain file reads, so a long video's pages never stay mapped into the process."""
+    whole_entry = (isinstance(array, np.memmap) and str(array.filename).endswith(".npy")
+                   and np.load(array.filename, mmap_mode="r").shape == array.shape)
+    if whole_entry and len(array):
+        return (rows for _, rows in _iter_entry(Path(array.filename), chunk))
+    return (np.array(array[start:start + chunk]) for start in range(0, max(len(array), 1), chunk))
+
+
 def preprocess_video(source: Video | np.ndarray, crop: CropSpec = CropSpec(), *, lcn_faces: bool = False,
                      flow_steps: Sequence[int] = (), flow_method: str = "dis", lcn_sigma: float = LCN_SIGMA,
                      cache: bool = True, cache_root: Path | str | None = None, chunk: int = 256,

@@ -1,0 +1,343 @@
+"""Spot micro- and macro-expressions in your own video with a model trained under LOSO.
+
+``spot(VIDEO, model=NAME)`` (``python -m mecore spot VIDEO --model NAME``) runs a spotting model that a
+LOSO run trained (``python -m mecore loso`` or a notebook) on a video file or a folder of frames:
+
+1. A video file is decoded once, streaming, into lossless PNG frames under
+   ``<cache>/spot/decoded/<stem>-<key>/`` (keyed by the file's path, size and modification time).
+2. The run is found by name, exactly where :func:`mecore.loso.run_loso` keeps it
+   (``runs/loso/<model>/<dataset>/<profile>-<key>/``, seed 0), or given as that folder (``checkpoint``).
+3. One fold of that run (``subject``) reloads its trained model and spots the video through the LOSO code
+   path itself (:func:`mecore.loso.run_fold` on the training dataset with the video as its only
+   ``spot_videos``), so face cropping, the disk cache of crops and flows (computed in chunks) and the
+   post-processing are the model's own, and so is what it then holds in memory: flat in the video length for
+   MDMD, growing with it for the networks that load a whole video's inputs at once (MESNet, BiFPN-I3D;
+   ``scripts/bench_spot.py`` measures it). It never trains: an unfinished fold or missing weights stop it.
+4. The intervals (inclusive frame numbers, times in seconds from the first frame) are written as
+   ``<out_dir>/<video>_<model>.csv`` with a timeline figure ``<video>_<model>.png``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mecore import paths
+from mecore.data import load_dataset
+from mecore.data.model import IMAGE_SUFFIXES, Dataset, DatasetError, Video
+from mecore.loso import fold_file, safe_name, run_fold, run_key
+from mecore.models import LosoFold, ModelSpec, available_models, get_model
+from mecore.preprocess.face import detect_face
+from mecore.train import CHECKPOINT_NAME
+
+OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset_s")
+SPOT_DATASET = "spot"  # Video.dataset of a user's video: its crops and flows are cached under <cache>/spot/
+FACE_SAMPLES = 8  # frames searched for a face before any model work
+TYPE_COLOURS = {"macro": "tab:blue", "micro": "tab:red"}  # micro drawn last, over the longer macro bars
+_TRAILING_NUMBER = re.compile(r"\d+$")
+
+
+class SpotError(ValueError):
+    """The model cannot spot: not trained yet, a wrong checkpoint folder, or not a spotting model."""
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A LOSO run of a spotting model: its results folder and what its key was computed from."""
+
+    spec: ModelSpec
+    dataset: Dataset
+    profile: str
+    config: dict
+    seed: int
+    folder: Path
+
+    @property
+    def train_command(self) -> str:
+        return train_command(self.spec.name, self.dataset.name, self.profile, self.seed)
+
+
+def train_command(model: str, dataset: str, profile: str, seed: int = 0) -> str:
+    """The command that trains what spot needs."""
+    return f"python -m mecore loso --model {model} --dataset {dataset} --profile {profile}" + \
+        (f" --seed {seed}" if seed else "")
+
+
+def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_casme_sq",
+         root: str | Path | None = None, profile: str | None = None, subject: str | None = None,
+         checkpoint: str | Path | None = None, fps: float | None = None, out_dir: str | Path | None = None,
+         results_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Spot expressions in ``video`` (a video file OpenCV reads, or a folder of frame images) with ``model``.
+
+    The model is the one a LOSO run of ``model`` on ``dataset`` (``root`` for a licensed copy) under
+    ``profile`` with seed 0 trained, found in ``results_dir`` (default ``runs/loso``), or the run folder
+    ``checkpoint`` (its ``config.json`` names the model, dataset, profile and seed). ``subject`` picks the
+    fold whose model is used (default: the dataset's first subject with a finished fold); a video of the
+    dataset spotted with its own subject's fold gives exactly that fold's LOSO predictions. ``fps``
+    overrides the file's frame rate; a frame folder without it is read at the training dataset's rate.
+
+    Returns one row per interval, ``onset``, ``apex`` (NaN: no model here gives one), ``offset``
+    (inclusive frame numbers), ``type``, ``score``, ``onset_s`` and ``offset_s`` (seconds from the first
+    frame), also written to ``<out_dir>/<video>_<model>.csv`` with a timeline ``.png`` (``out_dir``
+    default ``runs/spot``; paths in ``.attrs``). Raises :class:`SpotError` for a model not trained or a
+    wrong checkpoint, :class:`mecore.data.DatasetError` for an unreadable file, an empty folder or a video
+    without a detectable face.
+    """
+    spec = get_model(model)
+    if spec.task != "spotting":
+        raise SpotError(f"model {spec.name!r} is a {spec.task} model; spotting models: "
+                        f"{', '.join(_spotting_models())}")
+    run = checkpoint_run(spec, Path(checkpoint), root) if checkpoint is not None else \
+        named_run(spec, dataset, root, profile, results_dir)
+    subject = finished_subject(run, subject)
+    source = user_video(Path(video), run.dataset, fps, progress)
+    require_face(source)
+    fold = LosoFold(dataset=replace(run.dataset, spot_videos={source.name: source}), test_subject=subject,
+                    train_subjects=[s for s in run.dataset.subjects if s != subject], config=run.config,
+                    workdir=run.folder / "checkpoints" / safe_name(subject), seed=run.seed, resume=True,
+                    progress=progress)
+    missing = [path for path in trained_weights(spec, fold) if not path.exists()]
+    if missing:
+        raise SpotError(f"{missing[0]}: the trained weights of fold {subject!r} of {run.folder} are missing; "
+                        f"retrain them with: {run.train_command}")
+    record = run_fold(spec, fold.dataset, fold.config, subject, fold.train_subjects, fold.workdir, fold.seed,
+                      resume=True, num_threads=None, progress=progress)
+    intervals = interval_table(record["predictions"], source)
+    out = Path(out_dir or paths.runs_dir() / "spot")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{source.name}_{spec.name}"
+    csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
+    _write_atomically(csv_path, lambda path: intervals.to_csv(path, index=False))
+    figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
+    _write_atomically(figure_path, lambda path: figure.savefig(path, format="png", dpi=100))
+    intervals.attrs.update(csv=str(csv_path), figure=str(figure_path), subject=subject, run=str(run.folder),
+                           fps=source.fps)
+    return intervals
+
+
+def named_run(spec: ModelSpec, dataset: str, root, profile: str | None, results_dir=None) -> TrainedRun:
+    """The LOSO run :func:`mecore.loso.run_loso` would use for ``spec`` on ``dataset`` (seed 0)."""
+    profile = paths.profile(profile)
+    runs = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset
+    if not any(runs.glob(f"{profile}-*/folds/*.pkl")):  # checked before loading (or generating) the dataset
+        raise SpotError(f"{runs}: no finished LOSO fold of {spec.name} on {dataset} under profile {profile}; "
+                        f"train it first: {train_command(spec.name, dataset, profile)} (or run its notebook)")
+    data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
+    config = spec.config(profile, data.name)
+    key, _ = run_key(spec, data, profile, config, 0)
+    return TrainedRun(spec, data, profile, config, 0, runs / f"{profile}-{key}")
+
+
+def checkpoint_run(spec: ModelSpec, folder: Path, root=None) -> TrainedRun:
+    """The LOSO run in ``folder`` (``runs/loso/<model>/<dataset>/<profile>-<key>``), checked against ``spec``
+    and against the dataset it names (loaded from ``root`` for a licensed copy)."""
+    description_file = folder / "config.json"
+    if not description_file.is_file():
+        raise SpotError(f"{folder}: not a LOSO run folder (no config.json); pass a folder "
+                        f"runs/loso/<model>/<dataset>/<profile>-<key> written by python -m mecore loso")
+    try:
+        description = json.loads(description_file.read_text())
+        name, task, dataset, profile = (description[k] for k in ("model", "task", "dataset", "profile"))
+        config, seed, content = description["config"], description["seed"], description["dataset_content"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise SpotError(f"{description_file}: not a LOSO run description ({type(error).__name__}: {error})") from None
+    if task != "spotting":
+        raise SpotError(f"{folder}: a LOSO run of {name!r}, a {task} model; spot needs a spotting model's run")
+    if name != spec.name:
+        raise SpotError(f"{folder}: a LOSO run of {name!r}, not of {spec.name!r}; pass --model {name}")
+    data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
+    if run_key(spec, data, profile, config, seed)[1]["dataset_content"] != content:
+        raise SpotError(f"{folder}: trained on another copy of {dataset!r} than {data.root} (annotations or "
+                        f"video list differ); pass the root of the copy it was trained on")
+    return TrainedRun(spec, data, profile, config, seed, folder)
+
+
+def finished_subject(run: TrainedRun, subject: str | None) -> str:
+    """The fold to spot with: ``subject`` (its fold must be finished) or, if None, the first subject with a
+    finished fold. Raises :class:`SpotError` otherwise: spot never trains."""
+    finished = [s for s in run.dataset.subjects if fold_file(run.folder, s).exists()]
+    if not finished:
+        others = any(run.folder.parent.glob("*/folds/*.pkl"))
+        hint = f"; other runs (another configuration or version) are in {run.folder.parent}: pass one as " \
+               f"--checkpoint" if others else ""
+        raise SpotError(f"{run.folder}: no finished LOSO fold of {run.spec.name} on {run.dataset.name} "
+                        f"(profile {run.profile}, seed {run.seed}); train it first: {run.train_command} "
+                        f"(or run its notebook){hint}")
+    if subject is None:
+        return finished[0]
+    if subject not in finished:
+        problem = f"the fold of {subject!r} is not finished (finish it with: {run.train_command})" \
+            if subject in run.dataset.subjects else f"{subject!r} is not a subject of {run.dataset.name}"
+        raise SpotError(f"{run.folder}: {problem}; finished folds: {', '.join(finished)}")
+    return subject
+
+
+def trained_weights(spec: ModelSpec, fold: LosoFold) -> list[Path]:
+    """The checkpoint files a finished fold of ``spec`` reloads (none for LBP-chi^2 and MDMD, whose ``p`` is
+    re-selected from cached curves): MESNet and BiFPN-I3D keep them in :func:`mecore.loso.training_dir`,
+    the others in the fold's ``workdir``."""
+    module = spec.run_fold.__module__
+    if module == "mecore.models.mesnet":
+        from mecore.models.mesnet import model_dir
+        return [model_dir(fold) / "mesnet" / CHECKPOINT_NAME]
+    if module == "mecore.models.bifpn_i3d":
+        from mecore.models.bifpn_i3d import model_dir
+        return [model_dir(fold) / CHECKPOINT_NAME]
+    if module == "mecore.models.classical":
+        return []
+    return [fold.workdir / CHECKPOINT_NAME]
+
+
+def user_video(path: Path, dataset: Dataset, fps: float | None = None, progress: bool = False) -> Video:
+    """The :class:`Video` to spot: a video of ``dataset`` (its own frame folder, as LOSO reads it), another
+    frame folder, or a video file decoded by :func:`decode_video`."""
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if path.is_dir():
+        resolved = path.resolve()
+        for video in dataset.videos.values():
+            if Path(video.folder).resolve() == resolved:
+                return video if fps is None else replace(video, fps=float(fps))
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"{path}: no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+        numbering = "name" if all(_TRAILING_NUMBER.search(p.stem) for p in files) else "position"
+        if fps is None:
+            fps = float(np.median([video.fps for video in dataset.videos.values()]))
+            warnings.warn(f"{path}: a frame folder carries no frame rate; reading it at {dataset.name}'s {fps:g} fps "
+                          f"(pass fps= or --fps)", stacklevel=3)
+        folder, name = path, path.name
+    elif path.is_file():
+        folder, file_fps = decode_video(path, progress)
+        if fps is None and file_fps is None:
+            raise DatasetError(f"{path}: the file gives no frame rate; pass fps= (--fps)")
+        fps, numbering, name = fps or file_fps, "name", path.stem
+    else:
+        raise DatasetError(f"{path}: no such video file or frame folder")
+    if name in dataset.videos:  # Dataset.video() would find the dataset's video of that name
+        name = f"spot_{name}"
+    return Video(dataset=SPOT_DATASET, subject=SPOT_DATASET, name=name, folder=folder, fps=float(fps),
+                 numbering=numbering)
+
+
+def decode_video(path: Path, progress: bool = False) -> tuple[Path, float | None]:
+    """Decode ``path`` once, frame by frame, into lossless PNGs ``frame_000000.png`` (frame 0 = the first)
+    under ``<cache>/spot/decoded/``; returns the folder and the file's frame rate (None if it gives none).
+    A second call on the unchanged file reuses the folder."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = paths.cache_dir() / SPOT_DATASET / "decoded" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', path.stem)}-{key}"
+    info = folder / "video.json"
+    if not info.is_file():
+        _decode_into(path, folder, progress)
+    return folder, json.loads(info.read_text())["fps"]
+
+
+def _decode_into(path: Path, folder: Path, progress: bool) -> None:
+    capture = cv2.VideoCapture(str(path))
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        if not capture.isOpened():
+            raise DatasetError(f"{path}: OpenCV cannot read this video file (not a video, or a codec this OpenCV "
+                               f"build lacks); convert it, e.g. ffmpeg -i {path.name} out.mp4, or pass a frame folder")
+        file_fps = capture.get(cv2.CAP_PROP_FPS)
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        n_frames = 0
+        with tqdm(total=total, desc=f"decode {path.name}", unit="frame", disable=not progress) as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                target = temporary / f"frame_{n_frames:06d}.png"
+                if not cv2.imwrite(str(target), frame):
+                    raise OSError(f"{target}: could not write a decoded frame")
+                n_frames += 1
+                bar.update(1)
+        if n_frames == 0:
+            raise DatasetError(f"{path}: OpenCV opened the file but decoded no frame from it")
+        rate = file_fps if np.isfinite(file_fps) and file_fps > 0 else None
+        (temporary / "video.json").write_text(json.dumps({"source": str(path.resolve()), "fps": rate,
+                                                          "frames": n_frames}))
+        try:
+            os.replace(temporary, folder)
+        except OSError:  # another process finished the same file first
+            if not (folder / "video.json").is_file():
+                raise
+    finally:
+        capture.release()
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def require_face(video: Video, samples: int = FACE_SAMPLES) -> None:
+    """Raise DatasetError unless OpenCV's frontal cascade finds a face in one of ``samples`` frames spread
+    over ``video`` (the models' own cropping then locates it precisely)."""
+    numbers = video.frame_numbers
+    picked = numbers[np.linspace(0, len(numbers) - 1, min(samples, len(numbers))).round().astype(int)]
+    if all(detect_face(video.frame(number)) is None for number in picked):
+        raise DatasetError(f"{video.folder}: no face found in any of {len(picked)} frames sampled across video "
+                           f"{video.name!r} (OpenCV frontal Haar cascade); spotting needs a frontal face")
+
+
+def interval_table(predictions: pd.DataFrame, video: Video) -> pd.DataFrame:
+    """The model's intervals of ``video`` in the output layout (:data:`OUTPUT_COLUMNS`)."""
+    rows = predictions[predictions["video"] == video.name]
+    missing = pd.Series(np.nan, index=rows.index)
+    table = pd.DataFrame({
+        "onset": rows["onset"].astype("int64"),
+        "apex": rows["apex"].astype("float64") if "apex" in rows else missing,
+        "offset": rows["offset"].astype("int64"),
+        "type": rows["type"].astype(str),
+        "score": rows["score"].astype("float64") if "score" in rows else missing,
+    }).reset_index(drop=True)
+    table["onset_s"] = (table["onset"] - video.first_frame) / video.fps
+    table["offset_s"] = (table["offset"] - video.first_frame) / video.fps
+    return table
+
+
+def timeline_figure(intervals: pd.DataFrame, video: Video, title: str):
+    """Spotted intervals along the video's time axis, bar height = score (1 where a model gives none)."""
+    from matplotlib.figure import Figure
+
+    duration = video.n_frames / video.fps
+    figure = Figure(figsize=(10, 2.6))
+    axis = figure.subplots()
+    for kind, colour in TYPE_COLOURS.items():
+        rows = intervals[intervals["type"] == kind]
+        heights = rows["score"].fillna(1.0)
+        axis.bar(rows["onset_s"], heights, width=rows["offset_s"] - rows["onset_s"] + 1 / video.fps, align="edge",
+                 color=colour, alpha=0.6, edgecolor=colour, label=f"{kind} ({len(rows)})")
+    axis.set_xlim(0, duration)
+    scores = intervals["score"].dropna().tolist()
+    axis.set_ylim(min([0.0, *scores]), max([1.0, *scores]))
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("score")
+    axis.set_title(f"{video.name}: {len(intervals)} intervals spotted by {title}", fontsize=10)
+    axis.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _spotting_models() -> list[str]:
+    return [name for name in available_models() if get_model(name).task == "spotting"]
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(temporary path)``, then rename it over ``path``: never a half-written file."""
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

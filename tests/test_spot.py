@@ -1,0 +1,183 @@
+"""``mecore.spot``: a trained model on your own video equals the LOSO pipeline, from a frame folder or an .mp4;
+bad input and untrained models stop with a clear error; the LOSO run's saved files stay as they were."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mecore.__main__ import main
+from mecore.data import DatasetError, load_dataset
+from mecore.loso import run_loso
+from mecore.models import LosoFold, get_model
+from mecore.spot import SpotError, spot, trained_weights
+
+VIDEO, SUBJECT = "15_0102", "s15"
+COMPARED = ["onset", "offset", "type", "score"]
+
+
+@pytest.fixture(scope="module")
+def dataset(smoke_root):
+    return load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+
+
+@pytest.fixture(scope="module")
+def runs(dataset, tmp_path_factory):
+    """Smoke LOSO runs of MDMD and MESNet-CRN (their own configurations: found by name) and STSNet_SW (one
+    epoch: found by its folder)."""
+    torch.set_num_threads(1)
+    results = tmp_path_factory.mktemp("loso")
+    options = dict(scheduler="sync", results_dir=results, progress=False)
+    return {"mdmd": run_loso("mdmd", dataset, "smoke", **options),
+            "mesnet_crn": run_loso("mesnet_crn", dataset, "smoke", **options),
+            "stsnet_sw": run_loso("stsnet_sw", dataset, "smoke", config={"epochs": 1}, **options)}
+
+
+def loso_rows(run, video=VIDEO):
+    rows = run.predictions[run.predictions["video"] == video]
+    return rows[COMPARED].astype({"onset": "int64", "offset": "int64", "type": str}).reset_index(drop=True)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_mp4(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> None:
+    """MPEG-4 Part 2 ('mp4v', lossy), the codec every OpenCV wheel with FFmpeg writes."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened(), f"this OpenCV build cannot write MPEG-4 ('mp4v') to {path}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def weights_folder(run, dataset) -> Path:
+    """Where the fold of ``SUBJECT`` of ``run`` keeps its trained weights."""
+    config = json.loads((run.folder / "config.json").read_text())["config"]
+    fold = LosoFold(dataset, SUBJECT, [s for s in dataset.subjects if s != SUBJECT], config,
+                    run.folder / "checkpoints" / SUBJECT)
+    return trained_weights(get_model(run.model), fold)[0].parent
+
+
+def test_a_dataset_video_spotted_with_its_own_fold_gives_the_loso_intervals(runs, dataset, tmp_path):
+    folder = dataset.video(VIDEO).folder
+    for model in ("mdmd", "mesnet_crn"):
+        by_name = spot(folder, model, dataset=dataset.name, profile="smoke", subject=SUBJECT, out_dir=tmp_path,
+                       results_dir=runs[model].folder.parents[2], progress=False)
+        assert len(by_name), f"{model} spotted nothing in {VIDEO}: nothing to compare"
+        pd.testing.assert_frame_equal(by_name[COMPARED], loso_rows(runs[model]))
+    by_folder = spot(folder, "stsnet_sw", checkpoint=runs["stsnet_sw"].folder, subject=SUBJECT, out_dir=tmp_path,
+                     progress=False)
+    assert len(by_folder) and by_folder["apex"].isna().all()
+    pd.testing.assert_frame_equal(by_folder[COMPARED], loso_rows(runs["stsnet_sw"]))
+    first, fps = dataset.video(VIDEO).first_frame, dataset.video(VIDEO).fps
+    np.testing.assert_allclose(by_folder["onset_s"], (by_folder["onset"] - first) / fps)
+    written = pd.read_csv(tmp_path / f"{VIDEO}_stsnet_sw.csv")
+    assert list(written.columns) == ["onset", "apex", "offset", "type", "score", "onset_s", "offset_s"]
+    assert written["onset"].tolist() == by_folder["onset"].tolist()
+
+
+def test_b_an_mp4_runs_end_to_end_like_its_decoded_frames(runs, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path / "cache"))  # the decoded frames and their crops
+    source = dataset.video(VIDEO)
+    movie = tmp_path / "my video.mp4"
+    write_mp4([image for _, image in source.iter_frames()], movie)
+    checkpoint = runs["stsnet_sw"].folder
+    spotted = spot(movie, "stsnet_sw", checkpoint=checkpoint, subject=SUBJECT, out_dir=tmp_path / "out",
+                   progress=False)
+    assert (tmp_path / "out" / "my video_stsnet_sw.csv").is_file()
+    assert (tmp_path / "out" / "my video_stsnet_sw.png").stat().st_size > 0
+    assert len(spotted) and spotted.attrs["fps"] == pytest.approx(30.0)
+    decoded = list((tmp_path / "cache" / "spot" / "decoded").iterdir())
+    assert len(decoded) == 1 and len(list(decoded[0].glob("frame_*.png"))) == source.n_frames
+    stamp = decoded[0].stat().st_mtime_ns
+
+    frames = tmp_path / "frames"  # the mp4 decoded here, independently of mecore.spot
+    frames.mkdir()
+    capture = cv2.VideoCapture(str(movie))
+    for number in range(source.n_frames):
+        ok, image = capture.read()
+        assert ok
+        cv2.imwrite(str(frames / f"{number:05d}.png"), image)
+    capture.release()
+    with pytest.warns(UserWarning, match="frame folder carries no frame rate; reading it at synth_casme_sq's 30 fps"):
+        from_frames = spot(frames, "stsnet_sw", checkpoint=checkpoint, subject=SUBJECT, out_dir=tmp_path / "out",
+                           progress=False)
+    pd.testing.assert_frame_equal(spotted, from_frames)
+    again = spot(movie, "stsnet_sw", checkpoint=checkpoint, subject=SUBJECT, out_dir=tmp_path / "out", progress=False)
+    pd.testing.assert_frame_equal(again, spotted)
+    assert decoded[0].stat().st_mtime_ns == stamp  # decoded once
+
+
+def test_c_bad_input_and_untrained_models_stop_with_a_clear_error(runs, dataset, tmp_path, capsys):
+    trained = dict(model="mdmd", dataset=dataset.name, profile="smoke", results_dir=runs["mdmd"].folder.parents[2],
+                   out_dir=tmp_path, progress=False)
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    with pytest.raises(DatasetError, match="broken.mp4: OpenCV cannot read"):
+        spot(broken, **trained)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty: no frame images"):
+        spot(tmp_path / "empty", **trained)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for number in range(12):
+        cv2.imwrite(str(blank / f"{number:03d}.png"), np.full((120, 120, 3), 128, np.uint8))
+    with pytest.raises(DatasetError, match="no face found"):
+        spot(blank, fps=30, **trained)
+    folder = dataset.video(VIDEO).folder
+    with pytest.raises(SpotError, match="a LOSO run of 'mdmd'.*not of 'stsnet_sw'"):
+        spot(folder, "stsnet_sw", checkpoint=runs["mdmd"].folder, progress=False)
+    with pytest.raises(SpotError, match="no config.json"):
+        spot(folder, "mdmd", checkpoint=tmp_path, progress=False)
+    recognition = tmp_path / "fr_run"
+    recognition.mkdir()
+    description = json.loads((runs["mdmd"].folder / "config.json").read_text())
+    (recognition / "config.json").write_text(json.dumps({**description, "model": "fr", "task": "recognition"}))
+    with pytest.raises(SpotError, match="a LOSO run of 'fr', a recognition model"):
+        spot(folder, "mdmd", checkpoint=recognition, progress=False)
+    (recognition / "config.json").write_text(json.dumps({**description, "dataset_content": "0" * 64}))
+    with pytest.raises(SpotError, match="trained on another copy of 'synth_casme_sq'"):
+        spot(folder, "mdmd", checkpoint=recognition, progress=False)
+    with pytest.raises(SpotError, match="python -m mecore loso --model lbp_chi2 --dataset synth_casme_sq "
+                                        "--profile smoke"):
+        spot(folder, **{**trained, "model": "lbp_chi2"})
+    with pytest.raises(SpotError, match="'fr' is a recognition model"):
+        spot(folder, **{**trained, "model": "fr"})
+    with pytest.raises(SpotError, match="'s99' is not a subject"):
+        spot(folder, subject="s99", **trained)
+    unfinished = tmp_path / "mdmd_run"
+    shutil.copytree(runs["mdmd"].folder, unfinished)
+    (unfinished / "folds" / f"{SUBJECT}.pkl").unlink()
+    with pytest.raises(SpotError, match="the fold of 's15' is not finished"):
+        spot(folder, "mdmd", checkpoint=unfinished, subject=SUBJECT, progress=False)
+    copy = tmp_path / "stsnet_run"
+    shutil.copytree(runs["stsnet_sw"].folder, copy)
+    (copy / "checkpoints" / SUBJECT / "checkpoint.pt").unlink()
+    with pytest.raises(SpotError, match="trained weights of fold 's15'.* are missing"):
+        spot(folder, "stsnet_sw", checkpoint=copy, subject=SUBJECT, progress=False)
+    assert main(["spot", str(broken), "--model", "mdmd", "--profile", "smoke", "--results",
+                 str(runs["mdmd"].folder.parents[2])]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mecore spot: error: ") and "OpenCV cannot read" in error and error.count("\n") == 1
+
+
+def test_d_spotting_leaves_the_loso_runs_byte_identical(runs, dataset, tmp_path, capsys):
+    stsnet, mesnet = runs["stsnet_sw"], runs["mesnet_crn"]
+    saved = [stsnet.folder, mesnet.folder, weights_folder(mesnet, dataset)]  # MESNet's weights live elsewhere
+    before = [tree_digest(folder) for folder in saved]
+    assert any(name.endswith("frame_scores.pkl") for name in before[0])  # what stsnet_sw saves when predicting
+    assert any(name.endswith("checkpoint.pt") for name in before[2])
+    other_subject = dataset.video("16_0101").folder
+    assert main(["spot", str(other_subject), "--model", "stsnet_sw", "--checkpoint", str(stsnet.folder),
+                 "--subject", SUBJECT, "--out", str(tmp_path)]) == 0
+    assert f"CSV: {tmp_path / '16_0101_stsnet_sw.csv'}" in capsys.readouterr().out
+    spot(other_subject, "mesnet_crn", checkpoint=mesnet.folder, subject=SUBJECT, out_dir=tmp_path, progress=False)
+    assert [tree_digest(folder) for folder in saved] == before
