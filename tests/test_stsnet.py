@@ -173,3 +173,18 @@ def test_a_smoke_fold_spots_intervals_and_saves_frame_scores(smoke_root, tmp_pat
     respotted = stsnet.respot(records, "merge")
     pd.testing.assert_frame_equal(respotted[["video", "onset", "offset", "type"]],
                                   result.predictions[["video", "onset", "offset", "type"]])
+
+
+def test_sliding_median_reference_subtracts_the_local_median(smoke_root):
+    from mecore.data import load_dataset
+    data = load_dataset("synth_casme_sq", profile="smoke")
+    name = sorted(data.videos)[0]
+    config = {**CONFIGS["smoke"], "reference": "sliding_median", "reference_half_s": 0.2}
+    frames = stsnet.video_frames(data, name, config)
+    crops = np.asarray(stsnet.face_crops(data, name, config), dtype=np.float32) / 255
+    half = round(0.2 * data.video(name).fps)
+    for i in (0, len(crops) // 2, len(crops) - 1):  # fewer frames at the ends
+        expected = crops[i] - np.median(crops[max(0, i - half):i + half + 1], axis=0)
+        np.testing.assert_allclose(frames[i], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown reference"):
+        stsnet.video_frames(data, name, {**config, "reference": "mean"})
