@@ -124,7 +124,7 @@ def run_loso(
     key, description = run_key(spec, dataset, profile, run_config, seed)
     folder = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset.name / f"{profile}-{key}"
     (folder / "folds").mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
+    write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
 
     subjects = list(dataset.subjects)
     if len(subjects) < 2:
@@ -135,7 +135,7 @@ def run_loso(
                   workdir=folder / "checkpoints" / safe_name(s), seed=seed, resume=resume) for s in pending]
 
     def finished(record: dict) -> None:
-        _write_atomically(fold_file(folder, record["subject"]), pickle.dumps(record))
+        write_atomically(fold_file(folder, record["subject"]), pickle.dumps(record))
         records[record["subject"]] = record
 
     failures: dict[str, BaseException] = {}
@@ -353,7 +353,7 @@ def _read_fold(path: Path) -> dict:
     return record
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename it over ``path``."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:

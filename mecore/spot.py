@@ -19,9 +19,9 @@ LOSO run trained (``python -m mecore loso`` or a notebook) on a video file or a 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import re
 import shutil
 import warnings
 from dataclasses import dataclass, replace
@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from mecore import paths
 from mecore.data import load_dataset
-from mecore.data.model import IMAGE_SUFFIXES, Dataset, DatasetError, Video
-from mecore.loso import fold_file, safe_name, run_fold, run_key
+from mecore.data.model import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
+from mecore.loso import fold_file, run_fold, run_key, safe_name, write_atomically
 from mecore.models import LosoFold, ModelSpec, available_models, get_model
 from mecore.preprocess.face import detect_face
 from mecore.train import CHECKPOINT_NAME
@@ -44,7 +44,6 @@ OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset
 SPOT_DATASET = "spot"  # Video.dataset of a user's video: its crops and flows are cached under <cache>/spot/
 FACE_SAMPLES = 8  # frames searched for a face before any model work
 TYPE_COLOURS = {"macro": "tab:blue", "micro": "tab:red"}  # micro drawn last, over the longer macro bars
-_TRAILING_NUMBER = re.compile(r"\d+$")
 
 
 class SpotError(ValueError):
@@ -117,9 +116,11 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{source.name}_{spec.name}"
     csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
-    _write_atomically(csv_path, lambda path: intervals.to_csv(path, index=False))
+    write_atomically(csv_path, intervals.to_csv(index=False).encode())
     figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
-    _write_atomically(figure_path, lambda path: figure.savefig(path, format="png", dpi=100))
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
+    write_atomically(figure_path, image.getvalue())
     intervals.attrs.update(csv=str(csv_path), figure=str(figure_path), subject=subject, run=str(run.folder),
                            fps=source.fps)
     return intervals
@@ -211,7 +212,7 @@ def user_video(path: Path, dataset: Dataset, fps: float | None = None, progress:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DatasetError(f"{path}: no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
-        numbering = "name" if all(_TRAILING_NUMBER.search(p.stem) for p in files) else "position"
+        numbering = "name" if all(FRAME_NUMBER.search(p.stem) for p in files) else "position"
         if fps is None:
             fps = float(np.median([video.fps for video in dataset.videos.values()]))
             warnings.warn(f"{path}: a frame folder carries no frame rate; reading it at {dataset.name}'s {fps:g} fps "
@@ -236,7 +237,7 @@ def decode_video(path: Path, progress: bool = False) -> tuple[Path, float | None
     A second call on the unchanged file reuses the folder."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = paths.cache_dir() / SPOT_DATASET / "decoded" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', path.stem)}-{key}"
+    folder = paths.cache_dir() / SPOT_DATASET / "decoded" / f"{safe_name(path.stem)}-{key}"
     info = folder / "video.json"
     if not info.is_file():
         _decode_into(path, folder, progress)
@@ -332,12 +333,3 @@ def timeline_figure(intervals: pd.DataFrame, video: Video, title: str):
 def _spotting_models() -> list[str]:
     return [name for name in available_models() if get_model(name).task == "spotting"]
 
-
-def _write_atomically(path: Path, write) -> None:
-    """``write(temporary path)``, then rename it over ``path``: never a half-written file."""
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

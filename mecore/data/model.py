@@ -36,7 +36,7 @@ ANNOTATION_DTYPES = {
 }
 EXPRESSION_TYPES = ("micro", "macro")
 
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
+FRAME_NUMBER = re.compile(r"(\d+)$")  # a frame file name's trailing digits
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
@@ -97,7 +97,7 @@ class Video:
             return dict(list(enumerate(files))[::self.frame_step])
         numbered = {}
         for path in files:
-            match = _TRAILING_NUMBER.search(path.stem)
+            match = FRAME_NUMBER.search(path.stem)
             if match is None:
                 raise DatasetError(f"{path}: frame file name has no frame number")
             numbered[int(match.group(1))] = path
