@@ -35,6 +35,7 @@ import pickle
 import re
 import socket
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from mecore.train import seed_everything
 
 RECOGNITION_COLUMNS = ("video", "label", "prediction")
 SPOTTING_COLUMNS = ("video", "onset", "offset", "type")
+ONE_FOLD_PER_PROCESS = threading.Lock()
 
 
 class FoldError(RuntimeError):
@@ -175,22 +177,26 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
     """One fold: seed, train on ``train_subjects``, predict ``subject``; returns the fold record.
 
     ``num_threads`` (1 on Dask workers) sets PyTorch's and OpenCV's thread counts, so that workers
-    sharing a machine do not fight over its cores.
+    sharing a machine do not fight over its cores. The random generators and thread counts are
+    per process, so folds given to threads of one process (a Dask worker with several threads, an
+    in-process cluster) run one at a time: run concurrently, one fold's draws would shift another's.
     """
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-        cv2.setNumThreads(num_threads)
-    started = datetime.now(timezone.utc)
-    clock = time.perf_counter()
-    seed_everything(seed)
-    fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
-                    workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
-    predictions = spec.run_fold(fold)
+    with ONE_FOLD_PER_PROCESS:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+            cv2.setNumThreads(num_threads)
+        started = datetime.now(timezone.utc)
+        clock = time.perf_counter()
+        seed_everything(seed)
+        fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
+                        workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
+        predictions = spec.run_fold(fold)
+        seconds = time.perf_counter() - clock
     _check_predictions(spec, subject, predictions)
     predictions = predictions.reset_index(drop=True)
     predictions.insert(0, "subject", subject)
     return {
-        "subject": subject, "predictions": predictions, "seconds": time.perf_counter() - clock,
+        "subject": subject, "predictions": predictions, "seconds": seconds,
         "started": started.isoformat(), "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
 
