@@ -124,6 +124,24 @@ def test_balanced_training_windows():
     assert len(every) == 26 and int(every[0][0][2, 0, 0]) == 2
 
 
+def test_decision_weights_undo_the_balanced_sampling():
+    labels = np.zeros(30, np.int64)
+    labels[10:13], labels[20:28] = 1, 2
+    crops = np.zeros((30, 8, 8), np.float32)
+    centre_counts = np.array([15, 3, 8])  # classes of the 26 centres 2..27
+    balanced = TrainingWindows([(crops, labels)], k=5, per_class=10)
+    np.testing.assert_allclose(balanced.decision_weights("training"), 3 * centre_counts / 26)
+    # a network that learned nothing (uniform posterior under balanced sampling) then decides by the training shares
+    uniform = np.full(3, 1 / 3) * balanced.decision_weights("training")
+    np.testing.assert_allclose(uniform / uniform.sum(), centre_counts / 26)
+    assert balanced.decision_weights("sampled").tolist() == [1, 1, 1]
+    assert TrainingWindows([(crops, labels)], k=5).decision_weights("training").tolist() == [1, 1, 1]
+    only_none = TrainingWindows([(crops, np.zeros(30, np.int64))], k=5, per_class=10)
+    assert only_none.decision_weights("training").tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="decision prior"):
+        balanced.decision_weights("uniform")
+
+
 def test_paper_profile_is_resnet18_with_a_64_channel_bigru():
     config = CONFIGS["paper"]
     model = build_model(config)
