@@ -193,8 +193,9 @@ def test_a_smoke_fold_spots_intervals_and_saves_frame_scores(smoke_root, tmp_pat
                                   result.predictions[["video", "onset", "offset", "type"]])
 
 
-def test_sliding_median_reference_subtracts_the_local_median(smoke_root):
+def test_sliding_median_reference_subtracts_the_local_median_computed_once(smoke_root, tmp_path, monkeypatch):
     from mecore.data import load_dataset
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
     data = load_dataset("synth_casme_sq", profile="smoke")
     name = sorted(data.videos)[0]
     config = {**CONFIGS["smoke"], "reference": "sliding_median", "reference_half_s": 0.2}
@@ -203,6 +204,13 @@ def test_sliding_median_reference_subtracts_the_local_median(smoke_root):
     half = round(0.2 * data.video(name).fps)
     for i in (0, len(crops) // 2, len(crops) - 1):  # fewer frames at the ends
         expected = crops[i] - np.median(crops[max(0, i - half):i + half + 1], axis=0)
-        np.testing.assert_allclose(frames[i], expected, atol=1e-6)
+        np.testing.assert_array_equal(frames[i], expected)
+    entries = sorted(tmp_path.rglob("sliding_median-*.npy"))
+    assert len(entries) == 1
+    written = entries[0].stat().st_mtime_ns
+    np.testing.assert_array_equal(stsnet.video_frames(data, name, config), frames)
+    assert entries[0].stat().st_mtime_ns == written  # read, not recomputed
+    stsnet.video_frames(data, name, {**config, "reference_half_s": 0.4})
+    assert len(list(tmp_path.rglob("sliding_median-*.npy"))) == 2  # another window, another entry
     with pytest.raises(ValueError, match="unknown reference"):
         stsnet.video_frames(data, name, {**config, "reference": "mean"})
