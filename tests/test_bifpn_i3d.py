@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import mecore.models.bifpn_i3d as bifpn_i3d
 from mecore.models import get_model
+from mecore.train import CheckpointError
 from mecore.models.bifpn_i3d import (EXPRESSION, LEVEL_STRIDES, BiFPN, BiFPNI3D, FusionNode, SpottingLoss,
                                      TwoStreamClips, candidate_targets, focal_loss, inflate_conv, load_pretrained)
 from mecore.models.mesnet import apply_regression
@@ -151,3 +152,6 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
     assert len(predictions) and set(predictions["type"]) <= {"micro", "macro"}
     assert predictions["score"].between(0, 1).all() and (predictions["onset"] <= predictions["offset"]).all()
     assert set(predictions["video"]) <= {n for n, v in dataset.videos.items() if v.subject == subjects[0]}
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):  # the fold's resume reaches fit
+        run_fold(spec, dataset, config, subjects[1], [subjects[0], *subjects[2:]], tmp_path, seed=0, resume=True,
+                 num_threads=None)

@@ -535,7 +535,8 @@ def tiling(lengths: dict[str, int], clip_length: int) -> list[tuple[str, int]]:
 
 # -------------------------------------------------------------------------------------- training
 def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: dict, seed: int = 0,
-                checkpoint_dir: str | Path | None = None, progress: bool = False) -> TrainResult:
+                checkpoint_dir: str | Path | None = None, progress: bool = False,
+                resume: bool | str = "auto") -> TrainResult:
     """Adam, ``config["epochs"]`` epochs, batch ``config["batch_size"]`` on every training clip (Sec. IV-B)."""
     torch.manual_seed(seed)
     model = build_model(config)
@@ -548,7 +549,7 @@ def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: 
                                restore_best=False, seed=seed, drop_last=True)  # batch norm: no batch of one
     loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
     return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
-               resume="auto" if checkpoint_dir else False, progress=progress)
+               resume=resume if checkpoint_dir else False, progress=progress)
 
 
 # ------------------------------------------------------------------------------------ prediction
@@ -616,7 +617,7 @@ def train_fold(fold: LosoFold) -> FoldModel:
                                 fold.progress)
     expressions = expression_indices(fold.dataset, train_videos)
     training = train_model(frames, flows, expressions, train_videos, fold.config, fold.seed, model_dir(fold),
-                           fold.progress)
+                           fold.progress, fold.resume)
     return FoldModel(training.model, frames, flows, training)
 
 

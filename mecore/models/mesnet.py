@@ -588,7 +588,7 @@ def optimizer_spec(config: dict) -> OptimizerSpec:
 
 def pretrain_backbone(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, val_videos,
                       config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                      progress: bool = False) -> tuple[TrainResult, pd.DataFrame, dict]:
+                      progress: bool = False, resume: bool | str = "auto") -> tuple[TrainResult, pd.DataFrame, dict]:
     """Pre-train the backbone as an ME / non-ME classifier (Sec. III-A, Eq. 8) and keep, over
     ``config["pretrain_candidates"]`` random initialisations, the one of best validation accuracy
     (Sec. IV-A-3, IV-B, Table III; stopping at the first that reaches ``pretrain_good_enough``).
@@ -612,7 +612,7 @@ def pretrain_backbone(flows: dict[str, torch.Tensor], expressions: pd.DataFrame,
         lambda: PretrainNet(2, frame_size, config["n_pre"]), seeds, F.cross_entropy,
         PretrainClips(flows, train_clips, config["n_pre"]), PretrainClips(flows, val_clips, config["n_pre"]),
         train_config, good_enough=config["pretrain_good_enough"], checkpoint_dir=checkpoint_dir,
-        val_metrics=validation_accuracy, resume="auto" if checkpoint_dir else False, progress=progress)
+        val_metrics=validation_accuracy, resume=resume if checkpoint_dir else False, progress=progress)
     val_data = PretrainClips(flows, val_clips, config["n_pre"])
     logits = predict(result.model, val_data, batch_size=32)
     labels = torch.tensor([clip[3] for clip in val_clips])
@@ -631,7 +631,7 @@ def build_mesnet(config: dict) -> MESNet:
 
 def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, config: dict,
                  backbone_state: dict | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
-                 progress: bool = False) -> TrainResult:
+                 progress: bool = False, resume: bool | str = "auto") -> TrainResult:
     """Train MESNet end to end with Eq. 14 (batch 2, Sec. III-D) for ``config["epochs"]`` epochs, the
     backbone initialised from ``backbone_state`` (the pre-trained one; None: random, Table V)."""
     torch.manual_seed(seed)
@@ -647,7 +647,7 @@ def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, trai
                                l2=L2Penalty(config["l2"], exclude=("crn.classify.", "crn.regress.")),
                                monitor="train_loss", restore_best=False, seed=seed)
     return fit(model, MESNetLoss(model, config["iou_positive"], config["balance_crn"]), data, None, train_config,
-               checkpoint_dir=checkpoint_dir, resume="auto" if checkpoint_dir else False, progress=progress)
+               checkpoint_dir=checkpoint_dir, resume=resume if checkpoint_dir else False, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------- prediction
@@ -777,12 +777,12 @@ def train_fold(fold: LosoFold) -> FoldModel:
     if config["pretrain"]:
         pretraining, candidates, summary = pretrain_backbone(
             flows, expressions, train_videos, val_videos, config, fold.seed,
-            model_dir(fold, PRETRAIN_KEYS) / "pretrain", fold.progress)
+            model_dir(fold, PRETRAIN_KEYS) / "pretrain", fold.progress, fold.resume)
         backbone_state = pretraining.model.backbone.state_dict()
     else:
         backbone_state = None
     training = train_mesnet(flows, expressions, train_videos, config, backbone_state, fold.seed,
-                            model_dir(fold) / "mesnet", fold.progress)
+                            model_dir(fold) / "mesnet", fold.progress, fold.resume)
     return FoldModel(training.model, flows, train_videos, val_videos, pretraining, candidates, summary, training)
 
 
