@@ -186,7 +186,8 @@ def finished_subject(run: TrainedRun, subject: str | None) -> str:
 def trained_weights(spec: ModelSpec, fold: LosoFold) -> list[Path]:
     """The checkpoint files a finished fold of ``spec`` reloads (none for LBP-chi^2 and MDMD, whose ``p`` is
     re-selected from cached curves): MESNet and BiFPN-I3D keep them in :func:`mecore.loso.training_dir`,
-    the others in the fold's ``workdir``."""
+    the others in the fold's ``workdir``. Checked before any input of the video is computed (flows can take
+    minutes); the trainers, resumed with ``resume=True``, would refuse a missing checkpoint only after that."""
     module = spec.run_fold.__module__
     if module == "mecore.models.mesnet":
         from mecore.models.mesnet import model_dir
