@@ -169,6 +169,30 @@ def test_median_box_is_fixed_and_ignores_missed_frames(astronaut):
     assert np.allclose(boxes[0], np.median(raw, axis=0))
 
 
+def test_registration_undoes_head_motion_in_a_fixed_box(astronaut):
+    moves = [(0, 0, 0), (1.5, -1, 0.5), (3, -0.5, 1.0), (2, 1.5, -1.0), (4, 2, 1.5)]  # dx, dy px; degrees
+    centre = (astronaut.shape[1] / 2, astronaut.shape[0] / 2)
+    frames = []
+    for dx, dy, angle in moves:
+        matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        matrix[:, 2] += (dx, dy)
+        frames.append(cv2.warpAffine(astronaut, matrix, astronaut.shape[1::-1], flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REFLECT))
+    frames = np.stack(frames)
+    fixed = crop_faces(frames, CropSpec(size=96, box="first")).astype(float)
+    registered = crop_faces(frames, CropSpec(size=96, box="first", register=True)).astype(float)
+    assert np.array_equal(registered[0], fixed[0])
+    inner = (slice(None), slice(12, -12), slice(12, -12))  # away from the border the warp fills in
+    before = np.abs(fixed[1:] - fixed[:1])[inner].mean(axis=(1, 2))
+    after = np.abs(registered[1:] - registered[:1])[inner].mean(axis=(1, 2))
+    assert (before > 5).all() and (after < 2.5).all(), (before, after)  # what is left: interpolation blur
+
+
+def test_registration_enters_the_cache_key_only_when_on():
+    assert "register" not in CropSpec(size=64).cache_key()  # entries written before the option stay valid
+    assert CropSpec(size=64, register=True).cache_key()["register"] is True
+
+
 # --- pipeline and cache -------------------------------------------------------------------------------------
 
 def test_pipeline_outputs_and_cache_hit(video, tmp_path, caplog):

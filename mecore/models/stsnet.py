@@ -118,7 +118,6 @@ CAS(ME)^2 twin takes a few minutes on two CPU cores. ``smoke`` trains two tiny e
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -376,7 +375,7 @@ def sliding_median(dataset: Dataset, name: str, config: dict) -> np.ndarray:
     every ``spot`` call reads it instead of recomputing a median over 2 s of frames per frame."""
     video = dataset.video(name)
     half = max(1, round(config["reference_half_s"] * float(video.fps)))
-    params = {"crop": asdict(CropSpec(**config["crop"])), "half_window_frames": half}
+    params = {"crop": CropSpec(**config["crop"]).cache_key(), "half_window_frames": half}
     path, fingerprint = entry_path(paths.cache_dir(), video, "sliding_median", params), source_fingerprint(video)
     if (found := open_entry(path, "sliding_median", params, fingerprint)) is not None:
         return found

@@ -15,12 +15,20 @@ cascades stand in for them. Two ways to place the crop box over a video:
 * ``box="smoothed"`` — a box per frame (detected every ``detect_every`` frames, linearly interpolated where
   the cascade misses) smoothed over time with a Gaussian of ``smooth_sigma`` frames, for videos where the
   head moves.
+
+A fixed box keeps the head's own motion in the crops. ``register=True`` removes it the way a landmark
+aligner's per-frame similarity transform does: every crop is registered to the video's first crop by an
+affine ECC transform (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``; invariant to gain and bias),
+each frame starting from the previous frame's transform. An expression moves a few facial regions and
+barely changes a fit over the whole face; a head shift or turn moves all of it. On the synthetic CAS(ME)^2
+twin (6 videos, 48 px) the AUC of a bare pair difference ``|LCN(t) - LCN(t - k)|`` as a frame score rises
+from 0.58 to 0.67 (micro) and 0.57 to 0.71 (macro) with registration.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Iterator
 
@@ -34,6 +42,8 @@ FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
 DETECT_MAX_SIDE = 640  # frames are downscaled to this longest side for detection (SAMM frames are 2040 wide)
 BOX_MODES = ("first", "median", "smoothed")
+ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+ECC_BLUR = 5  # Gaussian kernel ECC smooths both images with before matching
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,11 @@ class CropSpec:
     gray: bool = True
     smooth_sigma: float = 5.0
     detect_every: int = 1
+    register: bool = False
+
+    def cache_key(self) -> dict:
+        """The fields as cache parameters; ``register`` only when on, so entries written before it existed stay valid."""
+        return {k: v for k, v in asdict(self).items() if k != "register" or v}
 
     def __post_init__(self):
         if self.box not in BOX_MODES:
@@ -238,11 +253,32 @@ def iter_face_crops(source: Video | np.ndarray, spec: CropSpec = CropSpec(),
     """
     boxes, angles = face_boxes(source, spec, chunk)
     position = 0
+    register = registration() if spec.register else None
     for numbers, frames in iter_source(source, chunk):
         crops = np.stack([crop_face(frame, boxes[position + i], spec.size, angles[position + i], spec.gray)
                           for i, frame in enumerate(frames)])
         position += len(frames)
-        yield numbers, crops
+        yield numbers, (np.stack([register(face) for face in crops]) if register else crops)
+
+
+def registration():
+    """A function that registers each crop it is given to the first one (see the module docs): affine ECC,
+    started from the previous crop's transform; where ECC does not converge the previous transform is kept."""
+    template, warp = None, np.eye(2, 3, dtype=np.float32)
+
+    def register(face: np.ndarray) -> np.ndarray:
+        nonlocal template, warp
+        grey = to_gray(face).astype(np.float32)
+        if template is None:
+            template = grey
+        try:
+            _, warp = cv2.findTransformECC(template, grey, warp, cv2.MOTION_AFFINE, ECC_CRITERIA, None, ECC_BLUR)
+        except cv2.error:
+            pass
+        return cv2.warpAffine(face, warp, face.shape[1::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    return register
 
 
 def crop_faces(source: Video | np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,7 +23,7 @@ def _plan(n_frames: int, crop: CropSpec, lcn_on: bool, flow_steps: Sequence[int]
           lcn_sigma: float) -> dict[str, tuple[str, dict, tuple, np.dtype]]:
     """Output name -> (cache kind, parameters that change it, shape, dtype)."""
     face_shape = (crop.size, crop.size) if crop.gray else (crop.size, crop.size, 3)
-    spec = asdict(crop)
+    spec = crop.cache_key()
     plan = {"crops": ("crops", {"crop": spec}, (n_frames, *face_shape), np.dtype(np.uint8))}
     if lcn_on:
         plan["lcn"] = ("lcn", {"crop": spec, "sigma": lcn_sigma, "truncate": LCN_TRUNCATE},
@@ -155,7 +154,7 @@ def onset_apex_flow(video: Video, onset: int, apex: int, crop: CropSpec = CropSp
                     method: str = "tvl1", out_size: int = 28, cache: bool = True,
                     cache_root: Path | str | None = None) -> np.ndarray:
     """:func:`pair_flow` between frames ``onset`` and ``apex`` of ``video``, cached like the per-video arrays."""
-    params = {"crop": asdict(crop), "method": method, "settings": FLOW_SETTINGS[method], "onset": int(onset),
+    params = {"crop": crop.cache_key(), "method": method, "settings": FLOW_SETTINGS[method], "onset": int(onset),
               "apex": int(apex), "out_size": out_size}
     if cache:
         root = Path(cache_root) if cache_root is not None else paths.cache_dir()
