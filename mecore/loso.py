@@ -20,9 +20,10 @@ Folds run in this process (``scheduler="sync"``), on a ``LocalCluster`` sized to
 default), or on any running Dask cluster given by its scheduler address (for example
 dask-jobqueue's ``SLURMCluster`` on an HPC system; workers need the same mecore installation and
 the dataset at the same path, i.e. a shared file system; several GPUs on one machine: start
-dask-cuda's ``LocalCUDACluster``, one worker per GPU, and pass its address). The fold results are
-the same on every path. Predictions are pooled over folds and scored once by :mod:`mecore.metrics` (the LOSO
-standard, ``shared/reference/evaluation.md``); per-fold scores are reported beside them.
+dask-cuda's ``LocalCUDACluster``, one worker per GPU, and pass its address). On CPU the fold results
+are the same on every path (one thread a fold, :func:`fold_threads`). Predictions are pooled over
+folds and scored once by :mod:`mecore.metrics` (the LOSO standard, ``shared/reference/evaluation.md``);
+per-fold scores are reported beside them.
 """
 from __future__ import annotations
 
@@ -110,13 +111,13 @@ def run_loso(
     """Run (or finish) LOSO of ``model`` on ``dataset`` and score the pooled predictions.
 
     ``config`` overrides entries of the model's configuration for ``profile``. ``scheduler``:
-    ``"sync"`` runs folds one after another in this process (with its thread settings); None or
+    ``"sync"`` runs folds one after another in this process; None or
     ``"local"`` starts a ``LocalCluster`` of ``n_workers`` workers (default: one per CPU core, or
     one sharing the GPU when CUDA is present; at most one per pending fold); any other string is the
-    address of a running Dask scheduler (``tcp://host:8786``). On Dask each fold sets PyTorch and
-    OpenCV to ``threads_per_fold`` threads (default: the cores divided among the local workers;
-    1 on a remote cluster). ``resume`` goes to each fold's trainer: ``"auto"`` continues an
-    interrupted fold from its checkpoint, True requires one. Spotting is scored with
+    address of a running Dask scheduler (``tcp://host:8786``). Every fold, on every path, runs with
+    PyTorch and OpenCV set to ``threads_per_fold`` threads (default :func:`fold_threads`: 1 on CPU),
+    so its numbers do not depend on the scheduler or the machine's cores. ``resume`` goes to each
+    fold's trainer: ``"auto"`` continues an interrupted fold from its checkpoint, True requires one. Spotting is scored with
     ``convention`` (default: the model's paper's, else MEGC 2020) at IoU >= ``t_eval``. ``results_dir`` defaults to
     ``mecore.paths.runs_dir() / "loso"``.
     """
@@ -142,15 +143,16 @@ def run_loso(
 
     failures: dict[str, BaseException] = {}
     bar = tqdm(total=len(subjects), initial=len(records), desc=f"LOSO {spec.name}", disable=not progress)
+    threads = threads_per_fold or fold_threads()
     if tasks and scheduler == "sync":
         for task in tasks:
             try:
-                finished(run_fold(dataset=dataset, progress=progress, num_threads=None, **task))
+                finished(run_fold(dataset=dataset, progress=progress, num_threads=threads, **task))
             except Exception as error:
                 failures[task["subject"]] = error
             bar.update(1)
     elif tasks:
-        _run_on_dask(scheduler, n_workers, threads_per_fold, dataset, tasks, finished, failures, bar)
+        _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar)
     bar.close()
     if failures:
         lines = "\n".join(f"  {s}: {type(e).__name__}: {e}" for s, e in failures.items())
@@ -160,7 +162,8 @@ def run_loso(
     predictions = pd.concat([records[s]["predictions"] for s in subjects], ignore_index=True)
     fold_table = pd.DataFrame([{
         "subject": s, "n_predictions": len(records[s]["predictions"]), "seconds": records[s]["seconds"],
-        "started": records[s]["started"], "worker": records[s]["worker"], "computed_now": s in pending,
+        "started": records[s]["started"], "worker": records[s]["worker"], "threads": records[s].get("threads"),
+        "computed_now": s in pending,
     } for s in subjects])
     pooled, per_fold, recognition = score(spec, predictions, dataset, convention, t_eval)
     fold_table = fold_table.merge(per_fold, on="subject", how="left")
@@ -176,29 +179,48 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
              progress: bool = False) -> dict:
     """One fold: seed, train on ``train_subjects``, predict ``subject``; returns the fold record.
 
-    ``num_threads`` (1 on Dask workers) sets PyTorch's and OpenCV's thread counts, so that workers
-    sharing a machine do not fight over its cores. The random generators and thread counts are
-    per process, so folds given to threads of one process (a Dask worker with several threads, an
-    in-process cluster) run one at a time: run concurrently, one fold's draws would shift another's.
+    ``num_threads`` sets PyTorch's and OpenCV's thread counts for the fold (None: leave them) and
+    restores them afterwards. The random generators and thread counts are per process, so folds
+    given to threads of one process (a Dask worker with several threads, an in-process cluster) run
+    one at a time: run concurrently, one fold's draws would shift another's.
     """
     with ONE_FOLD_PER_PROCESS:
+        before = torch.get_num_threads(), cv2.getNumThreads()
         if num_threads is not None:
             torch.set_num_threads(num_threads)
             cv2.setNumThreads(num_threads)
-        started = datetime.now(timezone.utc)
-        clock = time.perf_counter()
-        seed_everything(seed)
-        fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
-                        workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
-        predictions = spec.run_fold(fold)
-        seconds = time.perf_counter() - clock
+        try:
+            started = datetime.now(timezone.utc)
+            clock = time.perf_counter()
+            seed_everything(seed)
+            threads = torch.get_num_threads()
+            fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
+                            workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
+            predictions = spec.run_fold(fold)
+            seconds = time.perf_counter() - clock
+        finally:
+            torch.set_num_threads(before[0])
+            cv2.setNumThreads(before[1])
     _check_predictions(spec, subject, predictions)
     predictions = predictions.reset_index(drop=True)
     predictions.insert(0, "subject", subject)
     return {
         "subject": subject, "predictions": predictions, "seconds": seconds,
-        "started": started.isoformat(), "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "started": started.isoformat(), "worker": f"{socket.gethostname()}:{os.getpid()}", "threads": threads,
     }
+
+
+def fold_threads() -> int:
+    """The threads a fold computes with unless told otherwise: 1 on CPU, every core with CUDA.
+
+    PyTorch sums a CPU convolution's gradient in an order that depends on the thread count (the Yap
+    3D-CNN's gradients differ by ~1e-8 between 1 and 2 threads), and over a fold's hundreds of steps
+    that moves the results (Yap on the CAS(ME)^2 twin: macro F1 0.136 at 1 thread, 0.147 at 2). One
+    thread a fold makes a fold's numbers the same in this process, on a LocalCluster and on a remote
+    cluster, on any number of cores; the cores are used by running folds side by side (one worker per
+    core). With CUDA the GPU computes and the threads only feed it.
+    """
+    return (os.cpu_count() or 1) if torch.cuda.is_available() else 1
 
 
 def training_dir(spec: ModelSpec, fold: LosoFold, config: dict, folder: str) -> Path:
@@ -296,7 +318,7 @@ def _cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_dask(scheduler, n_workers, threads_per_fold, dataset, tasks, finished, failures, bar) -> None:
+def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar) -> None:
     """Submit every fold to a Dask cluster and record each as it completes."""
     from distributed import Client, LocalCluster, as_completed
 
@@ -304,16 +326,14 @@ def _run_on_dask(scheduler, n_workers, threads_per_fold, dataset, tasks, finishe
     if scheduler in (None, "local"):
         cores = os.cpu_count() or 1
         workers = min(n_workers or (1 if torch.cuda.is_available() else cores), len(tasks))
-        threads_per_fold = threads_per_fold or max(1, cores // workers)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         client = Client(scheduler)
-        threads_per_fold = threads_per_fold or 1
     try:
         shared = client.scatter(dataset, broadcast=True)
-        futures = {client.submit(run_fold, dataset=shared, num_threads=threads_per_fold, pure=False, **task):
+        futures = {client.submit(run_fold, dataset=shared, num_threads=threads, pure=False, **task):
                    task["subject"] for task in tasks}
         for future in as_completed(futures):
             try:

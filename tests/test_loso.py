@@ -45,27 +45,48 @@ def tensors(rows: pd.DataFrame) -> TensorDataset:
     return TensorDataset(inputs, labels)
 
 
-def softmax_regression(fold: LosoFold, make_tensors, n_features: int, classes: list[str],
-                       optimizer: OptimizerSpec, batch_size: int) -> pd.DataFrame:
-    """Train softmax regression on the fold's training rows with mecore.train; predict its test rows."""
+def classifier(fold: LosoFold, make_tensors, network: nn.Module, classes: list[str], optimizer: OptimizerSpec,
+               batch_size: int) -> pd.DataFrame:
+    """Train ``network`` with cross-entropy on the fold's training rows with mecore.train; predict its test rows
+    (with the winning class's probability, so that a change in the last bits of the weights shows)."""
     config = TrainConfig(optimizer=optimizer, epochs=fold.config["epochs"], batch_size=batch_size,
                          monitor="train_loss", seed=fold.seed)
-    result = fit(nn.Linear(n_features, len(classes)), nn.CrossEntropyLoss(), make_tensors(fold.train_rows), None,
+    result = fit(network, nn.CrossEntropyLoss(), make_tensors(fold.train_rows), None,
                  config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
     test = fold.test_rows
-    scores = predict(result.model, make_tensors(test), batch_size=64)
+    probabilities = predict(result.model, make_tensors(test), batch_size=64).softmax(dim=1)
     return pd.DataFrame({"video": test["video"].to_numpy(), "label": test["emotion"].to_numpy(),
-                         "prediction": [classes[i] for i in scores.argmax(dim=1).tolist()]})
+                         "prediction": [classes[i] for i in probabilities.argmax(dim=1).tolist()],
+                         "confidence": probabilities.max(dim=1).values.numpy()})
 
 
 def linear_fold(fold: LosoFold) -> pd.DataFrame:
     """A genuine tiny model: softmax regression on the clip features."""
-    return softmax_regression(fold, tensors, len(FEATURES), CLASSES,
-                              OptimizerSpec("sgd", fold.config["lr"], momentum=0.9), batch_size=8)
+    return classifier(fold, tensors, nn.Linear(len(FEATURES), len(CLASSES)), CLASSES,
+                      OptimizerSpec("sgd", fold.config["lr"], momentum=0.9), batch_size=8)
 
 
 LINEAR = ModelSpec(name="test-linear", task="recognition", paper="test model (softmax regression)",
                    run_fold=linear_fold, configs={"smoke": {"lr": 0.1, "epochs": 4}})
+PROJECTION = torch.randn(len(FEATURES), 16 * 16, generator=torch.Generator().manual_seed(0))
+
+
+def image_tensors(rows: pd.DataFrame) -> TensorDataset:
+    """The clip features projected to 16x16 images."""
+    inputs, labels = tensors(rows).tensors
+    return TensorDataset((inputs @ PROJECTION).reshape(-1, 1, 16, 16), labels)
+
+
+def convolutional_fold(fold: LosoFold) -> pd.DataFrame:
+    """A small CNN: on CPU its gradients are summed in an order that depends on PyTorch's thread count."""
+    network = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(8, len(CLASSES)))
+    return classifier(fold, image_tensors, network, CLASSES, OptimizerSpec("sgd", fold.config["lr"], momentum=0.9),
+                      batch_size=8)
+
+
+CONVOLUTIONAL = ModelSpec(name="test-cnn", task="recognition", paper="test model (small CNN)",
+                          run_fold=convolutional_fold, configs={"smoke": {"lr": 0.05, "epochs": 4}})
 DATA = recognition_dataset()
 SUBJECTS = ["s0", "s1", "s2", "s3"]
 
@@ -127,11 +148,22 @@ def test_changed_configuration_never_reuses_stale_folds(tmp_path):
 
 
 def test_local_cluster_gives_the_same_results_as_in_process(tmp_path):
-    in_process = loso(tmp_path / "sync")
-    on_cluster = loso(tmp_path / "cluster", scheduler="local", n_workers=2)
+    """Bit for bit, for a CNN whose gradients depend on the thread count: every fold computes with one
+    thread, whatever this process is set to (here 2), and the process's setting is restored."""
+    options = dict(results_dir=tmp_path / "sync", scheduler="sync", progress=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        in_process = run_loso(CONVOLUTIONAL, DATA, "smoke", **options)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    options.update(results_dir=tmp_path / "cluster", scheduler="local", n_workers=2)
+    on_cluster = run_loso(CONVOLUTIONAL, DATA, "smoke", **options)
     assert on_cluster.key == in_process.key
     assert on_cluster.computed == SUBJECTS
-    pd.testing.assert_frame_equal(on_cluster.predictions, in_process.predictions)
+    assert in_process.folds["threads"].eq(1).all() and on_cluster.folds["threads"].eq(1).all()
+    pd.testing.assert_frame_equal(on_cluster.predictions, in_process.predictions, check_exact=True)
     pd.testing.assert_frame_equal(on_cluster.metrics, in_process.metrics)
     workers = set(on_cluster.folds["worker"])
     assert all(not w.endswith(f":{os.getpid()}") for w in workers) and len(workers) <= 2
@@ -142,13 +174,9 @@ def test_scheduler_address_reaches_a_running_cluster(tmp_path):
     from distributed import LocalCluster
 
     threads = torch.get_num_threads(), cv2.getNumThreads()
-    try:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-            remote = loso(tmp_path / "remote", scheduler=cluster.scheduler_address)
-    finally:  # in-process workers share this process's thread settings
-
-        torch.set_num_threads(threads[0])
-        cv2.setNumThreads(threads[1])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        remote = loso(tmp_path / "remote", scheduler=cluster.scheduler_address)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == threads  # in-process workers: each fold restores them
     pd.testing.assert_frame_equal(remote.predictions, loso(tmp_path / "sync").predictions)
 
 
@@ -301,7 +329,8 @@ def frame_difference_fold(fold: LosoFold) -> pd.DataFrame:
         labels = [classes.index(e) for e in rows["emotion"]]
         return TensorDataset(torch.tensor(np.stack(features)), torch.tensor(labels))
 
-    return softmax_regression(fold, clip_tensors, 16, classes, OptimizerSpec("adam", fold.config["lr"]), batch_size=4)
+    return classifier(fold, clip_tensors, nn.Linear(16, len(classes)), classes, OptimizerSpec("adam", fold.config["lr"]),
+                      batch_size=4)
 
 
 FRAME_DIFFERENCE = ModelSpec(name="test-frame-difference", task="recognition", paper="test model",
