@@ -117,9 +117,9 @@ def run_loso(
     address of a running Dask scheduler (``tcp://host:8786``). Every fold, on every path, runs with
     PyTorch and OpenCV set to ``threads_per_fold`` threads (default :func:`fold_threads`: 1 on CPU),
     so its numbers do not depend on the scheduler or the machine's cores. ``resume`` goes to each
-    fold's trainer: ``"auto"`` continues an interrupted fold from its checkpoint, True requires one. Spotting is scored with
-    ``convention`` (default: the model's paper's, else MEGC 2020) at IoU >= ``t_eval``. ``results_dir`` defaults to
-    ``mecore.paths.runs_dir() / "loso"``.
+    fold's trainer: ``"auto"`` continues an interrupted fold from its checkpoint, True requires one.
+    Spotting is scored with ``convention`` (default: the model's paper's, else MEGC 2020) at IoU >=
+    ``t_eval``. ``results_dir`` defaults to ``mecore.paths.runs_dir() / "loso"``.
     """
     spec = get_model(model) if isinstance(model, str) else model
     profile = paths.profile(profile)

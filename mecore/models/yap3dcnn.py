@@ -34,9 +34,9 @@ Choices where the paper is silent:
   frame by its landmarks, which cannot ship offline. A per-frame Haar box jitters by about 4 % of its side,
   a larger change between a frame and its reference than an ME makes; a fixed box without registration
   keeps the head's drift and turns, which the long skip sees as much as a macro-expression (frame AUC
-  of a bare ``|LCN(t) - LCN(t - k)|`` on the CAS(ME)^2 twin: macro 0.57 fixed box, 0.71 registered). The
-  augmentation acts on the raw crop and LCN follows it (Fig. 2), so LCN is computed per sample rather
-  than read from the cache; the crops are cached by :func:`mecore.preprocess.preprocess_video`.
+  of a bare ``|LCN(t) - LCN(t - k)|`` on 6 videos of the CAS(ME)^2 twin: macro 0.57 fixed box, 0.71
+  registered). The augmentation acts on the raw crop and LCN follows it (Fig. 2), so LCN is computed
+  per sample rather than read from the cache; the crops are cached by :func:`mecore.preprocess.preprocess_video`.
 * **Optimiser.** Not named. ``paper``: SGD with momentum 0.9 at Table 3's learning rates (0.007 / 0.015
   are SGD-sized steps; Adam's usual step is 1e-3). ``default`` and ``smoke``: Adam at 1e-3, because the
   default budget is about 600 steps a fold and in it SGD at 0.015 does not move the training loss (one
