@@ -107,6 +107,8 @@ def run_loso(
     convention: str | None = None,
     t_eval: float = 0.5,
     progress: bool = True,
+    folds: int | None = None,
+    max_steps: int | None = None,
 ) -> LosoResult:
     """Run (or finish) LOSO of ``model`` on ``dataset`` and score the pooled predictions.
 
@@ -120,21 +122,33 @@ def run_loso(
     fold's trainer: ``"auto"`` continues an interrupted fold from its checkpoint, True requires one.
     Spotting is scored with ``convention`` (default: the model's paper's, else MEGC 2020) at IoU >=
     ``t_eval``. ``results_dir`` defaults to ``mecore.paths.runs_dir() / "loso"``.
+
+    A trial of a configuration on a large dataset: ``folds`` runs only the first ``folds`` subjects' folds (the
+    tables then cover those subjects only) and ``max_steps`` stops every training after that many optimiser
+    steps. ``max_steps`` enters the configuration (``config["max_steps"]``, which every model passes to
+    :class:`mecore.train.TrainConfig`), so a trial's folds and checkpoints never stand in for a full run's.
     """
     spec = get_model(model) if isinstance(model, str) else model
     profile = paths.profile(profile)
     run_config = {**spec.config(profile, dataset.name), **(config or {})}
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        run_config["max_steps"] = int(max_steps)
     key, description = run_key(spec, dataset, profile, run_config, seed)
     folder = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset.name / f"{profile}-{key}"
     (folder / "folds").mkdir(parents=True, exist_ok=True)
     write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
 
-    subjects = list(dataset.subjects)
-    if len(subjects) < 2:
-        raise ValueError(f"LOSO needs at least two subjects; dataset {dataset.name!r} has {subjects}")
+    everyone = list(dataset.subjects)
+    if len(everyone) < 2:
+        raise ValueError(f"LOSO needs at least two subjects; dataset {dataset.name!r} has {everyone}")
+    if folds is not None and folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    subjects = everyone[:folds]
     records = {s: _read_fold(fold_file(folder, s)) for s in subjects if fold_file(folder, s).exists()}
     pending = [s for s in subjects if s not in records]
-    tasks = [dict(spec=spec, config=run_config, subject=s, train_subjects=[t for t in subjects if t != s],
+    tasks = [dict(spec=spec, config=run_config, subject=s, train_subjects=[t for t in everyone if t != s],
                   workdir=folder / "checkpoints" / safe_name(s), seed=seed, resume=resume) for s in pending]
 
     def finished(record: dict) -> None:
@@ -165,7 +179,7 @@ def run_loso(
         "started": records[s]["started"], "worker": records[s]["worker"], "threads": records[s].get("threads"),
         "computed_now": s in pending,
     } for s in subjects])
-    pooled, per_fold, recognition = score(spec, predictions, dataset, convention, t_eval)
+    pooled, per_fold, recognition = score(spec, predictions, dataset, convention, t_eval, subjects)
     fold_table = fold_table.merge(per_fold, on="subject", how="left")
     predictions.to_csv(folder / "predictions.csv", index=False)
     fold_table.to_csv(folder / "folds.csv", index=False)
@@ -248,8 +262,11 @@ def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config: dict, seed:
 
 
 def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, convention: str | None = None,
-          t_eval: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame, metrics.RecognitionResult | None]:
-    """Pooled metrics table, per-fold metrics (one row per subject) and, for recognition, the full result."""
+          t_eval: float = 0.5, subjects: list[str] | None = None
+          ) -> tuple[pd.DataFrame, pd.DataFrame, metrics.RecognitionResult | None]:
+    """Pooled metrics table, per-fold metrics (one row per subject) and, for recognition, the full result;
+    spotting is scored against the ground truth of ``subjects`` (default: all of the dataset's)."""
+    subjects = list(dataset.subjects) if subjects is None else list(subjects)
     if spec.task == "recognition":
         labels, predicted = predictions["label"].to_numpy(), predictions["prediction"].to_numpy()
         pooled = metrics.recognition_metrics(labels, predicted)
@@ -262,10 +279,10 @@ def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, conventi
         per_fold = per_fold.drop(columns="n").rename(columns={"fold": "subject"})
         return table, per_fold, pooled
     convention = convention or spec.spotting_convention or "megc2020"
-    ground_truth = dataset.annotations
+    ground_truth = dataset.annotations[dataset.annotations["subject"].isin(subjects)]
     table = metrics.spotting_counts(ground_truth, predictions, convention, t_eval)
     rows = []
-    for subject in dataset.subjects:
+    for subject in subjects:
         overall = metrics.spotting_counts(ground_truth[ground_truth["subject"] == subject],
                                           predictions[predictions["subject"] == subject], convention,
                                           t_eval).loc["overall"]
@@ -295,6 +312,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, help="results folder (default: <mecore home>/runs/loso)")
     parser.add_argument("--convention", choices=metrics.SPOTTING_CONVENTIONS,
                         help="spotting convention (default: the model's paper's)")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="run only the first K subjects' folds (a trial; the tables cover those subjects)")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="stop every training after N optimiser steps (a trial of a configuration: results "
+                             "are kept apart from full runs)")
     parser.set_defaults(handler=_cli)
     return parser
 
@@ -313,7 +335,8 @@ def _cli(args: argparse.Namespace) -> int:
     profile = paths.profile(args.profile)
     dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
     result = run_loso(spec, dataset, profile, seed=args.seed, scheduler=args.scheduler, n_workers=args.workers,
-                      results_dir=args.results, convention=args.convention)
+                      results_dir=args.results, convention=args.convention, folds=args.folds,
+                      max_steps=args.max_steps)
     print(result.report())
     return 0
 

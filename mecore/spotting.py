@@ -17,7 +17,10 @@ What each paper does with its network output:
   (Moilanen et al. 2014; SOFTNet): :func:`peak_intervals`;
 * STSNet_SW segment merging (Fig. 4) and segment-duration relabelling (Table 4):
   :func:`merge_label_gaps`, :func:`relabel_by_duration`;
-* interval length filters (MEGC 2020 baseline): :func:`filter_by_length`.
+* interval length filters (MEGC 2020 baseline): :func:`filter_by_length`;
+* proposal labels by IoU with the nearest expression (MESNet Eq. 10) and boundary regression targets and
+  their inverse (MESNet Eq. 12), which BiFPN-I3D's classification-regression network reuses:
+  :func:`window_labels`, :func:`regression_targets`, :func:`apply_regression`.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from mecore.metrics import interval_iou, roc_threshold
 
 TYPE_CODES = {"micro": 1, "macro": 2}  # STSNet_SW Fig. 5: 0 no expression, 1 micro, 2 macro
 STSNET_MICRO_MAX_FRAMES = {"casme_sq": 15, "samm_lv": 100}  # STSNet_SW Sec. 3.2, Table 4
+ME, NON_ME = 0, 1  # class indices of a proposal: MESNet Eq. 10 writes ME as (1, 0)
 
 
 # ------------------------------------------------------------- labels <-> intervals
@@ -254,3 +258,37 @@ def relabel_by_duration(labels, frame_numbers, max_micro_frames: int) -> pd.Data
     length = runs["offset"] - runs["onset"] + 1
     runs["type"] = np.where(length <= max_micro_frames, "micro", "macro")
     return runs
+
+
+# ------------------------------------------------------------- proposals: labels and boundary regression
+def window_labels(bounds: np.ndarray, expressions: np.ndarray,
+                  threshold: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 10: a window is ME when its IoU with the nearest (highest-IoU) ME exceeds ``threshold``.
+
+    ``bounds`` (W, 2) and ``expressions`` (E, 2) are inclusive frame intervals. Returns the class per
+    window (:data:`ME` / :data:`NON_ME`) and the index of its nearest ME (-1 without any ME).
+    """
+    if len(expressions) == 0 or len(bounds) == 0:
+        return np.full(len(bounds), NON_ME), np.full(len(bounds), -1)
+    iou = interval_iou(bounds[:, :1], bounds[:, 1:], expressions[None, :, 0], expressions[None, :, 1])
+    nearest = iou.argmax(axis=1)
+    positive = iou[np.arange(len(bounds)), nearest] > threshold
+    return np.where(positive, ME, NON_ME), np.where(positive, nearest, -1)
+
+
+def regression_targets(proposals: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Eq. 12's targets ``((a - a')/(b - a), (b - b')/(b - a))`` for proposals [a', b'] and truths [a, b]."""
+    proposals, truths = np.asarray(proposals, float), np.asarray(truths, float)
+    length = truths[:, 1] - truths[:, 0]
+    return np.stack([(truths[:, 0] - proposals[:, 0]) / length, (truths[:, 1] - proposals[:, 1]) / length], axis=1)
+
+
+def apply_regression(proposals: np.ndarray, offsets: np.ndarray, min_denominator: float = 0.1) -> np.ndarray:
+    """The output interval ``[a' + r1 (b - a), b' + r2 (b - a)]`` with ``b - a = (b' - a') / (1 + r1 - r2)``.
+
+    Solving Eq. 12's two target definitions for the unknown true length makes this the exact inverse of
+    :func:`regression_targets`. The denominator is floored at ``min_denominator``.
+    """
+    proposals, offsets = np.asarray(proposals, float), np.asarray(offsets, float)
+    length = (proposals[:, 1] - proposals[:, 0]) / np.maximum(1 + offsets[:, 0] - offsets[:, 1], min_denominator)
+    return np.stack([proposals[:, 0] + offsets[:, 0] * length, proposals[:, 1] + offsets[:, 1] * length], axis=1)

@@ -126,6 +126,8 @@ class TrainConfig:
     mixed_precision: bool = True  # used only on CUDA
     num_workers: int = 0
     drop_last: bool = False  # drop a short last training batch (batch normalisation needs > 1 sample)
+    micro_batch: int | None = None  # samples per forward/backward pass; None: the whole batch at once
+    max_steps: int | None = None  # stop after this many optimiser steps (a trial of a configuration)
 
     def fingerprint(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -213,22 +215,31 @@ def fit(
         seed_everything(config.seed)
 
     bar = tqdm(total=config.epochs, initial=state.epoch, desc="epochs", disable=not progress, leave=False)
+    FIT_LOG.append({"samples": len(train_data), "batch_size": config.batch_size,
+                    "micro_batch": config.micro_batch or config.batch_size, "device": device.type,
+                    "step_seconds": [], "peak_device_bytes": None})
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     while not state.finished:
         epoch = state.epoch + 1
         started = time.perf_counter()
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(_train_one_epoch(model, loss_fn, train_data, config, epoch, optimizer, scaler, amp,
-                                    device, progress))
+                                    device, progress, state))
         if val_data is not None and (epoch % config.validate_every == 0 or epoch == config.epochs):
             row.update(_validate(model, loss_fn, val_data, config, val_metrics, amp, device))
         scheduler.step()
         row["seconds"] = time.perf_counter() - started
         state.record(row, model, config)
+        if config.max_steps is not None and state.steps >= config.max_steps:
+            state.finished = True
         if checkpoint is not None:
             _save_checkpoint(checkpoint, config, model, optimizer, scheduler, scaler, state)
         bar.update(1)
         bar.set_postfix(train_loss=f"{row['train_loss']:.4g}")
     bar.close()
+    if on_cuda:
+        FIT_LOG[-1]["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
 
     if config.restore_best and state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -313,9 +324,51 @@ def plot_history(history: pd.DataFrame, metric: str = "val_accuracy", title: str
 # --------------------------------------------------------------------------------------------------
 
 
+FIT_LOG: list[dict] = []
+"""One record per :func:`fit` call of this process: training samples, batch and micro-batch, device, seconds of
+every optimiser step and the peak device memory (CUDA). ``mecore plan`` reads it after a trial fold."""
+
+
+def split_batch(value: Any, size: int) -> list:
+    """A collated batch (tensors, or tuples/lists/dicts of them) cut into micro-batches of ``size`` samples."""
+    if isinstance(value, torch.Tensor):
+        return list(value.split(size))
+    if isinstance(value, (list, tuple)):
+        parts = [split_batch(v, size) for v in value]
+        return [type(value)(group) for group in zip(*parts)]
+    if isinstance(value, dict):
+        parts = {k: split_batch(v, size) for k, v in value.items()}
+        return [dict(zip(parts, group)) for group in zip(*parts.values())]
+    raise TypeError(f"cannot split a batch of {type(value).__name__} into micro-batches")
+
+
+def batch_length(value: Any) -> int:
+    """Number of samples of a collated batch."""
+    if isinstance(value, torch.Tensor):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return batch_length(value[0])
+    if isinstance(value, dict):
+        return batch_length(next(iter(value.values())))
+    raise TypeError(f"cannot count the samples of a batch of {type(value).__name__}")
+
+
+def auto_micro_batch(per_sample_bytes: int, batch_size: int, device: str | torch.device | None = None,
+                     reserve: float = 0.2) -> int:
+    """The largest micro-batch (a divisor-free count, at most ``batch_size``) whose activations, at
+    ``per_sample_bytes`` each (measured by ``mecore plan``), fit the free memory of a CUDA ``device`` less a
+    ``reserve`` fraction; on the CPU the whole batch."""
+    device = resolve_device(device)
+    if device.type != "cuda":
+        return batch_size
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(batch_size, free * (1 - reserve) // max(per_sample_bytes, 1))))
+
+
 @dataclass
 class _TrainingState:
     epoch: int = 0
+    steps: int = 0
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     best_value: float | None = None
@@ -383,7 +436,7 @@ def _concatenate(batches: list) -> Any:
     return [item for batch in batches for item in batch]
 
 
-def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp, device, progress) -> dict:
+def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp, device, progress, state) -> dict:
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True,
                         generator=_epoch_generator(config.seed, epoch), num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", drop_last=config.drop_last)
@@ -391,20 +444,35 @@ def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp
     losses, penalties = [], []
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
     for inputs, targets in bar:
-        inputs, targets = _to_device(inputs, device), _to_device(targets, device)
+        started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            loss = loss_fn(_call(model, inputs), targets)
-        objective = loss.float()
-        if config.l2 is not None:
-            penalty = config.l2(model)
-            objective = objective + penalty
-            penalties.append(float(penalty.detach()))
-        scaler.scale(objective).backward()
+        total = batch_length(targets)
+        passes = (zip(split_batch(inputs, config.micro_batch), split_batch(targets, config.micro_batch))
+                  if config.micro_batch and config.micro_batch < total else [(inputs, targets)])
+        passes, loss = list(passes), 0.0
+        for index, (part_inputs, part_targets) in enumerate(passes):
+            part_inputs, part_targets = _to_device(part_inputs, device), _to_device(part_targets, device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                part_loss = loss_fn(_call(model, part_inputs), part_targets)
+            share = batch_length(part_targets) / total
+            objective = part_loss.float() * share
+            if config.l2 is not None and index == len(passes) - 1:  # the explicit L2 term once per step
+                penalty = config.l2(model)
+                objective = objective + penalty
+                penalties.append(float(penalty.detach()))
+            scaler.scale(objective).backward()
+            loss += float(part_loss.detach()) * share
         scaler.step(optimizer)
         scaler.update()
-        losses.append(float(loss.detach()))
+        losses.append(loss)
+        state.steps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if len(FIT_LOG[-1]["step_seconds"]) < 1000:
+            FIT_LOG[-1]["step_seconds"].append(time.perf_counter() - started)
         bar.set_postfix(loss=f"{np.mean(losses):.4g}")
+        if config.max_steps is not None and state.steps >= config.max_steps:
+            break
     if not losses:
         raise ValueError("the training data is empty (or smaller than one batch with drop_last)")
     row = {"train_loss": float(np.mean(losses))}
@@ -465,6 +533,7 @@ def _save_checkpoint(path: Path, config, model, optimizer, scheduler, scaler, st
         "format": CHECKPOINT_FORMAT,
         "config": config.fingerprint(),
         "epoch": state.epoch,
+        "steps": state.steps,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -510,7 +579,7 @@ def _load_checkpoint(path: Path, config, model, optimizer, scheduler, scaler, de
     except (KeyError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint does not fit this model or optimiser ({error})") from error
     return _TrainingState(
-        epoch=payload["epoch"], history=payload["history"], best_epoch=payload["best_epoch"],
+        epoch=payload["epoch"], steps=payload.get("steps", 0), history=payload["history"], best_epoch=payload["best_epoch"],
         best_value=payload["best_value"], best_state=payload["best_state"],
         evaluations_without_improvement=payload["evaluations_without_improvement"],
         stopped_early=payload["stopped_early"], finished=payload["finished"],

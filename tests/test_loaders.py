@@ -10,6 +10,7 @@ import pytest
 
 from mecore.data import DatasetError, load_dataset
 from mecore.data.synthetic import with_preamble
+from mecore.data.summary import counts
 from mecore.data.loaders import load_casme2, load_casme_sq, load_cde, load_samm, load_samm_lv, load_smic, load_smic_e
 
 
@@ -82,6 +83,38 @@ def test_casme_sq_short_folder_is_reported(tmp_path):
     assert data.annotations.empty and "do not cover the annotated 10..90" in data.repairs[0]
 
 
+def test_casme_sq_loads_video_folders_without_annotation(tmp_path):
+    """MEGC spots all 98 real videos, 3 of which no row names: the loader loads them, of the folder's subject."""
+    root = casme_sq_copy(tmp_path)
+    frames(root / "rawpic" / "s15" / "15_0508funnyfall", range(1, 41), "img{:03d}.jpg")  # subject with rows
+    frames(root / "rawpic" / "s17" / "17_0503funnycat", range(1, 21), "img{}.jpg")  # subject with no row
+    (root / "rawpic" / "s15" / "15_0505noframes").mkdir()  # no frame image: not a video
+    frames(root / "rawpic" / "s15" / "notes", range(1, 3), "img{}.jpg")  # frames, but not a video name
+    data = load_casme_sq(root)
+    assert sorted(data.videos) == ["15_0101", "15_0508", "16_0502", "17_0503"]
+    extra = data.video("15_0508")
+    assert (extra.subject, extra.folder.name, extra.first_frame, extra.last_frame, extra.fps) == \
+        ("s15", "15_0508funnyfall", 1, 40, 30.0)
+    assert data.video("17_0503").subject == "s17" and data.video("17_0503").n_frames == 20
+    assert data.subjects == ["s15", "s16", "s17"]  # a subject with only unannotated videos is a LOSO fold
+    assert data.intervals("15_0508").empty and len(data.annotations) == 3
+    line = next(r for r in data.repairs if "carry no annotation" in r)
+    assert line.startswith("2 video folders carry no annotation (s15/15_0508funnyfall as 15_0508, "
+                           "s17/17_0503funnycat as 17_0503)") and "MEGC" in line
+    assert any("not follow the dataset's naming" in r and "s15/notes" in r for r in data.repairs)
+    table = counts(data.annotations, data.videos)
+    assert table.loc["s17"].tolist() == [0, 0, 1] and table.loc["s15", "videos"] == 2
+    listed = load_casme_sq(root, annotations_only=True)
+    assert "15_0508" not in listed.videos and "17_0503" not in listed.videos and "s17" not in listed.subjects
+    assert not any("no annotation" in r for r in listed.repairs)
+
+
+def test_casme_sq_every_video_annotated_reports_nothing(tmp_path):
+    data = load_casme_sq(casme_sq_copy(tmp_path))
+    assert sorted(data.videos) == ["15_0101", "16_0502"]
+    assert not any("no annotation" in r or "naming" in r for r in data.repairs)
+
+
 # ---- SAMM Long Videos ----------------------------------------------------------------------------------
 
 def samm_lv_copy(root: Path, workbook="SAMM_LongVideos_V1_Release.xlsx", offset=30.40000000000009) -> Path:
@@ -110,6 +143,26 @@ def test_samm_lv_layout_and_quirks(tmp_path, workbook):
 def test_samm_lv_offset_beyond_frames_is_an_error(tmp_path):
     with pytest.raises(DatasetError, match=r"row 11: frames 1..60 .* do not cover the annotated 1..99"):
         load_samm_lv(samm_lv_copy(tmp_path, offset=99))
+
+
+def test_samm_lv_loads_video_folders_without_annotation(tmp_path):
+    root = samm_lv_copy(tmp_path)
+    frames(root / "SAMM_longvideos" / "006_2", range(1, 31), "006_2_{:04d}.jpg")
+    frames(root / "SAMM_longvideos" / "011_1", range(1, 21), "011_1_{:04d}.jpg")  # a subject with no movement
+    (root / "SAMM_longvideos" / "006_3").mkdir()  # no frame image: not a video
+    frames(root / "SAMM_longvideos" / "preview", range(1, 3), "preview_{:04d}.jpg")  # not a video name
+    data = load_samm_lv(root)
+    assert sorted(data.videos) == ["006_1", "006_2", "011_1"]
+    extra = data.video("011_1")
+    assert (extra.subject, extra.first_frame, extra.last_frame, extra.fps, extra.grayscale) == ("011", 1, 20, 200.0, True)
+    assert data.video("006_2").subject == "006" and data.video("006_2").frame(5).ndim == 2
+    assert data.subjects == ["006", "011"] and len(data.annotations) == 2
+    line = next(r for r in data.repairs if "carry no annotation" in r)
+    assert line.startswith("2 video folders carry no annotation (006_2, 011_1)")
+    assert any("does not follow the dataset's naming" in r and "preview" in r for r in data.repairs)
+    listed = load_samm_lv(root, annotations_only=True)
+    assert sorted(listed.videos) == ["006_1"] and listed.subjects == ["006"]
+    assert not any("no annotation" in r for r in listed.repairs)
 
 
 # ---- CASME II ------------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ raises :class:`~mecore.data.model.DatasetError` naming the file (and row). Docum
 * SMIC — no workbook: labels come from the folders, onset/offset are the clip's first/last frame,
   apex is NA (it is spotted later, FR paper Eq. 1). Subjects are written ``s1`` (``s01`` accepted).
 * SMIC-E — frames are numbered by position; onset/offset are made video-relative (``- FirstF``).
+* Long videos (CAS(ME)^2, SAMM-LV) — when frames are read, video folders that no annotation row names
+  are loaded too, as videos with no expression: the MEGC protocol spots and scores every video
+  (real CAS(ME)^2 has 98 videos, 95 of them annotated). Their number is reported; folders without
+  frame images are ignored, and folders that do not follow the dataset's naming are reported.
+  SMIC-E is left out: each of its long clips is cut around the micro-expression it is named after.
 * Subjects are strings everywhere; frame numbers are the numbers in the frame file names.
 """
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .model import Dataset, DatasetError, Video, annotation_frame
+from .model import IMAGE_SUFFIXES, Dataset, DatasetError, Video, annotation_frame
 
 CASME_SQ_WORKBOOKS = ("CAS(ME)^2code_final.xlsx", "code_final.xlsx", "CAS(ME)^2code_final(Updated).xlsx",
                       "CASME_sq_gt.xlsx")
@@ -147,12 +152,55 @@ def check_frames(videos: dict[str, Video], annotations: pd.DataFrame, repairs: l
     return annotations.loc[keep].reset_index(drop=True)
 
 
-def finish(name, root, rows, videos, repairs, kind, annotations_only, skip_missing, source) -> Dataset:
+def finish(name, root, rows, videos, repairs, kind, annotations_only, skip_missing, source,
+           scan_folders=None) -> Dataset:
+    """The dataset; with frames, rows are checked against them and, given ``scan_folders`` (a function
+    returning the frames root, the videos found in it and the folders not named as the dataset names
+    them), videos that no row names are added (:func:`add_unannotated`)."""
     annotations = annotation_frame(rows) if rows else annotation_frame([])
     if not annotations_only:
         annotations = check_frames(videos, annotations, repairs, skip_missing, source)
         videos = {k: v for k, v in videos.items() if v.folder.is_dir()}
+        if scan_folders is not None:
+            videos = add_unannotated(videos, *scan_folders(), repairs)
     return Dataset(name, root, annotations, videos, repairs, kind)
+
+
+def has_frames(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
+
+
+def add_unannotated(videos: dict[str, Video], frames_root: Path, found: list[Video], misnamed: list[Path],
+                    repairs: list[str], shown: int = 6) -> dict[str, Video]:
+    """``videos`` plus the ``found`` videos whose folder no annotated video reads (MEGC: every video is
+    spotted and scored), each reported in ``repairs``; so are ``misnamed`` folders and name clashes."""
+    def where(path: Path) -> str:
+        return path.relative_to(frames_root).as_posix() if path.is_relative_to(frames_root) else str(path)
+
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f", and {len(items) - shown} more" if len(items) > shown else "")
+
+    annotated = {video.folder.resolve() for video in videos.values()}
+    videos, added, clashes = dict(videos), [], []
+    for video in found:
+        if video.folder.resolve() in annotated:
+            continue
+        if video.name in videos:
+            clashes.append(f"{where(video.folder)} (video {video.name} is {where(videos[video.name].folder)})")
+            continue
+        videos[video.name] = video
+        added.append(where(video.folder) + ("" if video.folder.name == video.name else f" as {video.name}"))
+    if added:
+        repairs.append(f"{len(added)} video folder{'s carry' if len(added) > 1 else ' carries'} no annotation "
+                       f"({listed(added)}); they are spotted and scored like the others (MEGC protocol)")
+    if misnamed:
+        repairs.append(f"{len(misnamed)} folder{'s' if len(misnamed) > 1 else ''} of frames under {frames_root} "
+                       f"do{'es' if len(misnamed) == 1 else ''} not follow the dataset's naming, not loaded: "
+                       f"{listed([where(p) for p in misnamed])}")
+    if clashes:
+        repairs.append(f"{len(clashes)} video folder{'s' if len(clashes) > 1 else ''} name{'s' if len(clashes) == 1 else ''} "
+                       f"a video already loaded from another folder, not loaded: {listed(clashes)}")
+    return videos
 
 
 # ---- CAS(ME)^2 ------------------------------------------------------------------------------------
@@ -221,7 +269,34 @@ def load_casme_sq(root, annotations_only: bool = False, frames_dir: str = "rawpi
     if apex_missing:
         repairs.append(f"{apex_missing} rows had apex 0; apex set to not annotated")
     _note_rounding(parse, repairs)
-    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, True, book)
+    raws = {folder: raw for raw, folder in folders.values()}
+    known_codes = set(video_codes.values())
+    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, True, book,
+                  lambda: _casme_sq_scan(name, frames_root, raws, known_codes))
+
+
+def _casme_sq_scan(name: str, frames_root: Path, raws: dict[str, str], codes: set[str]) -> tuple[Path, list, list]:
+    """Every video folder with frames: ``{subject}/{raw}_{code}{words}`` -> video ``{raw}_{code}`` of subject
+    ``{subject}`` (``sNN`` or a folder of sheet 'naming rule1'; ``raw`` from that sheet, else the folder's)."""
+    found, misnamed = [], []
+    if not frames_root.is_dir():
+        return frames_root, found, misnamed
+    for subject_folder in sorted(p for p in frames_root.iterdir() if p.is_dir()):
+        subject = subject_folder.name
+        if subject not in raws and not re.fullmatch(r"s\d+", subject):
+            if has_frames(subject_folder) or any(has_frames(p) for p in subject_folder.iterdir() if p.is_dir()):
+                misnamed.append(subject_folder)
+            continue
+        for folder in sorted(p for p in subject_folder.iterdir() if p.is_dir()):
+            if not has_frames(folder):
+                continue
+            match = re.match(r"(\d+)_(.{4})", folder.name)
+            if match is None or not (match.group(2).isdigit() or match.group(2) in codes):
+                misnamed.append(folder)
+                continue
+            key = f"{raws.get(subject, str(int(match.group(1))))}_{match.group(2)}"
+            found.append(Video(name, subject, key, folder, 30.0))
+    return frames_root, found, misnamed
 
 
 def _casme_sq_folder(subject_folder: Path, code: str) -> Path:
@@ -276,7 +351,22 @@ def load_samm_lv(root, annotations_only: bool = False, frames_dir: str = "SAMM_l
         repairs.append(f"{apex_missing} rows had apex -1 (not annotated); apex set to not annotated")
     if onset_moved:
         repairs.append(f"{onset_moved} rows had an onset before the video's first frame; moved to the first frame")
-    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, False, book)
+    return finish(name, root, rows, videos, repairs, "spotting", annotations_only, False, book,
+                  lambda: _samm_lv_scan(name, root / frames_dir))
+
+
+def _samm_lv_scan(name: str, frames_root: Path) -> tuple[Path, list, list]:
+    """Every video folder with frames: ``006_1`` -> video ``006_1`` of subject ``006``."""
+    found, misnamed = [], []
+    if not frames_root.is_dir():
+        return frames_root, found, misnamed
+    for folder in sorted(p for p in frames_root.iterdir() if p.is_dir() and has_frames(p)):
+        match = re.fullmatch(r"(\d+)_\d+", folder.name)
+        if match is None:
+            misnamed.append(folder)
+            continue
+        found.append(Video(name, str(int(match.group(1))).zfill(3), folder.name, folder, 200.0, grayscale=True))
+    return frames_root, found, misnamed
 
 
 def _subject_number(value, path: Path, row: int, width: int) -> str:

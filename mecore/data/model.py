@@ -84,6 +84,7 @@ class Video:
     grayscale: bool = False
     extra: dict = field(default_factory=dict)
     frame_step: int = 1
+    max_frames: int | None = None  # keep only the first max_frames (kept) frames: a short trial of a long video
 
     @cached_property
     def frame_files(self) -> dict[int, Path]:
@@ -94,20 +95,26 @@ class Video:
         if not files:
             raise DatasetError(f"{self.folder}: no frame images in the folder of video {self.name!r}")
         if self.numbering == "position":
-            return dict(list(enumerate(files))[::self.frame_step])
+            return dict(list(enumerate(files))[::self.frame_step][:self.max_frames])
         numbered = {}
         for path in files:
             match = FRAME_NUMBER.search(path.stem)
             if match is None:
                 raise DatasetError(f"{path}: frame file name has no frame number")
             numbered[int(match.group(1))] = path
-        return dict(sorted(numbered.items())[::self.frame_step])
+        return dict(sorted(numbered.items())[::self.frame_step][:self.max_frames])
 
     def every(self, step: int) -> Video:
         """This video read at every ``step``-th frame: same frame numbers, ``fps / step``."""
         if step < 1:
             raise ValueError(f"frame step must be >= 1, got {step}")
         return self if step == 1 else replace(self, fps=self.fps / step, frame_step=self.frame_step * step)
+
+    def first(self, n: int) -> Video:
+        """This video cut to its first ``n`` frames (a trial run on a few seconds of a long video)."""
+        if n < 1:
+            raise ValueError(f"a video needs at least one frame, got {n}")
+        return replace(self, max_frames=n if self.max_frames is None else min(n, self.max_frames))
 
     @property
     def first_frame(self) -> int:

@@ -20,10 +20,17 @@ def durations_s(annotations: pd.DataFrame) -> pd.Series:
     return (annotations["offset"] - annotations["onset"] + 1).astype(float) / annotations["fps"]
 
 
-def counts(annotations: pd.DataFrame) -> pd.DataFrame:
-    """Expressions per subject and type, with videos per subject and a total row."""
+def counts(annotations: pd.DataFrame, videos: dict | None = None) -> pd.DataFrame:
+    """Expressions per subject and type, with videos per subject and a total row. Given the dataset's
+    ``videos``, those are counted, videos with no expression (and their subjects) included."""
     table = pd.crosstab(annotations["subject"], annotations["type"]).reindex(columns=["micro", "macro"], fill_value=0)
-    table["videos"] = annotations.groupby("subject")["video"].nunique()
+    if videos:
+        per_subject = pd.Series([video.subject for video in videos.values()]).value_counts()
+        table = table.reindex(sorted(set(table.index) | set(per_subject.index)), fill_value=0)
+        table.index.name = "subject"
+        table["videos"] = per_subject.reindex(table.index, fill_value=0)
+    else:
+        table["videos"] = annotations.groupby("subject")["video"].nunique()
     table.loc["total"] = table.sum()
     return table
 
@@ -60,7 +67,8 @@ def move_to_neutral(dataset: Dataset) -> pd.Series:
 
 def describe(dataset: Dataset, with_frames: bool = True) -> str:
     """The text report of ``python -m mecore data check``."""
-    lines = [repr(dataset), "", "Expressions per subject and type:", counts(dataset.annotations).to_string(), "",
+    lines = [repr(dataset), "", "Expressions per subject and type:",
+             counts(dataset.annotations, dataset.videos if dataset.kind == "spotting" else None).to_string(), "",
              "Durations (inclusive frames / fps):", duration_table(dataset.annotations).to_string()]
     if "emotion" in dataset.annotations and dataset.annotations["emotion"].notna().any():
         lines += ["", "Emotions:", dataset.annotations["emotion"].value_counts().to_string()]

@@ -97,15 +97,14 @@ from tqdm.auto import tqdm
 from mecore import paths
 from mecore.data.model import Dataset
 from mecore.data.splits import mesnet_train_val_split
-from mecore.metrics import interval_iou
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, register
+from mecore.inputs import clip_starts, expression_indices, resample_time
 from mecore.preprocess import CropSpec, preprocess_video, read_chunks
-from mecore.spotting import temporal_nms
+from mecore.spotting import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import (L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict, seed_everything,
                           select_by_validation, validation_accuracy)
 
-ME, NON_ME = 0, 1  # class indices: Eq. 10 writes ME as (1, 0)
 SPATIAL_CHANNELS = (8, 16, 32, 64)  # Table I
 TEMPORAL_CHANNELS = 128  # Sec. III-A
 FC_WIDTH = 300  # Sec. III-A, III-C
@@ -245,16 +244,6 @@ class ClassificationRegressionNetwork(nn.Module):
         return self.classify(hidden), self.regress(hidden)
 
 
-def resample_time(sequence: torch.Tensor, n: int) -> torch.Tensor:
-    """Linear interpolation of ``sequence`` (T, ...) to ``n`` steps along time, ends kept (differentiable)."""
-    length = sequence.shape[0]
-    position = torch.linspace(0, length - 1, n, device=sequence.device)
-    low = position.floor().long().clamp(max=length - 1)
-    high = (low + 1).clamp(max=length - 1)
-    weight = (position - low).view(-1, *([1] * (sequence.dim() - 1))).to(sequence.dtype)
-    return sequence[low] * (1 - weight) + sequence[high] * weight
-
-
 @dataclass
 class MESNetOutput:
     """What :class:`MESNet` returns for a batch of clips.
@@ -320,21 +309,6 @@ class MESNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ losses
-def window_labels(bounds: np.ndarray, expressions: np.ndarray,
-                  threshold: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 10: a window is ME when its IoU with the nearest (highest-IoU) ME exceeds ``threshold``.
-
-    ``bounds`` (W, 2) and ``expressions`` (E, 2) are inclusive frame intervals. Returns the class per
-    window (:data:`ME` / :data:`NON_ME`) and the index of its nearest ME (-1 without any ME).
-    """
-    if len(expressions) == 0 or len(bounds) == 0:
-        return np.full(len(bounds), NON_ME), np.full(len(bounds), -1)
-    iou = interval_iou(bounds[:, :1], bounds[:, 1:], expressions[None, :, 0], expressions[None, :, 1])
-    nearest = iou.argmax(axis=1)
-    positive = iou[np.arange(len(bounds)), nearest] > threshold
-    return np.where(positive, ME, NON_ME), np.where(positive, nearest, -1)
-
-
 def balance_mask(positive: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Eq. 11's random mask M: 1 on every positive; a negative is kept with probability
     (number of positives) / (number of negatives), so none is kept when there is no positive."""
@@ -353,24 +327,6 @@ def cpn_loss(cpn_logits: list[torch.Tensor], labels: list[torch.Tensor],
     mask = balance_mask(target == ME, generator)
     losses = F.cross_entropy(logits, target, reduction="none")
     return (mask * losses).sum() / mask.sum().clamp(min=1.0)
-
-
-def regression_targets(proposals: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    """Eq. 12's targets ``((a - a')/(b - a), (b - b')/(b - a))`` for proposals [a', b'] and truths [a, b]."""
-    proposals, truths = np.asarray(proposals, float), np.asarray(truths, float)
-    length = truths[:, 1] - truths[:, 0]
-    return np.stack([(truths[:, 0] - proposals[:, 0]) / length, (truths[:, 1] - proposals[:, 1]) / length], axis=1)
-
-
-def apply_regression(proposals: np.ndarray, offsets: np.ndarray, min_denominator: float = 0.1) -> np.ndarray:
-    """The output interval ``[a' + r1 (b - a), b' + r2 (b - a)]`` with ``b - a = (b' - a') / (1 + r1 - r2)``.
-
-    Solving Eq. 12's two target definitions for the unknown true length makes this the exact inverse of
-    :func:`regression_targets`. The denominator is floored at ``min_denominator``.
-    """
-    proposals, offsets = np.asarray(proposals, float), np.asarray(offsets, float)
-    length = (proposals[:, 1] - proposals[:, 0]) / np.maximum(1 + offsets[:, 0] - offsets[:, 1], min_denominator)
-    return np.stack([proposals[:, 0] + offsets[:, 0] * length, proposals[:, 1] + offsets[:, 1] * length], axis=1)
 
 
 def crn_loss(logits: torch.Tensor, regression: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
@@ -460,18 +416,6 @@ def normalise_flows(flows: dict[str, torch.Tensor], reference_videos) -> dict[st
     """Every flow divided by the standard deviation of the ``reference_videos`` (the training videos)."""
     scale = torch.cat([flows[name].flatten() for name in reference_videos]).std().clamp(min=1e-6)
     return {name: flow / scale for name, flow in flows.items()}
-
-
-def expression_indices(dataset: Dataset, videos, expression_type: str | None = None) -> pd.DataFrame:
-    """The annotation rows of ``videos`` with onset, apex and offset as row indices of the flow tensors."""
-    rows = dataset.annotations[dataset.annotations["video"].isin(list(videos))]
-    if expression_type is not None:
-        rows = rows[rows["type"] == expression_type]
-    rows = rows.copy()
-    for column in ("onset", "apex", "offset"):
-        rows[column] = [np.nan if pd.isna(value) else int(np.searchsorted(dataset.video(video).frame_numbers, value))
-                        for video, value in zip(rows["video"], rows[column])]
-    return rows.reset_index(drop=True)
 
 
 def free_starts(expressions: pd.DataFrame, video: str, n_frames: int, length: int) -> np.ndarray:
@@ -651,16 +595,6 @@ def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, trai
 
 
 # ---------------------------------------------------------------------------------------- prediction
-def clip_starts(n_frames: int, length: int, overlap: int) -> list[int]:
-    """Starts of clips of ``length`` frames, adjacent clips overlapping by ``overlap`` frames, the last
-    clip ending at the last frame (Sec. III-D: "except the final two clips")."""
-    length = min(length, n_frames)
-    starts = list(range(0, n_frames - length + 1, length - overlap))
-    if starts[-1] != n_frames - length:
-        starts.append(n_frames - length)
-    return starts
-
-
 @dataclass
 class ClipBatch:
     """The threshold-free part of a forward pass on a batch of a video's clips: the clips' first frames,

@@ -44,10 +44,13 @@ def source_fingerprint(video: Video) -> str:
 def entry_path(root: Path, video: Video, kind: str, params: dict) -> Path:
     """The entry's file; the video folder is keyed by its frame folder too, so copies of a dataset with the
     same video names (the smoke and default synthetic sets, two real copies) never share entries, and by the
-    frame step, so a video read at every k-th frame never shares the full-rate entries."""
+    frame step and the frame limit, so a video read at every k-th frame, or cut short, never shares the full
+    video's entries."""
     folder = hashlib.sha256(str(Path(video.folder).resolve()).encode()).hexdigest()[:8]
     every = f"-every{video.frame_step}" if video.frame_step > 1 else ""
-    return Path(root) / _safe(video.dataset) / f"{_safe(video.name)}-{folder}{every}" / f"{kind}-{digest(params)}.npy"
+    first = f"-first{video.max_frames}" if video.max_frames is not None else ""
+    return (Path(root) / _safe(video.dataset) / f"{_safe(video.name)}-{folder}{every}{first}"
+            / f"{kind}-{digest(params)}.npy")
 
 
 def _safe(name: str) -> str:

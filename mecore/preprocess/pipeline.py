@@ -19,22 +19,54 @@ from mecore.preprocess.flow import FLOW_SETTINGS, flow_with_strain, optical_flow
 from mecore.preprocess.lcn import LCN_SIGMA, LCN_TRUNCATE, lcn
 
 
-def _plan(n_frames: int, crop: CropSpec, lcn_on: bool, flow_steps: Sequence[int], flow_method: str,
-          lcn_sigma: float) -> dict[str, tuple[str, dict, tuple, np.dtype]]:
-    """Output name -> (cache kind, parameters that change it, shape, dtype)."""
+REAL = np.dtype(np.float16)  # real-valued entries (LCN, flows): half the bytes of float32, ~3 significant digits
+FLOW_CHANNELS = {"xy": 2, "xys": 3}  # dx, dy (what the spotters read); dx, dy, optical strain
+
+
+def entry_plan(n_frames: int, crop: CropSpec, lcn_on: bool = False, flow_steps: Sequence[int] = (),
+               flow_method: str = "dis", lcn_sigma: float = LCN_SIGMA, flow_channels: str = "xys",
+               flow_size: int | None = None) -> dict[str, tuple[str, dict, tuple, np.dtype]]:
+    """Output name -> (cache kind, parameters that change it, shape, dtype) of :func:`preprocess_video`:
+    what a video's entries will hold, known before anything is computed (``mecore plan`` sizes caches with it)."""
     face_shape = (crop.size, crop.size) if crop.gray else (crop.size, crop.size, 3)
     spec = crop.cache_key()
     plan = {"crops": ("crops", {"crop": spec}, (n_frames, *face_shape), np.dtype(np.uint8))}
     if lcn_on:
-        plan["lcn"] = ("lcn", {"crop": spec, "sigma": lcn_sigma, "truncate": LCN_TRUNCATE},
-                       (n_frames, *face_shape), np.dtype(np.float32))
+        plan["lcn"] = ("lcn", {"crop": spec, "sigma": lcn_sigma, "truncate": LCN_TRUNCATE, "dtype": REAL.name},
+                       (n_frames, *face_shape), REAL)
+    if flow_channels not in FLOW_CHANNELS:
+        raise ValueError(f"unknown flow channels {flow_channels!r}; choose one of {sorted(FLOW_CHANNELS)}")
+    size = crop.size if flow_size is None else int(flow_size)
+    if not 1 <= size <= crop.size:
+        raise ValueError(f"flow_size must be between 1 and the crop size {crop.size}, got {flow_size}")
     for k in flow_steps:
         if k < 1:
             raise ValueError(f"flow steps must be >= 1, got {k}")
         plan[f"flow{k}"] = (f"flow{k}", {"crop": spec, "k": k, "method": flow_method,
-                                         "settings": FLOW_SETTINGS[flow_method]},
-                            (max(n_frames - k, 0), crop.size, crop.size, 3), np.dtype(np.float32))
+                                         "settings": FLOW_SETTINGS[flow_method], "channels": flow_channels,
+                                         "size": size, "dtype": REAL.name},
+                            (max(n_frames - k, 0), size, size, FLOW_CHANNELS[flow_channels]), REAL)
     return plan
+
+
+def area_mean(rows: np.ndarray, size: int) -> np.ndarray:
+    """Rows (n, H, W[, C]) averaged over areas to (n, size, size[, C]) in float32, with PyTorch's
+    ``adaptive_avg_pool2d`` windows (``floor(i H / size)`` to ``ceil((i + 1) H / size)``), so a cache entry
+    pooled here equals pooling the full-size rows with torch; no-op at the same size."""
+    out = np.asarray(rows, dtype=np.float32)
+    for axis in (1, 2):
+        n_in = out.shape[axis]
+        if n_in == size:
+            continue
+        starts = (np.arange(size) * n_in) // size
+        ends = -((-(np.arange(1, size + 1) * n_in)) // size)
+        total = np.cumsum(out, axis=axis, dtype=np.float64)
+        total = np.concatenate([np.zeros_like(total.take([0], axis=axis)), total], axis=axis)
+        shape = [1] * out.ndim
+        shape[axis] = size
+        out = ((total.take(ends, axis=axis) - total.take(starts, axis=axis))
+               / (ends - starts).reshape(shape)).astype(np.float32)
+    return out
 
 
 def _iter_entry(path: Path, chunk: int) -> Iterator[tuple[None, np.ndarray]]:
@@ -61,22 +93,26 @@ def read_chunks(array: np.ndarray, chunk: int = 1024) -> Iterator[np.ndarray]:
 
 def preprocess_video(source: Video | np.ndarray, crop: CropSpec = CropSpec(), *, lcn_faces: bool = False,
                      flow_steps: Sequence[int] = (), flow_method: str = "dis", lcn_sigma: float = LCN_SIGMA,
+                     flow_channels: str = "xys", flow_size: int | None = None,
                      cache: bool = True, cache_root: Path | str | None = None, chunk: int = 256,
                      progress: bool = True) -> dict[str, np.ndarray]:
     """Face crops, optionally their LCN (Yap et al. Eq. 1) and flows from frame t to t + k, in one streamed pass.
 
-    Returns ``{"crops": (N, S, S) uint8, "lcn": (N, S, S) float32, "flow<k>": (N - k, S, S, 3) float32}``
+    Returns ``{"crops": (N, S, S) uint8, "lcn": (N, S, S) float16, "flow<k>": (N - k, F, F, C) float16}``
     (LCN and flows only when asked for; colour crops have a trailing 3). Row ``i`` of ``flow<k>`` is the flow
-    from the i-th frame to the (i + k)-th (``source.frame_numbers``) with channels dx, dy, optical strain,
-    computed on the grey crops. For a Video with ``cache=True`` the results are read-only memory maps of cache
+    from the i-th frame to the (i + k)-th (``source.frame_numbers``), computed on the grey crops, with channels
+    dx, dy (``flow_channels="xy"``) or dx, dy, optical strain (``"xys"``), area-averaged from S to
+    ``flow_size`` = F px (:func:`area_mean`; default S). Real-valued entries are stored as float16: a model
+    reads only the channels and the size it needs, at a quarter to a twelfth of the float32 bytes.
+    For a Video with ``cache=True`` the results are read-only memory maps of cache
     entries under ``cache_root`` (default ``mecore.paths.cache_dir()``); only missing or invalid entries are
-    computed, and memory holds one chunk of frames whatever the video length. An array source (N, H, W[, 3]) is
-    processed in memory.
+    computed, and memory holds one chunk of frames whatever the video length (read them row range by row
+    range with :class:`mecore.inputs.Rows`). An array source (N, H, W[, 3]) is processed in memory.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     n_frames = source.n_frames if isinstance(source, Video) else len(source)
-    plan = _plan(n_frames, crop, lcn_faces, tuple(flow_steps), flow_method, lcn_sigma)
+    plan = entry_plan(n_frames, crop, lcn_faces, tuple(flow_steps), flow_method, lcn_sigma, flow_channels, flow_size)
     use_cache = cache and isinstance(source, Video)
     results, paths_todo, fingerprint = {}, {}, None
     if use_cache:
@@ -115,10 +151,13 @@ def preprocess_video(source: Video | np.ndarray, crop: CropSpec = CropSpec(), *,
                 window = grey if tail is None else np.concatenate([tail, grey])
                 first_new = 0 if tail is None else len(tail)
                 for k in steps:
-                    outputs[f"flow{k}"] = window_flows(window, first_new, k, flow_method)
+                    _, _, shape, _ = plan[f"flow{k}"]
+                    flows = window_flows(window, first_new, k, flow_method)[..., :shape[-1]]
+                    outputs[f"flow{k}"] = area_mean(flows, shape[1]) if len(flows) else flows
                 tail = window[-max(steps):]
             for name, sink in sinks.items():
-                (sink.write if use_cache else sink.append)(outputs[name])
+                rows = outputs[name].astype(plan[name][3], copy=False)
+                (sink.write if use_cache else sink.append)(rows)
             bar.update(len(crops))
     for name, sink in sinks.items():
         if use_cache:
