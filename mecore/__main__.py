@@ -4,6 +4,7 @@
   data check      load a dataset (real or synthetic), print counts, durations and repairs
   notebooks       execute the numbered notebooks with papermill into the run folder
   loso            leave-one-subject-out evaluation of a registered model, folds fanned out over Dask
+  plan            what a LOSO run will cost (RAM, device memory, cache, time), measured on a short trial
   spot            spot expressions in your own video (file or frame folder) with a model trained by loso
 """
 from __future__ import annotations
@@ -156,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .loso import add_cli as add_loso
 
+    from .plan import add_cli as add_plan
+
     add_loso(commands)
+    add_plan(commands)
     _add_spot(commands)
     return parser
 

@@ -52,7 +52,9 @@ class Rows:
             self.path = Path(source)
             with open(self.path, "rb") as handle:
                 version = np.lib.format.read_magic(handle)
-                shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(handle)
                 self.offset = handle.tell()
             if fortran:
                 raise ValueError(f"{self.path}: Fortran-ordered entries are not read row by row")

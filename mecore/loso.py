@@ -290,6 +290,14 @@ def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, conventi
     return table, pd.DataFrame(rows), None
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that name a run: model, dataset, root of a licensed copy, profile (``loso``, ``plan``)."""
+    parser.add_argument("--model", required=True, help="a registered model name")
+    parser.add_argument("--dataset", required=True, help="a dataset name for mecore.data.load_dataset")
+    parser.add_argument("--root", type=Path, help="folder of a licensed copy (real datasets; synth_* need none)")
+    parser.add_argument("--profile", choices=paths.PROFILES, help="default: $MECORE_PROFILE or 'default'")
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``loso`` subcommand (``python -m mecore loso --model NAME --dataset NAME ...``).
 
@@ -299,10 +307,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "loso", help="leave-one-subject-out evaluation of a model on a dataset",
         description="Run LOSO (one fold per subject), resuming finished folds, and print the pooled "
                     "and per-fold result tables.")
-    parser.add_argument("--model", required=True, help="a registered model name")
-    parser.add_argument("--dataset", required=True, help="a dataset name for mecore.data.load_dataset")
-    parser.add_argument("--root", type=Path, help="folder of a licensed copy (real datasets; synth_* need none)")
-    parser.add_argument("--profile", choices=paths.PROFILES, help="default: $MECORE_PROFILE or 'default'")
+    add_run_arguments(parser)
     parser.add_argument("--scheduler", help="'sync' (this process), 'local' (a LocalCluster sized to this "
                                             "machine; the default) or a Dask scheduler address, "
                                             "e.g. tcp://10.1.2.3:8786")

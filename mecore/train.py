@@ -215,9 +215,9 @@ def fit(
         seed_everything(config.seed)
 
     bar = tqdm(total=config.epochs, initial=state.epoch, desc="epochs", disable=not progress, leave=False)
-    FIT_LOG.append({"samples": len(train_data), "batch_size": config.batch_size,
-                    "micro_batch": config.micro_batch or config.batch_size, "device": device.type,
-                    "step_seconds": [], "peak_device_bytes": None})
+    FIT_LOG.append({"samples": len(train_data), "batch_size": config.batch_size, "drop_last": config.drop_last,
+                    "micro_batch": min(config.micro_batch or config.batch_size, config.batch_size),
+                    "epochs": config.epochs, "device": device.type, "step_seconds": [], "peak_device_bytes": None})
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     while not state.finished:

@@ -1,5 +1,7 @@
-"""BiFPN-I3D (mecore.models.bifpn_i3d): inflation, BiFPN levels and fusion weights, focal loss, shapes."""
+"""BiFPN-I3D (mecore.models.bifpn_i3d): inflation, BiFPN levels and fusion weights, focal loss, shapes, streamed
+inputs, step limits and micro-batches."""
 import math
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -8,11 +10,16 @@ import torch
 import torch.nn.functional as F
 
 import mecore.models.bifpn_i3d as bifpn_i3d
+from mecore.inputs import Rows
 from mecore.models import get_model
-from mecore.train import CheckpointError
+from mecore.preprocess import CropSpec, preprocess_video
+from mecore.spotting import apply_regression
+from mecore.train import FIT_LOG, CheckpointError
 from mecore.models.bifpn_i3d import (EXPRESSION, LEVEL_STRIDES, BiFPN, BiFPNI3D, FusionNode, SpottingLoss,
-                                     TwoStreamClips, candidate_targets, focal_loss, inflate_conv, load_pretrained)
-from mecore.models.mesnet import apply_regression
+                                     TwoStreamClips, candidate_targets, focal_loss, inflate_conv, load_inputs,
+                                     load_pretrained, micro_batch_size, tiling, train_model)
+
+NO_EXPRESSIONS = pd.DataFrame(columns=["video", "onset", "offset"])
 
 SMALL = dict(frame_channels=1, width=0.0625, bifpn_channels=8, bifpn_layers=2, crn_channels=8, fc_width=16)
 
@@ -120,19 +127,100 @@ def test_candidate_targets_round_trip_and_loss_backpropagates():
 
 
 def test_training_flip_negates_horizontal_flow():
-    frames = {"v": torch.arange(2 * 6 * 6, dtype=torch.float32).view(1, 2, 6, 6)}
-    flows = {"v": torch.stack([torch.ones(2, 6, 6), torch.full((2, 6, 6), 2.0)])}
-    data = TwoStreamClips(frames, flows, [("v", 0)], pd.DataFrame(columns=["video", "onset", "offset"]), 2, 6,
+    crops = np.arange(2 * 6 * 6, dtype=np.uint8).reshape(2, 6, 6)
+    flow = np.stack([np.ones((2, 6, 6)), np.full((2, 6, 6), 2.0)], axis=-1).astype(np.float16)
+    data = TwoStreamClips({"v": Rows(crops)}, {"v": Rows(flow)}, 0.5, [("v", 0)], NO_EXPRESSIONS, 2, 6, 6,
                           train=True)
+    expected = torch.from_numpy(crops).float()[None] / 127.5 - 1
     seen = set()
     for seed in range(20):
         torch.manual_seed(seed)
-        (clip, flow), target = data[0]
-        flipped = bool(flow[0].mean() < 0)
+        (clip, motion), target = data[0]
+        flipped = bool(motion[0].mean() < 0)
         seen.add(flipped)
-        assert torch.equal(clip, frames["v"].flip(-1) if flipped else frames["v"])
-        assert (flow[1] == 2).all() and target.shape == (1, 2) and torch.isnan(target).all()
+        assert torch.equal(clip, expected.flip(-1) if flipped else expected)
+        assert (motion[0].abs() == 2).all() and (motion[1] == 4).all()  # divided by the scale 0.5
+        assert target.shape == (1, 2) and torch.isnan(target).all()
     assert seen == {True, False}
+
+
+def test_streamed_clips_equal_the_in_memory_inputs(smoke_root):
+    """A clip read row by row from the cache equals the former whole-video tensors: frames bit for bit (same
+    float ops per frame), flows (float16 dx, dy at load_size, divided by the training std) within float16
+    rounding; and the dataset pickles as paths and index lists, without any video's rows."""
+    from mecore.data import load_dataset
+
+    config = get_model("bifpn_i3d").config("smoke")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    videos = sorted(dataset.videos)
+    train_videos, size = videos[1:], config["load_size"]
+    frames, flows, scale = load_inputs(dataset, videos, train_videos, config)
+    assert all(isinstance(rows, Rows) for rows in [*frames.values(), *flows.values()])
+    crop, step = CropSpec(**config["crop"]), config["flow_step"]
+    old_frames, old_flows = {}, {}  # the former load_frames / load_flows + normalise_flows, in memory
+    for name in videos:
+        entries = preprocess_video(dataset.video(name), crop, flow_steps=(step,), flow_method=config["flow_method"],
+                                   progress=False)
+        crops = torch.from_numpy(np.array(entries["crops"]))[:, None].float() / 127.5 - 1
+        old_frames[name] = F.adaptive_avg_pool2d(crops, size).transpose(0, 1).contiguous()
+        motion = F.adaptive_avg_pool2d(torch.from_numpy(np.array(entries[f"flow{step}"][..., :2])).float()
+                                       .permute(0, 3, 1, 2), size)
+        old_flows[name] = torch.cat([motion, motion.new_zeros((step, *motion.shape[1:]))]).transpose(0, 1)
+        assert len(frames[name]) == len(flows[name]) == dataset.video(name).n_frames == old_frames[name].shape[1]
+    old_scale = torch.cat([old_flows[name].flatten() for name in train_videos]).std()
+    assert scale == pytest.approx(float(old_scale), rel=2e-3)
+    length, input_size = config["clip_length"], config["input_size"]
+    clips = tiling({name: len(frames[name]) for name in videos}, length)
+    data = TwoStreamClips(frames, flows, scale, clips, NO_EXPRESSIONS, length, input_size, size, train=False)
+    margin = (size - input_size) // 2
+    window = (..., slice(margin, margin + input_size), slice(margin, margin + input_size))
+    for index in (0, len(clips) - 1):  # the last clip of the last video holds the zero flow rows
+        video, start = clips[index]
+        (clip, motion), _ = data[index]
+        assert torch.equal(clip, old_frames[video][:, start:start + length][window])
+        old_motion = (old_flows[video][:, start:start + length] / old_scale)[window]
+        torch.testing.assert_close(motion, old_motion, rtol=4e-3, atol=4e-3 * float(old_motion.abs().max()))
+    assert (motion[:, -step:] == 0).all()
+    # the dataset holds paths and index lists: a few kB, whatever the videos' length
+    blob = pickle.dumps(data)
+    assert len(blob) < 8_000 < sum(len(rows) * rows.row_bytes for rows in frames.values())
+    restored = pickle.loads(blob)
+    for index in range(len(data)):
+        assert all(torch.equal(a, b) for a, b in zip(restored[index][0], data[index][0]))
+
+
+def test_micro_batch_size_keeps_every_pass_above_one_clip():
+    assert micro_batch_size(None, 32) is None and micro_batch_size(32, 32) is None and micro_batch_size(40, 8) is None
+    assert micro_batch_size(8, 32) == 8 and micro_batch_size(5, 32) == 5
+    assert micro_batch_size(4, 5) == 3  # 5 = 4 + 1 would leave a pass of one clip
+    assert micro_batch_size(3, 7) == 4  # 3 and 2 both leave one; 4 + 3
+    assert get_model("bifpn_i3d").config("paper")["batch_size"] % get_model("bifpn_i3d").config("paper")[
+        "micro_batch"] == 0
+    with pytest.raises(ValueError, match="micro_batch must be >= 2"):
+        micro_batch_size(1, 8)
+
+
+def test_micro_batches_accumulate_to_the_batch(monkeypatch):
+    """A step of batch 4 in micro-batches of 2: two forward passes of 2 clips, one optimiser step of 4."""
+    rng = np.random.default_rng(0)
+    frames = {"v": Rows(rng.integers(0, 256, (96, 24, 24), dtype=np.uint8))}
+    flows = {"v": Rows(rng.normal(size=(96, 20, 20, 2)).astype(np.float16))}
+    expressions = pd.DataFrame({"video": ["v"], "onset": [10], "offset": [20]})
+    config = {**get_model("bifpn_i3d").config("smoke"), "clip_length": 32, "batch_size": 4, "micro_batch": 2,
+              "epochs": 1}
+    passes = []
+    build = bifpn_i3d.build_model
+
+    def counted(cfg):
+        model = build(cfg)
+        model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+        return model
+
+    monkeypatch.setattr(bifpn_i3d, "build_model", counted)
+    result = train_model(frames, flows, 1.0, expressions, ["v"], config)
+    assert passes == [2, 2] and len(result.history) == 1  # 5 clips, drop_last: one step of 4
+    log = FIT_LOG[-1]
+    assert (log["samples"], log["batch_size"], log["micro_batch"], len(log["step_seconds"])) == (5, 4, 2, 1)
 
 
 def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
@@ -144,10 +232,12 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
     assert spec.spotting_convention == "mesnet" and {"smoke", "default", "paper"} <= set(spec.configs)
     assert spec.config("paper")["batch_size"] == 32 and spec.config("paper")["lr"] == 1e-4
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
-    config = {**spec.config("smoke"), "epochs": 1, "top_threshold": 0.0}
+    # batch 2 of the 8 training clips: 4 steps an epoch; max_steps stops the first epoch after 3
+    config = {**spec.config("smoke"), "batch_size": 2, "max_steps": 3, "top_threshold": 0.0}
     subjects = dataset.subjects
     record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
                       num_threads=None)
+    assert (FIT_LOG[-1]["samples"], FIT_LOG[-1]["batch_size"], len(FIT_LOG[-1]["step_seconds"])) == (8, 2, 3)
     predictions = record["predictions"]
     assert len(predictions) and set(predictions["type"]) <= {"micro", "macro"}
     assert predictions["score"].between(0, 1).all() and (predictions["onset"] <= predictions["offset"]).all()

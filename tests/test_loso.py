@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def classifier(fold: LosoFold, make_tensors, network: nn.Module, classes: list[s
     """Train ``network`` with cross-entropy on the fold's training rows with mecore.train; predict its test rows
     (with the winning class's probability, so that a change in the last bits of the weights shows)."""
     config = TrainConfig(optimizer=optimizer, epochs=fold.config["epochs"], batch_size=batch_size,
-                         monitor="train_loss", seed=fold.seed)
+                         monitor="train_loss", seed=fold.seed, max_steps=fold.config.get("max_steps"))
     result = fit(network, nn.CrossEntropyLoss(), make_tensors(fold.train_rows), None,
                  config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
     test = fold.test_rows
@@ -384,3 +385,17 @@ def test_dataset_overrides_apply_to_their_family_and_read_fast_videos_at_most_ma
     assert list(view.video(name).frame_numbers) == list(data.video(name).frame_numbers[::7])
     assert data.at_most_fps(None) is data and view.at_most_fps(30) is view
     assert load_dataset("synth_casme_sq", profile="smoke").at_most_fps(30).videos  # 30 fps: unchanged
+
+
+def test_a_trial_runs_the_first_folds_with_capped_steps_apart_from_full_runs(tmp_path):
+    full = loso(tmp_path)
+    trial = loso(tmp_path, folds=2, max_steps=1)
+    assert trial.folder != full.folder and trial.computed == SUBJECTS[:2]
+    assert sorted(trial.predictions["subject"].unique()) == SUBJECTS[:2]
+    assert json.loads((trial.folder / "config.json").read_text())["config"]["max_steps"] == 1
+    assert "pooled over 2 folds" in trial.report()
+    for subject in SUBJECTS[:2]:
+        checkpoint = torch.load(trial.folder / "checkpoints" / subject / "checkpoint.pt", weights_only=True)
+        assert checkpoint["steps"] == 1 and checkpoint["finished"]
+    with pytest.raises(ValueError, match="max_steps"):
+        loso(tmp_path, max_steps=0)

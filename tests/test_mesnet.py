@@ -1,4 +1,6 @@
-"""MESNet (mecore.models.mesnet): shapes, receptive fields, Eq. 10-13 pieces, clips, registration."""
+"""MESNet (mecore.models.mesnet): shapes, receptive fields, Eq. 10-13 pieces, clips, streamed inputs, registration."""
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -182,3 +184,114 @@ def test_predict_with_thresholds_matches_loso_and_filters(tmp_path, smoke_root, 
     assert largest_overlap(no_nms["cpn"]) > config["t_nms"]  # T_nms = 1: overlapping windows stay
     with pytest.raises(ValueError, match="t_eval"):
         mesnet.predict_with_thresholds(dataset, [{"t_eval": 0.3}], "smoke")
+
+
+def test_streamed_clips_equal_the_in_memory_flows(smoke_root):
+    """A clip read through the datasets equals the former in-memory computation (full-size float32 flow,
+    adaptive_avg_pool2d to the input size, zero rows for the last flow_step frames, divided by the std of the
+    training videos' concatenation) within float16 rounding."""
+    from mecore.data import load_dataset
+    from mecore.models import mesnet
+    from mecore.preprocess import CropSpec, preprocess_video
+    from mecore.preprocess.face import to_gray
+    from mecore.preprocess.flow import window_flows
+
+    config = get_model("mesnet_crn").config("smoke")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    names = sorted(dataset.videos)
+    train, test = names[:2], names[2]
+    crop, step, size = CropSpec(**config["crop"]), config["flow_step"], config["input_size"]
+    old = {}
+    for name in names:
+        crops = np.asarray(preprocess_video(dataset.video(name), crop, progress=False)["crops"])
+        grey = crops if crop.gray else np.stack([to_gray(face) for face in crops])
+        full = torch.from_numpy(window_flows(grey, 0, step, config["flow_method"])[..., :2]).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(full, size)
+        old[name] = torch.cat([pooled, pooled.new_zeros((step, *pooled.shape[1:]))])
+    old_scale = torch.cat([old[name].flatten() for name in train]).std()
+    flows = mesnet.stream_flows(dataset, names, train, config)
+    assert flows[test].scale == pytest.approx(float(old_scale), rel=1e-3)
+    for name in names:
+        assert len(flows[name]) == dataset.video(name).n_frames == len(old[name])
+        torch.testing.assert_close(flows[name][0:len(old[name])], old[name] / old_scale, rtol=1e-3, atol=1e-3)
+
+    def assert_resampled_close(streamed, rows, n):  # the rows' tolerance carried through the interpolation
+        expected, bound = resample_time(rows, n), 1e-3 + 1e-3 * resample_time(rows.abs(), n)
+        assert streamed.shape == expected.shape and streamed.dtype == torch.float32
+        assert ((streamed - expected).abs() <= bound).all()
+
+    normalised = old[test] / old_scale
+    clip_length, clip_frames, start = 40, 25, 320  # a clip over the zero rows at the video's end
+    clips = mesnet.MESNetClips(flows, [(test, start)], pd.DataFrame(columns=["video", "onset", "offset"]),
+                               clip_length, clip_frames)
+    assert_resampled_close(clips[0][0], normalised[start:start + clip_length], clip_frames)
+    pretrain = mesnet.PretrainClips(flows, [(test, 10, 30, ME)], config["n_pre"])
+    assert_resampled_close(pretrain[0][0], normalised[10:31], config["n_pre"])
+
+
+@pytest.mark.parametrize("n_frames", [200, 20_000])
+def test_datasets_hold_no_video_arrays(tmp_path, n_frames):
+    """The training datasets keep cache paths and index lists: their pickled size does not grow with the videos'
+    length, and an unpickled dataset (a DataLoader worker's copy) reads the same clips."""
+    from mecore.inputs import Rows
+    from mecore.models import mesnet
+
+    rng = np.random.default_rng(0)
+    flows = {}
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.npy"
+        np.save(path, rng.normal(size=(n_frames - 4, 16, 16, 2)).astype(np.float16))
+        flows[name] = mesnet.VideoFlow(Rows(path, length=n_frames), 1.7)
+    micro = pd.DataFrame({"video": ["a", "b"], "onset": [20, 50], "offset": [30, 60]})
+    datasets = [mesnet.MESNetClips(flows, [("a", 0), ("b", 30), ("b", 100)], micro, 100, 50),
+                mesnet.PretrainClips(flows, [("a", 20, 30, ME), ("b", 100, 115, NON_ME)], 16)]
+    for data in datasets:
+        blob = pickle.dumps(data)
+        assert len(blob) < 8_000, len(blob)  # a 200-frame video's rows alone are 200 KB
+        copy = pickle.loads(blob)
+        for index in range(len(data)):
+            torch.testing.assert_close(copy[index][0], data[index][0])
+    clip = datasets[0][2][0]
+    rows = np.concatenate([np.load(tmp_path / "b.npy"), np.zeros((4, 16, 16, 2))])[100:200].astype(np.float32)
+    torch.testing.assert_close(clip, resample_time(torch.from_numpy(rows).permute(0, 3, 1, 2) / 1.7, 50))
+
+
+def test_fold_with_max_steps_trains_that_many_steps(tmp_path, smoke_root, monkeypatch):
+    """``max_steps`` (run_loso's trial of a configuration) reaches pre-training and MESNet training and keys the
+    checkpoint folders; predictions stream clip batches from the cache."""
+    from mecore import train
+    from mecore.data import load_dataset
+    from mecore.loso import run_loso
+    from mecore.models import LosoFold, mesnet
+
+    assert mesnet.SPECS["mesnet_crn"].config("paper")["micro_batch"] is None
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    config = mesnet.SPECS["mesnet_crn"].config("smoke")
+    full, trial = (LosoFold(dataset, dataset.subjects[0], dataset.subjects[1:], values, tmp_path)
+                   for values in (config, {**config, "max_steps": 2}))
+    for keys in (None, mesnet.PRETRAIN_KEYS):  # a trial's checkpoints never stand in for a full run's
+        assert mesnet.model_dir(full, keys) != mesnet.model_dir(trial, keys)
+    folders = []
+
+    def model_dir(fold, keys=None):
+        folders.append(fold.config.get("max_steps"))
+        return tmp_path / "models" / fold.test_subject / ("pretrain-keys" if keys else "all")
+
+    monkeypatch.setattr(mesnet, "model_dir", model_dir)
+    torch.set_num_threads(1)
+    logged = len(train.FIT_LOG)
+    # validate_every 2 > the epochs a 2-step trial lasts: the trial's last epoch is validated all the same
+    result = run_loso("mesnet_crn", dataset, "smoke", config={"validate_every": 2}, scheduler="sync",
+                      results_dir=tmp_path / "loso", folds=1, max_steps=2, progress=False)
+    fits = train.FIT_LOG[logged:]
+    assert len(fits) == config["pretrain_candidates"] + 1  # every pre-training candidate, then MESNet
+    assert [len(record["step_seconds"]) for record in fits] == [2] * len(fits)
+    pretraining = torch.load(tmp_path / "models" / dataset.subjects[0] / "pretrain-keys" / "pretrain" / "seed-0" /
+                             train.CHECKPOINT_NAME, weights_only=True)
+    assert pretraining["steps"] == 2 and not np.isnan(pretraining["history"][-1]["val_accuracy"])
+    assert set(folders) == {2}
+    checkpoint = torch.load(tmp_path / "models" / dataset.subjects[0] / "all" / "mesnet" / train.CHECKPOINT_NAME,
+                            weights_only=True)
+    assert checkpoint["steps"] == 2 and checkpoint["finished"]
+    assert list(result.predictions.columns)[:5] == ["subject", "video", "onset", "offset", "type"]
+    assert set(result.predictions["subject"]) <= {dataset.subjects[0]}

@@ -199,18 +199,158 @@ def test_sliding_median_reference_subtracts_the_local_median_computed_once(smoke
     data = load_dataset("synth_casme_sq", profile="smoke")
     name = sorted(data.videos)[0]
     config = {**CONFIGS["smoke"], "reference": "sliding_median", "reference_half_s": 0.2}
-    frames = stsnet.video_frames(data, name, config)
-    crops = np.asarray(stsnet.face_crops(data, name, config), dtype=np.float32) / 255
+    frames = stsnet.video_input(data, name, config)[:]
+    crops = stsnet.face_crops(data, name, config)[:].astype(np.float32) / 255
     half = round(0.2 * data.video(name).fps)
     for i in (0, len(crops) // 2, len(crops) - 1):  # fewer frames at the ends
         expected = crops[i] - np.median(crops[max(0, i - half):i + half + 1], axis=0)
-        np.testing.assert_array_equal(frames[i], expected)
+        np.testing.assert_allclose(frames[i], expected, rtol=0, atol=1e-7)
     entries = sorted(tmp_path.rglob("sliding_median-*.npy"))
-    assert len(entries) == 1
+    assert len(entries) == 1 and np.load(entries[0], mmap_mode="r").dtype == np.float16
     written = entries[0].stat().st_mtime_ns
-    np.testing.assert_array_equal(stsnet.video_frames(data, name, config), frames)
+    np.testing.assert_array_equal(stsnet.video_input(data, name, config)[:], frames)
     assert entries[0].stat().st_mtime_ns == written  # read, not recomputed
-    stsnet.video_frames(data, name, {**config, "reference_half_s": 0.4})
+    stsnet.video_input(data, name, {**config, "reference_half_s": 0.4})
     assert len(list(tmp_path.rglob("sliding_median-*.npy"))) == 2  # another window, another entry
     with pytest.raises(ValueError, match="unknown reference"):
-        stsnet.video_frames(data, name, {**config, "reference": "mean"})
+        stsnet.video_input(data, name, {**config, "reference": "mean"})
+
+
+def old_video_frames(crops: np.ndarray, reference, half: int = 0) -> np.ndarray:
+    """The former in-memory input of a whole video: float32 crops / 255 minus a float32 reference."""
+    frames = np.asarray(crops, dtype=np.float32) / 255
+    if reference == "video_median":
+        frames -= np.median(frames, axis=0)
+    elif reference == "sliding_median":
+        frames -= np.stack([np.median(frames[max(0, i - half):i + half + 1], axis=0) for i in range(len(frames))])
+    return frames
+
+
+@pytest.mark.parametrize("reference", [None, "video_median", "sliding_median"])
+def test_streamed_windows_equal_the_in_memory_input(smoke_root, tmp_path, monkeypatch, reference):
+    from mecore.data import load_dataset
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
+    data = load_dataset("synth_casme_sq", profile="smoke")
+    name = sorted(data.videos)[0]
+    config = {**CONFIGS["smoke"], "reference": reference, "reference_half_s": 0.2}
+    half = round(0.2 * data.video(name).fps)
+    inputs = stsnet.video_input(data, name, config)
+    old = old_video_frames(stsnet.face_crops(data, name, config)[:], reference, half)
+    labels = stsnet.frame_labels(data, name)
+    windows = TrainingWindows([(inputs, labels)], k=5)
+    assert len(windows) == len(old) - 4
+    streamed = np.stack([windows[w][0].numpy() for w in range(len(windows))])  # read from the cache
+    rows = window_indices(len(old), 5)
+    assert streamed.dtype == np.float32 and streamed.shape == (len(rows), 5, 32, 32)
+    np.testing.assert_array_equal(inputs[:][rows], streamed)
+    if reference != "sliding_median":
+        np.testing.assert_array_equal(streamed, old[rows])  # bit for bit
+        return
+    # a median over an odd number of frames is one frame's value: bit for bit; over an even number (a few
+    # frames at the ends) float32 averaged a/255 and b/255, we divide the exact (a + b) / 2 by 255: 1 ulp at most
+    counts = np.array([min(len(old), i + half + 1) - max(0, i - half) for i in range(len(old))])
+    odd = counts % 2 == 1
+    assert odd.sum() >= len(old) - 2 * half and not odd.all()
+    np.testing.assert_array_equal(streamed[odd[rows]], old[rows][odd[rows]])
+    assert 0 < np.abs(streamed - old[rows]).max() <= 2 ** -24
+
+
+def test_video_median_is_computed_streaming_bit_for_bit():
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 10, 2049):  # odd and even counts, more frames than a chunk
+        crops = rng.integers(0, 256, (n, 6, 5), dtype=np.uint8)
+        expected = np.median(crops.astype(np.float32) / 255, axis=0)
+        got = stsnet.video_median(crops, chunk=1000)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+class CountingInput(stsnet.VideoInput):
+    """A VideoInput that records the largest row range read at once."""
+
+    largest = 0
+
+    def __getitem__(self, index):
+        rows = super().__getitem__(index)
+        CountingInput.largest = max(CountingInput.largest, len(rows))
+        return rows
+
+
+def old_video_probabilities(model, frames: torch.Tensor, batch_size: int):
+    """The former whole-video pass: every frame's maps in memory, then the windows in batches of batch_size // K."""
+    windows = torch.as_tensor(window_indices(len(frames), model.k))
+    with torch.no_grad():
+        features = torch.cat([model.frame_features(frames[i:i + batch_size]) for i in range(0, len(frames), batch_size)])
+        outputs, scores = [], []
+        step = max(1, batch_size // model.k)
+        for start in range(0, len(windows), step):
+            logits, window_scores, _ = model.classify_windows(features[windows[start:start + step]])
+            outputs.append(torch.softmax(logits, dim=1))
+            scores.append(window_scores)
+    return torch.cat(outputs), torch.cat(scores)
+
+
+@pytest.mark.parametrize("n, batch_size", [(23, 7), (40, 10), (6, 256), (5, 3), (4, 3)])
+def test_chunked_video_scoring_equals_the_whole_video_pass(n, batch_size):
+    model = tiny_model()
+    rng = np.random.default_rng(n)
+    crops = rng.integers(0, 256, (n, 32, 32), dtype=np.uint8)
+    sliding = (rng.integers(0, 511, (n, 32, 32)) / 2).astype(np.float16)  # medians of raw values: half-integers
+    inputs = CountingInput(crops, sliding=sliding)
+    whole = torch.from_numpy(inputs[:])
+    CountingInput.largest = 0
+    probabilities, labels, scores = stsnet.score_video(model, inputs, batch_size)
+    assert 0 < CountingInput.largest <= batch_size or n < 5  # never the whole video at once
+    assert probabilities.shape == (n, 3) and scores.shape == (n, 5)
+    if n < 5:
+        assert (labels == 0).all() and np.isnan(scores).all()
+        return
+    expected, expected_scores = old_video_probabilities(model, whole, batch_size)
+    assert torch.equal(torch.from_numpy(probabilities[2:-2]), expected)  # bit for bit
+    assert torch.equal(torch.from_numpy(scores[2:-2]), expected_scores)
+    assert (labels[:2] == 0).all() and np.isnan(scores[:2]).all() and np.isnan(scores[-2:]).all()
+    # the per-window recomputation reads batches too, with the same outputs up to rounding
+    CountingInput.largest = 0
+    recomputed, recomputed_scores = model.video_probabilities(inputs, batch_size, shared=False)
+    assert CountingInput.largest <= max(1, batch_size // 5) + 4
+    assert torch.allclose(recomputed, expected, atol=1e-5) and torch.allclose(recomputed_scores, expected_scores, atol=1e-5)
+
+
+def test_the_training_windows_pickle_small(smoke_root, tmp_path, monkeypatch):
+    import pickle
+
+    from mecore.data import load_dataset
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
+    data = load_dataset("synth_casme_sq", profile="smoke")
+    config = CONFIGS["smoke"]
+    names = sorted(data.videos)[:3]
+    videos = [(stsnet.video_input(data, name, config), stsnet.frame_labels(data, name)) for name in names]
+    windows = TrainingWindows(videos, k=5, per_class=16, random_crop=config["random_crop"])
+    frames = sum(len(inputs) for inputs, _ in videos)
+    size = len(pickle.dumps(windows))
+    # labels (1 byte a frame), window indices (4 bytes a window) and entry paths; the frames would be S * S * 4 each
+    assert size < 6 * frames + 16_384, size
+    copy = pickle.loads(pickle.dumps(windows))
+    torch.manual_seed(5)
+    drawn = [windows[i] for i in range(6)]
+    torch.manual_seed(5)
+    for (a, y), (b, z) in zip(drawn, [copy[i] for i in range(6)]):
+        assert torch.equal(a, b) and y == z
+    every = TrainingWindows(videos, k=5)
+    assert len(pickle.dumps(every)) < 2 * frames + 16_384
+
+
+def test_a_smoke_fold_with_max_steps_trains_that_many_steps(smoke_root, tmp_path):
+    from mecore import train
+    from mecore.data import load_dataset
+    from mecore.loso import run_loso
+
+    torch.set_num_threads(1)
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    result = run_loso("stsnet_sw", dataset, "smoke", scheduler="sync", results_dir=tmp_path, progress=False,
+                      folds=1, max_steps=3)
+    assert len(train.FIT_LOG[-1]["step_seconds"]) == 3
+    records = stsnet.load_frame_scores(result.folder)
+    assert len(records) == 1
+    history = next(iter(records.values()))["history"]
+    assert len(history) == 1  # the smoke profile's epochs have more than three steps: stopped in the first

@@ -304,3 +304,47 @@ def test_diverging_training_stops_with_a_clear_error():
     exploding = replace(CONFIG, optimizer=OptimizerSpec("sgd", 1e12), schedule=ScheduleSpec(), l2=None)
     with pytest.raises(FloatingPointError, match="mean training loss is (nan|inf)"):
         run(exploding)
+
+
+class TwoInputs(nn.Module):
+    """No batch norm, no dropout, inputs as a tuple: the gradient of a batch is the mean of its samples'."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 16), nn.Linear(4, 16)
+        self.last = nn.Linear(16, 3)
+
+    def forward(self, x, y):
+        return self.last(torch.tanh(self.a(x) + self.b(y)))
+
+
+def test_micro_batches_give_the_gradient_of_the_whole_batch():
+    from mecore.train import FIT_LOG
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(24, 8), torch.randn(24, 4), torch.arange(24) % 3)
+    pairs = [((x, y), label) for x, y, label in data]
+    config = TrainConfig(OptimizerSpec("sgd", lr=0.5), epochs=1, batch_size=12, monitor="train_loss",
+                         restore_best=False, l2=L2Penalty(0.01, exclude=("last.",)), seed=1, max_steps=1)
+    results = {}
+    for micro in (None, 5, 1):
+        torch.manual_seed(7)
+        model = TwoInputs()
+        start = weights(model)
+        result = fit(model, nn.CrossEntropyLoss(), pairs, None, replace(config, micro_batch=micro), progress=False)
+        results[micro] = {k: start[k] - v for k, v in weights(result.model).items()}  # lr x the step's gradient
+        assert FIT_LOG[-1]["micro_batch"] == (micro or 12) and len(FIT_LOG[-1]["step_seconds"]) == 1
+        assert result.history["train_loss"].notna().all()
+    for micro in (5, 1):  # passes of 5 + 5 + 2 and of 1 sample: the same step as one pass of 12
+        for key in results[None]:
+            torch.testing.assert_close(results[micro][key], results[None][key], rtol=1e-5, atol=1e-7)
+    assert any(results[None][key].abs().max() > 1e-3 for key in results[None])  # the step did move the weights
+
+
+def test_max_steps_stops_training_mid_epoch_and_is_kept_on_resume(tmp_path):
+    config = replace(CONFIG, epochs=4, max_steps=8, monitor="train_loss")  # 6 steps an epoch (96 / 16)
+    result = run(config, checkpoint_dir=tmp_path)
+    assert list(result.history["epoch"]) == [1, 2]
+    resumed = run(config, checkpoint_dir=tmp_path, resume=True)
+    assert list(resumed.history["epoch"]) == [1, 2]  # finished: nothing more to train
+    assert_same_weights(resumed.model, result.model)

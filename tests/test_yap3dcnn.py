@@ -1,4 +1,8 @@
-"""Yap et al. 2022 two-stream 3D-CNN: shared weights, outputs, Eq. 2, LCN invariance, k-th frame rule, a fold."""
+"""Yap et al. 2022 two-stream 3D-CNN: shared weights, outputs, Eq. 2, LCN invariance, k-th frame rule, a fold,
+crops streamed from the cache (Rows), micro-batches and step limits."""
+import json
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +11,7 @@ import torch
 from mecore.models import get_model
 from mecore.models.yap3dcnn import (CONFIGS, PAPER_KTH_SKIPS, ReferencePairs, WeightedLoss, Yap3DCNN,
                                     augment_images, build_model, count_parameters, kth_frame_from_duration,
-                                    kth_frame_skips, spot)
+                                    kth_frame_skips, spot, video_crops)
 
 SMALL = {"filters": (4, 8, 8), "first_depth_multiplier": 2}
 
@@ -169,3 +173,82 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
     assert scores[["micro_score", "macro_score"]].to_numpy().min() >= 0
     assert scores[["micro_score", "macro_score"]].to_numpy().max() <= 1
     assert saved["history"]["train_loss"].notna().all()
+
+
+def rows_and_array(tmp_path, frames=45, size=20, seed=3):
+    """Random uint8 crops as a cache-like .npy entry read by Rows, and the same crops in memory."""
+    from mecore.inputs import Rows
+
+    crops = np.random.default_rng(seed).integers(0, 256, size=(frames, size, size), dtype=np.uint8)
+    path = tmp_path / f"crops-{seed}.npy"
+    np.save(path, crops)
+    return Rows(path), crops
+
+
+def test_reference_pairs_on_rows_equal_those_on_the_array_bit_for_bit(tmp_path):
+    rows, crops = rows_and_array(tmp_path)
+    short_rows, short = rows_and_array(tmp_path, frames=7, seed=4)  # a second video, shorter than a window
+    labels = np.random.default_rng(5).integers(0, 2, size=(len(crops), 2)).astype(np.float32)
+    short_labels = np.ones((len(short), 2), np.float32)
+    for stride, augment, use_lcn in ((1, False, True), (8, True, True), (5, True, False)):
+        streamed = ReferencePairs([(rows, labels), (short_rows, short_labels)], [[2, 4], [6, 30]], stride,
+                                  augment=augment, use_lcn=use_lcn)
+        in_memory = ReferencePairs([(crops, labels), (short, short_labels)], [[2, 4], [6, 30]], stride,
+                                   augment=augment, use_lcn=use_lcn)
+        assert len(streamed) == len(in_memory) == -(-45 // stride) + -(-7 // stride)
+        torch.manual_seed(11)
+        first = [streamed[i] for i in range(len(streamed))]
+        torch.manual_seed(11)
+        second = [in_memory[i] for i in range(len(in_memory))]
+        for ((a_micro, a_macro), a_target), ((b_micro, b_macro), b_target) in zip(first, second):
+            assert a_micro.dtype == torch.float32 and a_micro.shape == (1, 2, 20, 20)
+            assert torch.equal(a_micro, b_micro) and torch.equal(a_macro, b_macro) and torch.equal(a_target, b_target)
+    # windows map to (video, first frame) as a flat list of them would, the second video after the first
+    data = ReferencePairs([(rows, labels), (short_rows, short_labels)], [[1, 1], [2, 2]], stride=10)
+    assert [data.window(i) for i in range(len(data))] == [(0, 0), (0, 10), (0, 20), (0, 30), (0, 40), (1, 0)]
+    assert data.window(-1) == (1, 0)
+    with pytest.raises(IndexError):
+        data[len(data)]
+
+
+def test_reference_pairs_pickle_without_frames(tmp_path):
+    rows, crops = rows_and_array(tmp_path, frames=2000, size=32)
+    labels = np.zeros((len(crops), 2), np.float32)
+    data = ReferencePairs([(rows, labels)], [[2, 4], [6, 9]], stride=1, augment=True)
+    size = len(pickle.dumps(data))
+    # the per-frame labels (8 bytes a frame) and the path: neither the 2 MB of crops nor a list of windows
+    assert size < labels.nbytes + 4096 < crops.nbytes / 50
+    torch.manual_seed(0)
+    expected = data[1234]
+    torch.manual_seed(0)
+    restored = pickle.loads(pickle.dumps(data))[1234]  # as a DataLoader worker: opens the file itself
+    assert torch.equal(expected[0][0], restored[0][0]) and torch.equal(expected[0][1], restored[0][1])
+
+
+def test_fold_streams_crops_and_stops_after_max_steps(tmp_path, smoke_root):
+    import mecore.train
+    from mecore.data import load_dataset
+    from mecore.inputs import Rows
+    from mecore.loso import run_fold
+
+    spec = get_model("yap3dcnn")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    config = {**spec.config("smoke"), "epochs": 3, "max_steps": 3, "micro_batch": 8,
+              "train_stride": {"casme_sq": 4}}  # about 5 steps an epoch
+    assert spec.config("paper")["micro_batch"] is None
+    name = next(iter(dataset.videos))
+    crops = video_crops(dataset, name, config)
+    assert isinstance(crops, Rows) and crops.dtype == np.uint8
+    assert crops.shape == (dataset.video(name).n_frames, config["crop"]["size"], config["crop"]["size"])
+    subjects = dataset.subjects
+    run_fold(spec, dataset, config, subjects[1], subjects[:1] + subjects[2:], tmp_path, seed=0, resume=False,
+             num_threads=None)
+    log = mecore.train.FIT_LOG[-1]
+    assert log["samples"] > 3 * config["batch_size"]  # an epoch has more than three steps: max_steps ended it
+    assert len(log["step_seconds"]) == 3 and log["micro_batch"] == 8
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["steps"] == 3 and checkpoint["epoch"] == 1
+    trained_under = json.loads(checkpoint["config"])
+    assert trained_under["max_steps"] == 3 and trained_under["micro_batch"] == 8
+    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
+    assert len(saved["history"]) == 1 and saved["history"]["val_loss"].notna().all()

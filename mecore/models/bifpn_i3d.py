@@ -51,7 +51,7 @@ Where the paper is silent or ambiguous, the reading implemented:
 * **Labels and regression.** A candidate is positive when its IoU with the nearest expression
   exceeds ``iou_positive`` = 0.5 (RetinaNet; MESNet's 0.7 would leave many expressions without any
   positive candidate with octave-spaced lengths); boundary targets and their inverse are MESNet's
-  Eq. 12 (:func:`mecore.models.mesnet.regression_targets`, :func:`~mecore.models.mesnet.apply_regression`).
+  Eq. 12 (:func:`mecore.spotting.regression_targets`, :func:`~mecore.spotting.apply_regression`).
 * **Focal loss.** Softmax focal loss with RetinaNet's gamma = 2, summed over candidates and divided by
   the number of positives, the classifier's bias initialised to RetinaNet's prior P(expression) = 0.01;
   smooth L1 (beta 1) over positives, averaged; the two losses added. No alpha: RetinaNet's 0.25
@@ -64,7 +64,7 @@ Where the paper is silent or ambiguous, the reading implemented:
   by any threshold gives the same intervals as filtering first: one LOSO run at the lowest threshold
   gives the whole Table II sweep.
 * **Clips.** Training: every clip of ``clip_length`` frames of the training videos, adjacent clips
-  overlapping by half (:func:`mecore.models.mesnet.clip_starts`), with the paper's random crop and
+  overlapping by half (:func:`mecore.inputs.clip_starts`), with the paper's random crop and
   left-right flip (the flow's dx changes sign under the flip). Test: the same tiling, candidates
   pooled per video before NMS. ``clip_length`` = 160 frames, the shortest clip for which P7 gives a
   candidate. "Shorter video clips are merged before extracting optical flow" concerns the CAS(ME)^2
@@ -76,14 +76,27 @@ Where the paper is silent or ambiguous, the reading implemented:
 * **Inputs.** Face crops in one fixed box per video (``box="median"``: a per-frame Haar box's jitter
   is more motion than an ME's, :mod:`mecore.preprocess.face`; measured on the default LOSO, overall F1
   0.034 with a smoothed per-frame box, 64 px faces and DIS flow, 0.240 with the fixed box, 128 px
-  faces and reduced TV-L1; cached by
-  :func:`mecore.preprocess.preprocess_video`) scaled to [-1, 1]
-  (I3D's range) and flow from :func:`mecore.models.mesnet.load_flows` divided by its standard
-  deviation on the training videos, both area-averaged to ``load_size`` then cropped to
-  ``input_size`` (random in training, central at test).
+  faces and reduced TV-L1). Cached (:mod:`mecore.inputs`) as uint8 crops and float16 dx, dy flow at
+  ``load_size``, read clip by clip (host memory holds a batch, never a video): crops scaled to [-1, 1]
+  (I3D's range) and area-averaged to ``load_size``, flow divided by its standard deviation on the
+  training videos, both cropped to ``input_size`` (random in training, central at test).
+* **Micro-batches.** The paper's batch of 32 two-stream clips of 160 x 224 x 224 keeps about 6 GiB of
+  activations per clip for the backward pass in float32 (measured on the CPU at 32-64 frames of
+  112 px and scaled; about half under CUDA mixed precision), some 190 GiB a batch: ``paper`` takes
+  the batch in ``micro_batch`` = 8 clips per pass (about 48 GiB in float32, 24 GiB in mixed
+  precision), gradients accumulated before one Adam step (:class:`mecore.train.TrainConfig`). Two
+  things differ from one pass of 32: batch normalisation normalises each micro-batch with its own
+  statistics and updates its running averages once per pass (four times a step, momentum 0.1 each),
+  and the focal and smooth L1 losses are divided by the positives of each micro-batch (then
+  weighted by its share of the batch), not of the whole batch. Both are accepted: 8 clips of
+  160 frames give BN many thousands of values per channel, the running averages see the same
+  data, and with 135 candidates per 160-frame clip a micro-batch's positive count differs from a quarter
+  of the batch's by sampling noise only (the batch's own count is already a random normaliser).
+  No pass holds a single clip (:func:`micro_batch_size`), and ``drop_last`` keeps a batch of one
+  out of batch normalisation. ``default`` and ``smoke`` take their batch in one pass.
 
 Profiles: ``paper`` — full-width I3D on 224 px crops of 256 px faces, RGB, TV-L1 between consecutive
-frames, batch 32, 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same network at width
+frames, batch 32 (in micro-batches of 8), 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same network at width
 1/16 on 24 px grey crops (28 px before the random crop) of 128 px faces in one fixed box per video
 (``box="median"``), reduced TV-L1 flow with a 4-frame step (MESNet's default, and its cached flows),
 batch 8, 8 epochs with Adam at lr 3e-3, so that LOSO on
@@ -110,12 +123,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mecore.data.model import Dataset
+from mecore.inputs import Rows, clip_starts, crop_rows, expression_indices, flow_rows, streaming_std
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, count_parameters, register
-from mecore.models.mesnet import (ME, apply_regression, clip_starts, expression_indices, load_flows,
-                                  normalise_flows, pooled_rows, regression_targets, window_labels)
-from mecore.preprocess import CropSpec, preprocess_video
-from mecore.spotting import temporal_nms
+from mecore.preprocess import CropSpec
+from mecore.spotting import ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
 
 # Inception-v1 modules of I3D: name -> (1x1, 3x3 reduce, 3x3, 3x3 reduce, "5x5" (3x3x3 in I3D), pool proj)
@@ -470,35 +482,45 @@ class SpottingLoss:
 
 
 # ------------------------------------------------------------------------------------------ data
-def load_frames(dataset: Dataset, videos, config: dict, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Per video a (C, N, S, S) float32 tensor of face crops scaled to [-1, 1] and area-averaged to
-    ``config["load_size"]`` (crops cached by :func:`mecore.preprocess.preprocess_video`)."""
-    crop, frames = CropSpec(**config["crop"]), {}
-    for name in tqdm(list(videos), desc="frames", disable=not progress, leave=False):
-        crops = pooled_rows(preprocess_video(dataset.video(name), crop, progress=False)["crops"], config["load_size"],
-                            lambda rows: (rows[:, None] if rows.dim() == 3 else rows.permute(0, 3, 1, 2)).float()
-                            / 127.5 - 1)
-        frames[name] = crops.transpose(0, 1).contiguous()
-    return frames
+def frame_tensor(rows: np.ndarray, size: int) -> torch.Tensor:
+    """Cached face crops (L, S, S[, 3]) uint8 -> (C, L, size, size) float32 in [-1, 1], area-averaged to ``size``
+    px (``adaptive_avg_pool2d``, frame by frame: the same numbers whichever frames are read together)."""
+    frames = torch.from_numpy(rows)
+    frames = (frames[:, None] if frames.dim() == 3 else frames.permute(0, 3, 1, 2)).float() / 127.5 - 1
+    if frames.shape[-1] != size:
+        frames = F.adaptive_avg_pool2d(frames, size)
+    return frames.transpose(0, 1)
 
 
 def load_inputs(dataset: Dataset, videos, train_videos, config: dict,
-                progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Frames (C, N, S, S) and flows (2, N, S, S) per video; flows divided by the training videos' std."""
-    flows = load_flows(dataset, videos, {**config, "input_size": config["load_size"]}, progress)
-    flows = normalise_flows(flows, train_videos)
-    return load_frames(dataset, videos, config, progress), {k: v.transpose(0, 1).contiguous() for k, v in flows.items()}
+                progress: bool = False) -> tuple[dict[str, Rows], dict[str, Rows], float]:
+    """Per video the cached face crops (:func:`mecore.inputs.crop_rows`, uint8 at the crop size) and flows
+    (:func:`mecore.inputs.flow_rows`: dx, dy float16 at ``load_size``, the last ``flow_step`` rows zero) as lazy
+    :class:`~mecore.inputs.Rows`, and the flows' scale: their standard deviation over the ``train_videos``
+    (:func:`mecore.inputs.streaming_std`). Computes missing cache entries; holds no video in memory."""
+    crop, frames, flows = CropSpec(**config["crop"]), {}, {}
+    for name in tqdm(list(videos), desc="inputs", disable=not progress, leave=False):
+        video = dataset.video(name)
+        frames[name] = crop_rows(video, crop)
+        flows[name] = flow_rows(video, crop, config["flow_step"], config["flow_method"], config["load_size"], "xy")
+    scale = max(streaming_std(flows[name] for name in train_videos), 1e-6)
+    return frames, flows, scale
 
 
 class TwoStreamClips(torch.utils.data.Dataset):
     """Items ((frames (C, L, S, S), flow (2, L, S, S)), expressions (K, 2)) of clips (video, start) of
     ``clip_length`` frames; expressions overlapping the clip in clip frames, NaN-padded to a common K.
-    ``train``: random ``input_size`` crop and left-right flip (dx negated); else the central crop."""
 
-    def __init__(self, frames, flows, clips: list[tuple[str, int]], expressions: pd.DataFrame, clip_length: int,
-                 input_size: int, train: bool):
+    Holds per video the :class:`~mecore.inputs.Rows` of its crops (uint8) and flows (float16, (N, S, S, 2)) and
+    reads a clip's rows in :meth:`__getitem__`: crops scaled to [-1, 1] and area-averaged to ``load_size``
+    (:func:`frame_tensor`), flows divided by ``scale``. ``train``: random ``input_size`` crop and left-right
+    flip (dx negated); else the central crop."""
+
+    def __init__(self, frames: dict[str, Rows], flows: dict[str, Rows], scale: float, clips: list[tuple[str, int]],
+                 expressions: pd.DataFrame, clip_length: int, input_size: int, load_size: int, train: bool):
         self.frames, self.flows, self.clips, self.train = frames, flows, clips, train
-        self.clip_length, self.input_size = clip_length, input_size
+        self.scale = torch.tensor(scale, dtype=torch.float32)
+        self.clip_length, self.input_size, self.load_size = clip_length, input_size, load_size
         self.targets = []
         for video, start in clips:
             rows = expressions[(expressions["video"] == video) & (expressions["offset"] >= start)
@@ -511,8 +533,9 @@ class TwoStreamClips(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         video, start = self.clips[index]
-        frames = self.frames[video][:, start:start + self.clip_length]
-        flow = self.flows[video][:, start:start + self.clip_length]
+        clip = slice(start, start + self.clip_length)
+        frames = frame_tensor(self.frames[video][clip], self.load_size)
+        flow = torch.from_numpy(self.flows[video][clip]).permute(3, 0, 1, 2).float() / self.scale
         margin = frames.shape[-1] - self.input_size
         if self.train:
             top, left = (int(v) for v in torch.randint(0, margin + 1, (2,)))
@@ -534,19 +557,38 @@ def tiling(lengths: dict[str, int], clip_length: int) -> list[tuple[str, int]]:
 
 
 # -------------------------------------------------------------------------------------- training
-def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: dict, seed: int = 0,
-                checkpoint_dir: str | Path | None = None, progress: bool = False,
-                resume: bool | str = "auto") -> TrainResult:
-    """Adam, ``config["epochs"]`` epochs, batch ``config["batch_size"]`` on every training clip (Sec. IV-B)."""
+def micro_batch_size(wanted: int | None, batch_size: int) -> int | None:
+    """Samples per forward/backward pass for ``config["micro_batch"]`` = ``wanted``: None (the whole batch) when
+    ``wanted`` is None or covers the batch, else ``wanted`` or the nearest size (below first, then above) whose
+    last pass of a batch holds more than one sample, so that batch normalisation never sees a single clip."""
+    if wanted is None or wanted >= batch_size:
+        return None
+    if wanted < 2:
+        raise ValueError(f"micro_batch must be >= 2 (batch normalisation in every pass), got {wanted}")
+    for size in [*range(wanted, 1, -1), *range(wanted + 1, batch_size)]:
+        if batch_size % size != 1:
+            return size
+    return None
+
+
+def train_model(frames: dict[str, Rows], flows: dict[str, Rows], scale: float, expressions: pd.DataFrame,
+                train_videos, config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                progress: bool = False, resume: bool | str = "auto") -> TrainResult:
+    """Adam, ``config["epochs"]`` epochs, batch ``config["batch_size"]`` on every training clip (Sec. IV-B), in
+    passes of ``config["micro_batch"]`` clips (:func:`micro_batch_size`), at most ``config["max_steps"]`` steps."""
     torch.manual_seed(seed)
     model = build_model(config)
-    length = min(config["clip_length"], min(frames[v].shape[1] for v in train_videos))
-    clips = tiling({v: frames[v].shape[1] for v in train_videos}, length)
-    data = TwoStreamClips(frames, flows, clips, expressions[expressions["video"].isin(train_videos)], length,
-                          config["input_size"], train=True)
-    train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"],
-                               batch_size=min(config["batch_size"], len(data)), monitor="train_loss",
-                               restore_best=False, seed=seed, drop_last=True)  # batch norm: no batch of one
+    lengths = {v: len(frames[v]) for v in train_videos}
+    length = min(config["clip_length"], min(lengths.values()))
+    data = TwoStreamClips(frames, flows, scale, tiling(lengths, length),
+                          expressions[expressions["video"].isin(train_videos)], length, config["input_size"],
+                          config["load_size"], train=True)
+    batch_size = min(config["batch_size"], len(data))
+    train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"], batch_size=batch_size,
+                               monitor="train_loss", restore_best=False, seed=seed,
+                               drop_last=True,  # batch norm: no batch of one
+                               micro_batch=micro_batch_size(config.get("micro_batch"), batch_size),
+                               max_steps=config.get("max_steps"))
     loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
     return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
                resume=resume if checkpoint_dir else False, progress=progress)
@@ -554,18 +596,19 @@ def train_model(frames, flows, expressions: pd.DataFrame, train_videos, config: 
 
 # ------------------------------------------------------------------------------------ prediction
 @torch.no_grad()
-def spot_video(model: BiFPNI3D, frames: torch.Tensor, flow: torch.Tensor, frame_numbers, video: str, fps: float,
+def spot_video(model: BiFPNI3D, frames: Rows, flow: Rows, scale: float, frame_numbers, video: str, fps: float,
                config: dict, batch_size: int = 8) -> pd.DataFrame:
-    """Scored intervals of one video: clips tiled as in training, each candidate's expression probability
-    and regressed boundaries (Eq. 12 inverted), type by duration, temporal NMS per video and type, then
-    the candidates with probability >= ``top_threshold``. Frame numbers of the video."""
+    """Scored intervals of one video: clips tiled as in training and read ``batch_size`` at a time, each
+    candidate's expression probability and regressed boundaries (Eq. 12 inverted), type by duration, temporal
+    NMS per video and type, then the candidates with probability >= ``top_threshold``. Frame numbers of the
+    video. ``frames``, ``flow``, ``scale``: as :func:`load_inputs` gives them."""
     model.eval()
     device = next(model.parameters()).device
-    n_frames = frames.shape[1]
+    n_frames = len(frames)
     length = min(config["clip_length"], n_frames)
     starts = [start for _, start in tiling({video: n_frames}, config["clip_length"])]
-    data = TwoStreamClips({video: frames}, {video: flow}, [(video, s) for s in starts], pd.DataFrame(
-        columns=["video", "onset", "offset"]), length, config["input_size"], train=False)
+    data = TwoStreamClips({video: frames}, {video: flow}, scale, [(video, s) for s in starts], pd.DataFrame(
+        columns=["video", "onset", "offset"]), length, config["input_size"], config["load_size"], train=False)
     candidates = BiFPNI3D.candidates(length)[:, :2].astype(float)
     rows = []
     for first in range(0, len(starts), batch_size):
@@ -594,11 +637,13 @@ PREDICTION_ONLY_KEYS = ("top_threshold", "t_nms", "micro_max_seconds")
 
 @dataclass
 class FoldModel:
-    """What :func:`train_fold` leaves: the trained network, its inputs and its training history."""
+    """What :func:`train_fold` leaves: the trained network, its inputs (lazy rows and the flow scale, as
+    :func:`load_inputs` gives them) and its training history."""
 
     model: BiFPNI3D
-    frames: dict[str, torch.Tensor]
-    flows: dict[str, torch.Tensor]
+    frames: dict[str, Rows]
+    flows: dict[str, Rows]
+    scale: float
     training: TrainResult
 
 
@@ -610,22 +655,22 @@ def model_dir(fold: LosoFold) -> Path:
 
 
 def train_fold(fold: LosoFold) -> FoldModel:
-    """Load the fold's inputs and train (or reload) its network on the training subjects' videos."""
+    """Open the fold's inputs and train (or reload) its network on the training subjects' videos."""
     fold = fold.at_most_fps()
     train_videos = sorted(name for name, video in fold.dataset.videos.items() if video.subject in fold.train_subjects)
-    frames, flows = load_inputs(fold.dataset, train_videos + fold.test_videos, train_videos, fold.config,
-                                fold.progress)
+    frames, flows, scale = load_inputs(fold.dataset, train_videos + fold.test_videos, train_videos, fold.config,
+                                       fold.progress)
     expressions = expression_indices(fold.dataset, train_videos)
-    training = train_model(frames, flows, expressions, train_videos, fold.config, fold.seed, model_dir(fold),
+    training = train_model(frames, flows, scale, expressions, train_videos, fold.config, fold.seed, model_dir(fold),
                            fold.progress, fold.resume)
-    return FoldModel(training.model, frames, flows, training)
+    return FoldModel(training.model, frames, flows, scale, training)
 
 
 def run_fold(fold: LosoFold) -> pd.DataFrame:
     """Train (or reload) the fold's network and spot every video of the left-out subject."""
     fold = fold.at_most_fps()
     trained = train_fold(fold)
-    spotted = [spot_video(trained.model, trained.frames[name], trained.flows[name],
+    spotted = [spot_video(trained.model, trained.frames[name], trained.flows[name], trained.scale,
                           fold.dataset.video(name).frame_numbers, name, fold.dataset.video(name).fps, fold.config)
                for name in fold.test_videos]
     return pd.concat(spotted, ignore_index=True)
@@ -637,12 +682,12 @@ _PAPER = {  # He et al. 2023, Sec. III-C, IV-B; sizes the paper leaves open are 
     "crop": {"size": 256, "box": "median", "detect_every": 15, "gray": False}, "load_size": 256,
     "input_size": 224, "flow_method": "tvl1", "flow_step": 1, "width": 1.0, "pretrained": None,
     "bifpn_channels": 64, "bifpn_layers": 3, "crn_channels": 128, "fc_width": 300, "clip_length": 160,
-    "batch_size": 32, "epochs": 30, "lr": 1e-4, "iou_positive": 0.5, "focal_gamma": 2.0, "focal_alpha": None,
-    "t_nms": 0.5, "top_threshold": 0.5, "micro_max_seconds": 0.5,
+    "batch_size": 32, "micro_batch": 8, "epochs": 30, "lr": 1e-4, "iou_positive": 0.5, "focal_gamma": 2.0,
+    "focal_alpha": None, "t_nms": 0.5, "top_threshold": 0.5, "micro_max_seconds": 0.5,
 }
 _DEFAULT = {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "load_size": 28,
             "input_size": 24, "flow_method": "tvl1_reduced", "flow_step": 4, "width": 0.0625, "batch_size": 8,
-            "epochs": 8, "lr": 3e-3}
+            "micro_batch": None, "epochs": 8, "lr": 3e-3}
 _SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis",
           "load_size": 20, "input_size": 16, "bifpn_channels": 16, "bifpn_layers": 1,
           "crn_channels": 16, "fc_width": 32, "epochs": 2}

@@ -48,7 +48,9 @@ Where the paper is ambiguous, the reading implemented:
 * **Input**: "optical flow" (Sec. IV-A-3): the two flow components (dx, dy) from frame t to frame
   t + ``flow_step`` on a 128 px face crop with one fixed box per video (``box="median"``,
   :mod:`mecore.preprocess.face`), area-averaged to the input size and divided by the training videos'
-  standard deviation (:func:`mecore.preprocess.preprocess_video`, cached). The ``paper`` profile uses
+  standard deviation (:func:`mecore.inputs.streaming_std`). The flows are cached in float16, dx and dy only,
+  at the input size (:func:`mecore.inputs.flow_rows`), and read clip by clip (:class:`VideoFlow`): host
+  memory holds a batch, not the dataset. The ``paper`` profile uses
   TV-L1 between consecutive frames; ``default`` uses OpenCV's reduced TV-L1 (5 warps, 2 scales) with a
   4-frame step, about the onset-to-apex rise of an ME at 30 fps, so that one flow row holds most of an
   ME's displacement. Measured on the first fold of the synthetic CAS(ME)^2 set (pre-training, one
@@ -84,8 +86,10 @@ under ``runs/mesnet_models/`` keyed by the training configuration, so the second
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -99,7 +103,7 @@ from mecore.data.model import Dataset
 from mecore.data.splits import mesnet_train_val_split
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, register
-from mecore.inputs import clip_starts, expression_indices, resample_time
+from mecore.inputs import Rows, clip_starts, expression_indices, flow_rows, resample_time, streaming_std
 from mecore.preprocess import CropSpec, preprocess_video, read_chunks
 from mecore.spotting import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import (L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict, seed_everything,
@@ -387,6 +391,39 @@ def proposal_training_targets(proposals: torch.Tensor, expressions: list[np.ndar
 
 
 # --------------------------------------------------------------------------------------------- data
+@dataclass
+class VideoFlow:
+    """One video's flow (:func:`mecore.inputs.flow_rows`: (N, S, S, 2) float16 cache rows, the last
+    ``flow_step`` rows zero) divided by ``scale``, read only when sliced: ``flow[a:b]`` is the (b - a, 2, S, S)
+    float32 tensor of rows a..b-1. Pickles as the cache entry's path and the scale."""
+
+    rows: Rows
+    scale: float
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        block = torch.from_numpy(self.rows[index].astype(np.float32))
+        return (block.permute(0, 3, 1, 2) / self.scale).contiguous()
+
+
+def stream_flows(dataset: Dataset, videos, train_videos, config: dict,
+                 progress: bool = False) -> dict[str, VideoFlow]:
+    """Per video of ``videos`` its :class:`VideoFlow`: the optical flow (dx, dy) from frame t to frame
+    t + ``config["flow_step"]`` on the face crop of ``config["crop"]``, area-averaged to ``config["input_size"]``
+    px (cached, computed where missing), divided by the standard deviation of the ``train_videos``' flows
+    (accumulated chunk by chunk, :func:`mecore.inputs.streaming_std`)."""
+    crop, step = CropSpec(**config["crop"]), config["flow_step"]
+    rows = {name: flow_rows(dataset.video(name), crop, step, config["flow_method"], size=config["input_size"],
+                            channels="xy")
+            for name in tqdm(list(dict.fromkeys(videos)), desc="flows", disable=not progress, leave=False)}
+    scale = max(streaming_std([rows[name] for name in train_videos]), 1e-6)
+    return {name: VideoFlow(entry, scale) for name, entry in rows.items()}
+
+
+# Kept only for mecore.models.bifpn_i3d, which still imports them; MESNet streams (stream_flows). They hold a
+# fold's flows in memory as float32: remove them once bifpn_i3d reads mecore.inputs.flow_rows.
 def pooled_rows(rows: np.ndarray, size: int, prepare, chunk: int = 1024) -> torch.Tensor:
     """``prepare(rows as a tensor) -> (n, C, H, W) float`` area-averaged to ``size`` px, ``chunk`` rows at a time,
     so that a long video's cached memory map is never held in memory at the crop size."""
@@ -485,9 +522,10 @@ def mesnet_training_clips(expressions: pd.DataFrame, lengths: dict[str, int], co
 
 
 class PretrainClips(torch.utils.data.Dataset):
-    """Items (clip resampled to ``n_pre`` frames (n_pre, 2, S, S), class) of :func:`pretraining_clips`."""
+    """Items (clip resampled to ``n_pre`` frames (n_pre, 2, S, S), class) of :func:`pretraining_clips`; each
+    item reads its clip's rows from the cache (:class:`VideoFlow`)."""
 
-    def __init__(self, flows: dict[str, torch.Tensor], clips: list[tuple[str, int, int, int]], n_pre: int):
+    def __init__(self, flows: dict[str, VideoFlow], clips: list[tuple[str, int, int, int]], n_pre: int):
         self.flows, self.clips, self.n_pre = flows, clips, n_pre
 
     def __len__(self) -> int:
@@ -500,9 +538,10 @@ class PretrainClips(torch.utils.data.Dataset):
 
 class MESNetClips(torch.utils.data.Dataset):
     """Items (clip of ``clip_length`` frames resampled to ``clip_frames`` (n, 2, S, S), MEs (K, 2)):
-    the micro-expressions overlapping the clip in resampled clip frames, NaN-padded to a common K."""
+    the micro-expressions overlapping the clip in resampled clip frames, NaN-padded to a common K. Each item
+    reads its clip's rows from the cache (:class:`VideoFlow`)."""
 
-    def __init__(self, flows: dict[str, torch.Tensor], clips: list[tuple[str, int]], micro: pd.DataFrame,
+    def __init__(self, flows: dict[str, VideoFlow], clips: list[tuple[str, int]], micro: pd.DataFrame,
                  clip_length: int, clip_frames: int):
         self.flows, self.clips, self.clip_length, self.clip_frames = flows, clips, clip_length, clip_frames
         self.targets = []
@@ -530,7 +569,7 @@ def optimizer_spec(config: dict) -> OptimizerSpec:
     return OptimizerSpec(config["optimizer"], config["lr"], momentum=config["momentum"])
 
 
-def pretrain_backbone(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, val_videos,
+def pretrain_backbone(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_videos, val_videos,
                       config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
                       progress: bool = False, resume: bool | str = "auto") -> tuple[TrainResult, pd.DataFrame, dict]:
     """Pre-train the backbone as an ME / non-ME classifier (Sec. III-A, Eq. 8) and keep, over
@@ -546,8 +585,13 @@ def pretrain_backbone(flows: dict[str, torch.Tensor], expressions: pd.DataFrame,
                                     {v: lengths[v] for v in train_videos}, config, rng)
     val_clips = pretraining_clips(expressions[expressions["video"].isin(val_videos)],
                                   {v: lengths[v] for v in val_videos}, config, rng)
-    train_config = TrainConfig(optimizer_spec(config), epochs=config["pretrain_epochs"],
-                               batch_size=config["batch_size"],
+    epochs = config["pretrain_epochs"]
+    if config.get("max_steps") is not None:  # a trial ends with the epoch of its last step, which fit then
+        # validates (it validates every validate_every epochs and the last), so that every candidate has a score
+        epochs = min(epochs, math.ceil(config["max_steps"] / math.ceil(len(train_clips) / config["batch_size"])))
+    train_config = TrainConfig(optimizer_spec(config), epochs=epochs,
+                               batch_size=config["batch_size"], micro_batch=config.get("micro_batch"),
+                               max_steps=config.get("max_steps"),
                                l2=L2Penalty(config["l2"], exclude=("output.",)), monitor="val_accuracy",
                                maximize=True, validate_every=config["validate_every"], restore_best=True, seed=seed)
     frame_size = config["input_size"]
@@ -573,7 +617,7 @@ def build_mesnet(config: dict) -> MESNet:
                   t_cpn=config["t_cpn"], t_nms=config["t_nms"], max_proposals=config["max_proposals"])
 
 
-def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, train_videos, config: dict,
+def train_mesnet(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_videos, config: dict,
                  backbone_state: dict | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
                  progress: bool = False, resume: bool | str = "auto") -> TrainResult:
     """Train MESNet end to end with Eq. 14 (batch 2, Sec. III-D) for ``config["epochs"]`` epochs, the
@@ -588,6 +632,7 @@ def train_mesnet(flows: dict[str, torch.Tensor], expressions: pd.DataFrame, trai
     clips = mesnet_training_clips(train, lengths, config, rng)
     data = MESNetClips(flows, clips, train[train["type"] == "micro"], config["clip_length"], config["clip_frames"])
     train_config = TrainConfig(optimizer_spec(config), epochs=config["epochs"], batch_size=config["batch_size"],
+                               micro_batch=config.get("micro_batch"), max_steps=config.get("max_steps"),
                                l2=L2Penalty(config["l2"], exclude=("crn.classify.", "crn.regress.")),
                                monitor="train_loss", restore_best=False, seed=seed)
     return fit(model, MESNetLoss(model, config["iou_positive"], config["balance_crn"]), data, None, train_config,
@@ -605,25 +650,25 @@ class ClipBatch:
     cpn_logits: list[torch.Tensor]
 
 
-@torch.no_grad()
-def clip_outputs(model: MESNet, flow: torch.Tensor, config: dict, batch_size: int = 8) -> list[ClipBatch]:
+def clip_outputs(model: MESNet, flow: VideoFlow, config: dict, batch_size: int = 8) -> Iterator[ClipBatch]:
     """Backbone and CPN on every clip of one video (Sec. III-D): clips of l_MESNet frames overlapping by
-    l_overlap, resampled to ``clip_frames``. Nothing here depends on T_CPN, T_CRN or T_nms."""
+    l_overlap, resampled to ``clip_frames``; yielded ``batch_size`` clips at a time, each batch's rows read
+    from the cache when it is reached. Nothing here depends on T_CPN, T_CRN or T_nms."""
     model.eval()
     device = next(model.parameters()).device
     length = min(config["clip_length"], len(flow))
     starts = clip_starts(len(flow), config["clip_length"], config["clip_overlap"])
-    batches = []
     for first in range(0, len(starts), batch_size):
         batch = starts[first:first + batch_size]
-        clips = torch.stack([resample_time(flow[s:s + length], config["clip_frames"]) for s in batch]).to(device)
-        spatial, spatiotemporal = model.backbone(clips)
-        batches.append(ClipBatch(batch, spatial, model.cpn(spatiotemporal)))
-    return batches
+        with torch.no_grad():
+            clips = torch.stack([resample_time(flow[s:s + length], config["clip_frames"]) for s in batch]).to(device)
+            spatial, spatiotemporal = model.backbone(clips)
+            outputs = ClipBatch(batch, spatial, model.cpn(spatiotemporal))
+        yield outputs
 
 
 @torch.no_grad()
-def scored_proposals(model: MESNet, batches: list[ClipBatch], n_frames: int, config: dict, t_cpn: float,
+def scored_proposals(model: MESNet, batches: Iterable[ClipBatch], n_frames: int, config: dict, t_cpn: float,
                      t_nms: float) -> tuple[np.ndarray, np.ndarray]:
     """CPN proposals (>= ``t_cpn``, NMS at ``t_nms`` per clip) and their CRN refinements, in video frame
     positions (fractional): rows [onset, offset, CPN probability] and [onset, offset, CRN ME probability]."""
@@ -657,11 +702,12 @@ def video_intervals(rows: np.ndarray, threshold: float, t_nms: float, frame_numb
     return temporal_nms(frame, t_nms).reset_index(drop=True)
 
 
-def spot_video(model: MESNet, flow: torch.Tensor, frame_numbers, video: str, config: dict,
+def spot_video(model: MESNet, flow: VideoFlow, frame_numbers, video: str, config: dict,
                batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CPN and CRN intervals of one video (Sec. III-D): clips of l_MESNet frames overlapping by
     l_overlap, resampled to ``clip_frames``; CPN windows >= T_CPN; CRN probability >= T_CRN and its
-    regressed boundaries; temporal NMS (T_nms) over each video. Frame numbers of the video."""
+    regressed boundaries; temporal NMS (T_nms) over each video. Frame numbers of the video. Memory holds one
+    batch of clips (and the proposals so far) whatever the video's length."""
     batches = clip_outputs(model, flow, config, batch_size)
     cpn_rows, crn_rows = scored_proposals(model, batches, len(flow), config, config["t_cpn"], config["t_nms"])
     return (video_intervals(cpn_rows, config["t_cpn"], config["t_nms"], frame_numbers, video),
@@ -669,8 +715,11 @@ def spot_video(model: MESNet, flow: torch.Tensor, frame_numbers, video: str, con
 
 
 # --------------------------------------------------------------------------------------------- LOSO
+# micro_batch: pre-training's loss is a per-clip mean (no batch normalisation), so micro-batches change its gradient
+# only by float rounding; it keys the folder all the same, since the checkpoint's TrainConfig records it and a
+# pre-training checkpoint written under another micro_batch would be refused on resume.
 PRETRAIN_KEYS = ("crop", "flow_method", "flow_step", "input_size", "optimizer", "lr", "momentum", "batch_size", "l2",
-                 "pretrain_epochs",
+                 "micro_batch", "max_steps", "pretrain_epochs",
                  "validate_every", "pretrain_candidates", "pretrain_good_enough", "n_pre", "l_nol", "r_nol", "r_mae",
                  "macro_k", "split_reference", "split_min_train", "split_min_val")
 PREDICTION_ONLY_KEYS = ("output", "t_crn")  # change the spotted intervals, not the trained network
@@ -681,7 +730,7 @@ class FoldModel:
     """What :func:`train_fold` leaves: the trained MESNet, its inputs and how it was trained."""
 
     model: MESNet
-    flows: dict[str, torch.Tensor]
+    flows: dict[str, VideoFlow]
     train_videos: list[str]
     val_videos: list[str]
     pretraining: TrainResult | None
@@ -692,20 +741,23 @@ class FoldModel:
 
 def model_dir(fold: LosoFold, keys=None) -> Path:
     """The fold's checkpoint folder shared by ``mesnet_cpn`` and ``mesnet_crn``: keyed by the dataset, the
-    seed and the configuration entries ``keys`` (default: all but the prediction-only ones)."""
+    seed and the configuration entries ``keys`` (default: all but the prediction-only ones) that the configuration
+    holds (``max_steps`` only in a trial)."""
     keys = [k for k in fold.config if k not in PREDICTION_ONLY_KEYS] if keys is None else keys
-    return training_dir(SPECS["mesnet_crn"], fold, {k: fold.config[k] for k in keys}, "mesnet_models")
+    return training_dir(SPECS["mesnet_crn"], fold, {k: fold.config[k] for k in keys if k in fold.config},
+                        "mesnet_models")
 
 
 def train_fold(fold: LosoFold) -> FoldModel:
-    """Split (Sec. IV-A-3), load flows, pre-train and select the backbone, train MESNet (checkpointed)."""
+    """Split (Sec. IV-A-3), open the flows (:func:`stream_flows`), pre-train and select the backbone, train MESNet
+    (checkpointed)."""
     fold = fold.at_most_fps()
     config = fold.config
     train_videos, val_videos = mesnet_train_val_split(
         fold.dataset.annotations, fold.test_subject, seed=fold.seed, min_train=config["split_min_train"],
         min_val=config["split_min_val"], reference=config["split_reference"])
-    flows = load_flows(fold.dataset, train_videos + val_videos + fold.test_videos, config, fold.progress)
-    flows = normalise_flows(flows, train_videos)
+    flows = stream_flows(fold.dataset, train_videos + val_videos + fold.test_videos, train_videos, config,
+                         fold.progress)
     expressions = expression_indices(fold.dataset, train_videos + val_videos)
     pretraining = candidates = summary = None
     if config["pretrain"]:
@@ -769,13 +821,18 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
         spotted: list[dict[str, list[pd.DataFrame]]] = [{"cpn": [], "crn": []} for _ in chosen]
         for name in fold.test_videos:
             flow, frame_numbers = trained.flows[name], fold.dataset.video(name).frame_numbers
-            batches = clip_outputs(trained.model, flow, config)
-            proposals = {}  # (T_CPN, T_nms) -> scored proposals, shared by the settings that differ in T_CRN
+            # (T_CPN, T_nms) -> scored proposals, shared by the settings that differ in T_CRN; filled batch by
+            # batch of clips, so that memory holds one batch's features for every setting
+            keys = list(dict.fromkeys((setting["t_cpn"], setting["t_nms"]) for setting in chosen))
+            parts = {key: ([], []) for key in keys}
+            for batch in clip_outputs(trained.model, flow, config):
+                for key in keys:
+                    cpn_rows, crn_rows = scored_proposals(trained.model, [batch], len(flow), config, *key)
+                    parts[key][0].append(cpn_rows)
+                    parts[key][1].append(crn_rows)
+            proposals = {key: (np.concatenate(cpn), np.concatenate(crn)) for key, (cpn, crn) in parts.items()}
             for setting, out in zip(chosen, spotted):
-                key = (setting["t_cpn"], setting["t_nms"])
-                if key not in proposals:
-                    proposals[key] = scored_proposals(trained.model, batches, len(flow), config, *key)
-                cpn_rows, crn_rows = proposals[key]
+                cpn_rows, crn_rows = proposals[(setting["t_cpn"], setting["t_nms"])]
                 out["cpn"].append(video_intervals(cpn_rows, setting["t_cpn"], setting["t_nms"], frame_numbers, name))
                 out["crn"].append(video_intervals(crn_rows, setting["t_crn"], setting["t_nms"], frame_numbers, name))
         for out, total in zip(spotted, pooled):
@@ -789,6 +846,9 @@ _PAPER = {  # Wang et al. 2021, CAS(ME)^2 settings (Sec. III, IV-A-3, IV-C)
     "crop": {"size": 128, "box": "median", "detect_every": 15}, "flow_method": "tvl1", "flow_step": 1,
     "input_size": 64,
     "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0, "batch_size": 2, "l2": 0.01,
+    # batch 2 fits any device: no micro-batches. They would change MESNet's gradient, not only its rounding:
+    # Eq. 11's mask M is drawn from each pass's own ME / non-ME ratio and the CPN (and CRN) masked means are per pass.
+    "micro_batch": None,
     "pretrain": True, "pretrain_epochs": 10_000, "validate_every": 10, "pretrain_candidates": 5,
     "pretrain_good_enough": 0.9, "n_pre": 16, "l_nol": 16, "r_nol": 1.0, "r_mae": 0.5, "macro_k": 8,
     "epochs": 30, "r_tme": 10, "r_tmae": 4, "r_tnl": 2, "clip_length": 100, "clip_overlap": 20, "clip_frames": 100,

@@ -70,7 +70,9 @@ Choices where the paper is silent or ambiguous (the published code is cited wher
   video median and 0.64 / 0.59 for the sliding median; the trained network's pooled frame AUC rose from
   0.59 to 0.89 (CAS) and 0.60 to 0.86-0.88 (SAMM-LV). Like the video median it reads later frames
   (offline spotting). It costs a median over 2 s of frames per frame (~5 s per 1,200-frame video at 64 px),
-  computed once per video and cached (:func:`sliding_median`).
+  computed once per video and cached (:func:`sliding_median`). Crops (uint8) and the sliding median (of the raw
+  values: an integer or a half-integer, exact in float16) stay in the cache and are read window by window
+  (:class:`VideoInput`): host memory holds a batch, whatever the dataset's size.
   Default LOSO overall F1 with segment merging (raw posterior) went from 0.069 to 0.141 (CAS(ME)^2-like,
   MDMD 0.076) and from 0.085 to 0.100 (SAMM-LV-like, MDMD 0.150). The segment-duration rule (Table 4)
   scores higher on both sets (0.392 / 0.500 with the decisions below, merging 0.138 / 0.159), but the
@@ -104,8 +106,8 @@ Choices where the paper is silent or ambiguous (the published code is cited wher
 
 Efficiency the paper does not have: each frame's ResNet features are computed once per video at
 inference (:meth:`STSNet.video_probabilities`) and shared by the K windows that contain it, instead of
-recomputing K frames per window; :meth:`STSNet.forward` (training) recomputes per window, and the two
-give the same outputs (``tests/test_stsnet.py``).
+recomputing K frames per window, a batch of frames at a time; :meth:`STSNet.forward` (training) recomputes
+per window, and the two give the same outputs (``tests/test_stsnet.py``).
 
 Profiles: ``paper`` = the above at 128 x 128 with ResNet-18 widths 64-512, every window, 30 epochs,
 batch 1 at learning rate 1e-3 (the published code's batch). ``default`` keeps the architecture's depth,
@@ -128,8 +130,9 @@ from torch import nn
 
 from mecore import paths
 from mecore.data.model import Dataset, dataset_family
+from mecore.inputs import Rows, crop_rows
 from mecore.models import LosoFold, ModelSpec, count_parameters, register
-from mecore.preprocess import CropSpec, preprocess_video
+from mecore.preprocess import CropSpec
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.spotting import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
                              merge_label_gaps, relabel_by_duration)
@@ -299,31 +302,57 @@ class STSNet(nn.Module):
         return self.classify_windows(features.reshape(b, k, *features.shape[1:]))[0]
 
     @torch.no_grad()
-    def video_probabilities(self, frames: torch.Tensor, batch_size: int = 256, shared: bool = True
+    def video_probabilities(self, frames, batch_size: int = 256, shared: bool = True
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities (T, 3) and key-frame scores (T, K) of every window of one video (N, S, S).
+        """Class probabilities (T, 3) and key-frame scores (T, K) of every window of one video's input frames
+        (N, S, S): a tensor, an array or a :class:`VideoInput` (read ``batch_size`` frames at a time).
 
         ``shared``: the ResNet runs once per frame and the windows are cut from its maps; otherwise
         every window recomputes its K frames (the published code's way; for the benchmark and test).
-        Call in eval mode (batch norm and dropout), as :func:`score_video` does.
+        Memory holds a batch of frames and the maps of at most ``batch_size + batch_size // K + K`` frames,
+        never the whole video: the maps are computed ``batch_size`` frames at a time from the first frame, the
+        last K - 1 kept for the windows that reach into the next batch, and the windows are classified
+        ``batch_size // K`` at a time from the first window as soon as their frames' maps are there. Frames and
+        windows fall into the same batches however the video is read, so the outputs equal those of one pass
+        over the whole video in memory. Call in eval mode (batch norm and dropout), as :func:`score_video` does.
         """
         device = next(self.parameters()).device
-        windows = torch.as_tensor(window_indices(len(frames), self.k), device=device)
-        if shared:
-            features = torch.cat([self.frame_features(frames[i:i + batch_size].to(device))
-                                  for i in range(0, len(frames), batch_size)])
+        n, k = len(frames), self.k
+        total = len(window_centres(n, k))  # windows; window w holds frames w .. w + K - 1
+        step = max(1, batch_size // k)
+        offsets = torch.arange(k, device=device)
         outputs, scores = [], []
-        step = max(1, batch_size // self.k)
-        for start in range(0, len(windows), step):
-            rows = windows[start:start + step]
-            if shared:
-                window_features = features[rows]
-            else:
-                window_features = self.frame_features(frames.to(device)[rows.reshape(-1)])
-                window_features = window_features.reshape(len(rows), self.k, *window_features.shape[1:])
+
+        def classify(window_features: torch.Tensor) -> None:
             logits, window_scores, _ = self.classify_windows(window_features)
             outputs.append(torch.softmax(logits.float(), dim=1).cpu())
             scores.append(window_scores.float().cpu())
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            rows = frames[start:stop]
+            if not isinstance(rows, torch.Tensor):
+                rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+            return rows.to(device)
+
+        if shared:
+            features, first, done = None, 0, 0  # features: maps of frames first, first + 1, ...; done: windows
+            for start in range(0, n if total else 0, batch_size):
+                new = self.frame_features(read(start, min(start + batch_size, n)))
+                features = new if features is None else torch.cat([features, new])
+                ready = min(total, start + len(new) - k + 1)  # windows whose K maps are all computed
+                while done < total and (done + step <= ready or ready == total):
+                    stop = min(done + step, total)
+                    rows = torch.arange(done, stop, device=device)[:, None] + offsets - first
+                    classify(features[rows])
+                    done = stop
+                features, first = features[done - first:], done
+        else:
+            for done in range(0, total, step):
+                stop = min(done + step, total)
+                window_frames = read(done, stop + k - 1)  # the frames of windows done .. stop - 1
+                rows = torch.arange(stop - done, device=device)[:, None] + offsets
+                window_features = self.frame_features(window_frames[rows.reshape(-1)])
+                classify(window_features.reshape(len(rows), k, *window_features.shape[1:]))
         if not outputs:
             return torch.zeros(0, len(CLASSES)), torch.zeros(0, self.k)
         return torch.cat(outputs), torch.cat(scores)
@@ -347,43 +376,117 @@ def build_model(config: dict) -> STSNet:
 
 
 # ------------------------------------------------------------------------------------ data
-def face_crops(dataset: Dataset, name: str, config: dict) -> np.ndarray:
-    """Cached grey face crops (N, S, S) uint8 of one video."""
-    return preprocess_video(dataset.video(name), CropSpec(**config["crop"]), progress=False)["crops"]
+def face_crops(dataset: Dataset, name: str, config: dict) -> Rows:
+    """Cached grey face crops (N, S, S) uint8 of one video, as lazy :class:`mecore.inputs.Rows`."""
+    return crop_rows(dataset.video(name), CropSpec(**config["crop"]))
 
 
 REFERENCES = (None, "video_median", "sliding_median")
 
 
-def video_frames(dataset: Dataset, name: str, config: dict) -> np.ndarray:
-    """Network input (N, S, S) float32 of one video: its face crops scaled to [0, 1], minus a label-free
-    reference (see the docstring): ``"video_median"`` the video's median frame, ``"sliding_median"`` the
-    median of the frames within ``config["reference_half_s"]`` seconds of each frame (:func:`sliding_median`)."""
+class VideoInput:
+    """One video's network input (N, S, S) float32, read a row range at a time: its face crops scaled to
+    [0, 1] minus a label-free reference (see the docstring).
+
+    ``crops``: :class:`Rows` (N, S, S) uint8. ``sliding``: :class:`Rows` (N, S, S) float16 of per-frame
+    medians of the raw crop values (:func:`sliding_median`), divided by 255 when read; ``fixed``: one
+    (S, S) float32 frame in [0, 1] subtracted from every frame (:func:`video_median`). ``inputs[a:b]``
+    reads rows a..b-1 only; pickling keeps the entries' paths and the one fixed frame, never the frames.
+    """
+
+    def __init__(self, crops: Rows | np.ndarray, sliding: Rows | np.ndarray | None = None,
+                 fixed: np.ndarray | None = None):
+        if sliding is not None and fixed is not None:
+            raise ValueError("give a sliding or a fixed reference, not both")
+        self.crops = crops if isinstance(crops, Rows) else Rows(np.asarray(crops))
+        self.sliding = sliding if sliding is None or isinstance(sliding, Rows) else Rows(np.asarray(sliding))
+        self.fixed = None if fixed is None else np.asarray(fixed, dtype=np.float32)
+        if self.sliding is not None and len(self.sliding) != len(self.crops):
+            raise ValueError(f"{len(self.sliding)} reference rows for {len(self.crops)} frames")
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.crops.shape
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError("a VideoInput is read by row ranges, inputs[a:b]")
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("a VideoInput is read by contiguous row ranges")
+        stop = max(start, stop)
+        frames = self.crops[start:stop].astype(np.float32) / 255
+        if self.sliding is not None:
+            frames -= self.sliding[start:stop].astype(np.float32) / 255
+        elif self.fixed is not None:
+            frames -= self.fixed
+        return frames
+
+
+def video_input(dataset: Dataset, name: str, config: dict) -> VideoInput:
+    """One video's network input (:class:`VideoInput`): face crops minus the reference ``config["reference"]``:
+    None, ``"video_median"`` the video's median frame (:func:`video_median`) or ``"sliding_median"`` the median
+    of the frames within ``config["reference_half_s"]`` seconds of each frame (:func:`sliding_median`)."""
     if config["reference"] not in REFERENCES:
         raise ValueError(f"unknown reference {config['reference']!r}; choose one of {REFERENCES}")
-    frames = np.asarray(face_crops(dataset, name, config), dtype=np.float32) / 255
+    crops = face_crops(dataset, name, config)
     if config["reference"] == "video_median":
-        frames -= np.median(frames, axis=0)
-    elif config["reference"] == "sliding_median":
-        frames -= sliding_median(dataset, name, config)
-    return frames
+        return VideoInput(crops, fixed=video_median(crops))
+    if config["reference"] == "sliding_median":
+        return VideoInput(crops, sliding=sliding_median(dataset, name, config))
+    return VideoInput(crops)
 
 
-def sliding_median(dataset: Dataset, name: str, config: dict) -> np.ndarray:
-    """The median of a video's face crops (scaled to [0, 1]) within ``config["reference_half_s"]`` seconds of
-    each frame (fewer at the ends), (N, S, S) float32, kept in the preprocessing cache: every LOSO fold and
-    every ``spot`` call reads it instead of recomputing a median over 2 s of frames per frame."""
+def video_median(crops: Rows | np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """The median frame (S, S) float32 of uint8 crops scaled to [0, 1], equal bit for bit to
+    ``np.median(crops.astype(np.float32) / 255, axis=0)``, from per-pixel histograms of the raw values
+    accumulated ``chunk`` frames at a time (the video's frames are never all in memory)."""
+    rows = crops if isinstance(crops, Rows) else Rows(np.asarray(crops))
+    if rows.dtype != np.uint8 or not len(rows):
+        raise ValueError(f"video_median needs uint8 crops of at least one frame, got {rows!r}")
+    pixels = int(np.prod(rows.row_shape))
+    counts = np.zeros(pixels * 256, np.int64)
+    offsets = np.arange(pixels, dtype=np.int64) * 256
+    for block in rows.chunks(chunk):
+        counts += np.bincount((block.reshape(len(block), pixels) + offsets).ravel(), minlength=pixels * 256)
+    cumulative = counts.reshape(pixels, 256).cumsum(axis=1)
+    n = len(rows)
+
+    def order_statistic(rank: int) -> np.ndarray:  # the rank-th smallest value (from 0) of each pixel, scaled
+        return (np.argmax(cumulative > rank, axis=1).astype(np.float32) / 255).reshape(rows.row_shape)
+
+    if n % 2:
+        return order_statistic(n // 2)
+    # np.median of float32 values: the mean of the two middle ones, summed and halved in float32
+    return (order_statistic(n // 2 - 1) + order_statistic(n // 2)) / np.float32(2)
+
+
+def sliding_median(dataset: Dataset, name: str, config: dict, chunk: int = 256) -> Rows:
+    """Per frame, the median of a video's raw (uint8) face-crop values within ``config["reference_half_s"]``
+    seconds of it (fewer frames at the ends), (N, S, S) float16 :class:`Rows`, kept in the preprocessing cache:
+    every LOSO fold and every ``spot`` call reads it instead of recomputing a median over 2 s of frames per
+    frame. A median of uint8 values is an integer or a half-integer, which float16 holds exactly (up to 1024);
+    :class:`VideoInput` divides it by 255. Computed ``chunk`` frames at a time (plus the window's margins)."""
     video = dataset.video(name)
     half = max(1, round(config["reference_half_s"] * float(video.fps)))
-    params = {"crop": CropSpec(**config["crop"]).cache_key(), "half_window_frames": half}
+    params = {"crop": CropSpec(**config["crop"]).cache_key(), "half_window_frames": half,
+              "values": "raw_uint8_median_float16"}
     path, fingerprint = entry_path(paths.cache_dir(), video, "sliding_median", params), source_fingerprint(video)
-    if (found := open_entry(path, "sliding_median", params, fingerprint)) is not None:
-        return found
-    frames = np.asarray(face_crops(dataset, name, config), dtype=np.float32) / 255
-    with EntryWriter(path, frames.shape, np.float32, "sliding_median", params, fingerprint) as entry:
-        for i in range(len(frames)):
-            entry.write(np.median(frames[max(0, i - half):i + half + 1], axis=0)[None])
-    return np.load(path, mmap_mode="r")
+    if open_entry(path, "sliding_median", params, fingerprint) is not None:
+        return Rows(path)
+    crops = face_crops(dataset, name, config)
+    n = len(crops)
+    with EntryWriter(path, crops.shape, np.float16, "sliding_median", params, fingerprint) as entry:
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            low = max(0, start - half)
+            block = crops[low:min(n, stop + half)]
+            entry.write(np.stack([np.median(block[max(0, i - half) - low:i + half + 1 - low], axis=0)
+                                  for i in range(start, stop)]))
+    return Rows(path)
 
 
 def frame_labels(dataset: Dataset, name: str) -> np.ndarray:
@@ -392,23 +495,30 @@ def frame_labels(dataset: Dataset, name: str) -> np.ndarray:
 
 
 class TrainingWindows(torch.utils.data.Dataset):
-    """Windows ``(K, S, S) float, centre class`` from videos ``[(frames, labels), ...]`` (:func:`video_frames`).
+    """Windows ``(K, S, S) float32, centre class`` from videos ``[(inputs, labels), ...]``, each window's K
+    frames read from the cache when the item is drawn (``inputs``: a :class:`VideoInput`, or an (N, S, S) float
+    array of input frames in memory; ``labels``: per-frame class codes).
 
-    ``per_class`` None: every window once (item i is the i-th window). Otherwise ``per_class`` items
-    per class present among the centres, item i of class ``i % classes``, each a centre of that class
-    drawn at random (PyTorch's global generator, which :func:`mecore.train.fit` seeds).
+    ``per_class`` None: every window once (item i is the i-th window, videos in order). Otherwise
+    ``per_class`` items per class present among the centres, item i of class ``i % classes``, each a centre
+    of that class drawn at random (PyTorch's global generator, which :func:`mecore.train.fit` seeds). Holds the
+    inputs' entry paths, the labels and window indices (a few bytes per frame), never frames: it pickles
+    small for ``DataLoader`` workers.
     """
 
     def __init__(self, videos, k: int = 5, per_class: int | None = None, random_crop: float = 1.0):
-        self.videos, self.k, self.per_class, self.random_crop = videos, k, per_class, random_crop
-        rows = [np.column_stack([np.full(len(c), v), c]) for v, (crops, _) in enumerate(videos)
-                for c in [window_centres(len(crops), k)]]
-        centres = np.concatenate(rows) if rows else np.zeros((0, 2), np.int64)
-        if not len(centres):
+        self.k, self.per_class, self.random_crop = k, per_class, random_crop
+        self.inputs = [inputs for inputs, _ in videos]
+        self.labels = [np.asarray(labels).astype(np.int8) for _, labels in videos]
+        counts = [len(window_centres(len(inputs), k)) for inputs in self.inputs]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # first window of each video
+        if not self.offsets[-1]:
             raise ValueError(f"no window of K = {k} frames fits in the training videos")
-        classes = np.array([videos[v][1][t] for v, t in centres], dtype=np.int64)
-        self.centres = centres
-        self.pools = [centres[classes == c] for c in range(len(CLASSES)) if (classes == c).any()]
+        half = k // 2
+        classes = np.concatenate([labels[half:half + count] for labels, count in zip(self.labels, counts)])
+        index_type = np.int32 if self.offsets[-1] < 2**31 else np.int64
+        self.pools = ([] if per_class is None else
+                      [np.flatnonzero(classes == c).astype(index_type) for c in range(len(CLASSES)) if (classes == c).any()])
         self.training_shares = np.bincount(classes, minlength=len(CLASSES)) / len(classes)
         present = self.training_shares > 0
         self.sampled_shares = self.training_shares if per_class is None else present / present.sum()
@@ -425,20 +535,26 @@ class TrainingWindows(torch.utils.data.Dataset):
                          where=self.sampled_shares > 0)
 
     def __len__(self) -> int:
-        return len(self.centres) if self.per_class is None else self.per_class * len(self.pools)
+        return int(self.offsets[-1]) if self.per_class is None else self.per_class * len(self.pools)
+
+    def centre(self, window: int) -> tuple[int, int]:
+        """(video, centre frame) of the ``window``-th window of all videos."""
+        v = int(np.searchsorted(self.offsets, window, side="right")) - 1
+        return v, int(window - self.offsets[v]) + self.k // 2
 
     def __getitem__(self, index: int):
         if self.per_class is None:
-            v, t = self.centres[index]
+            if not 0 <= index < len(self):
+                raise IndexError(f"window {index} of {len(self)}")
+            v, t = self.centre(index)
         else:
             pool = self.pools[index % len(self.pools)]
-            v, t = pool[int(torch.randint(len(pool), (1,)))]
-        crops, labels = self.videos[v]
+            v, t = self.centre(int(pool[int(torch.randint(len(pool), (1,)))]))
         half = self.k // 2
-        window = np.ascontiguousarray(crops[t - half:t + half + 1])
+        window = self.inputs[v][t - half:t + half + 1]
         if self.random_crop > 1:
             window = random_crop(window, self.random_crop)
-        return torch.from_numpy(window), int(labels[t])
+        return torch.from_numpy(np.ascontiguousarray(window)), int(self.labels[v][t])
 
 
 def random_crop(window: np.ndarray, scale: float) -> np.ndarray:
@@ -483,16 +599,16 @@ def spot_from_labels(labels, probabilities, frame_numbers, postprocess: str, max
     return intervals[["onset", "offset", "type", "score"]]
 
 
-def score_video(model: STSNet, frames: np.ndarray, batch_size: int = 256, weights: np.ndarray | None = None
+def score_video(model: STSNet, frames, batch_size: int = 256, weights: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame probabilities (N, 3), labels (N,) and key-frame scores (N, K) of one video's input
-    frames (:func:`video_frames`). ``weights`` (:meth:`TrainingWindows.decision_weights`) rescale the
-    network's probabilities before they are renormalised and labelled. Frames that centre no window
-    (the first and last K // 2) get probability 1 for "none" and NaN scores.
+    frames (a :class:`VideoInput`, read ``batch_size`` frames at a time, or an array). ``weights``
+    (:meth:`TrainingWindows.decision_weights`) rescale the network's probabilities before they are
+    renormalised and labelled. Frames that centre no window (the first and last K // 2) get probability 1
+    for "none" and NaN scores.
     """
     model.eval()
-    window_probabilities, window_scores = model.video_probabilities(torch.from_numpy(np.ascontiguousarray(frames)),
-                                                                    batch_size)
+    window_probabilities, window_scores = model.video_probabilities(frames, batch_size)
     window_probabilities = window_probabilities.numpy()
     if weights is not None:
         window_probabilities = window_probabilities * weights
@@ -517,12 +633,13 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     fold = fold.at_most_fps()
     config, dataset = fold.config, fold.dataset
     train_names = sorted(n for n, v in dataset.videos.items() if v.subject in fold.train_subjects)
-    videos = [(video_frames(dataset, n, config), frame_labels(dataset, n)) for n in train_names]
+    videos = [(video_input(dataset, n, config), frame_labels(dataset, n)) for n in train_names]
     per_class = None if config["train_windows"] == "all" else int(config["train_windows"])
     train_config = TrainConfig(
         optimizer=OptimizerSpec("sgd", config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]),
         schedule=ScheduleSpec("cosine", config["min_lr"]), epochs=config["epochs"], batch_size=config["batch_size"],
-        monitor="train_loss", restore_best=False, seed=fold.seed, drop_last=config["batch_size"] > 1)
+        monitor="train_loss", restore_best=False, seed=fold.seed, drop_last=config["batch_size"] > 1,
+        micro_batch=config["micro_batch"], max_steps=config.get("max_steps"))
     windows = TrainingWindows(videos, config["k"], per_class, config["random_crop"])
     result = fit(build_model(config), nn.CrossEntropyLoss(), windows, None,
                  train_config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
@@ -530,7 +647,7 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     tables, records = [], {}
     max_micro = micro_max_frames(dataset.name, float(dataset.video(fold.test_videos[0]).fps))
     for name in fold.test_videos:
-        probabilities, labels, key_scores = score_video(result.model, video_frames(dataset, name, config),
+        probabilities, labels, key_scores = score_video(result.model, video_input(dataset, name, config),
                                                         config["eval_batch_size"], weights)
         frames = dataset.video(name).frame_numbers
         records[name] = {"frame": frames, "probabilities": probabilities, "labels": labels,
@@ -565,7 +682,8 @@ def respot(records: dict[str, dict], postprocess: str) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ registration
 _PAPER = {"k": 5, "m": 3, "widths": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "gru_hidden": 32, "gru_layers": 2,
           "dropout": 0.5, "key_dropout": 0.5, "lr": 1e-3, "min_lr": 1e-8, "momentum": 0.9, "weight_decay": 5e-4,
-          "postprocess": "merge", "decision_prior": "training", "random_crop": 144 / 128, "reference": None, "backbone_weights": None, "eval_batch_size": 256}
+          "postprocess": "merge", "decision_prior": "training", "random_crop": 144 / 128, "reference": None, "backbone_weights": None, "eval_batch_size": 256,
+          "micro_batch": None}
 CONFIGS = {
     "paper": {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "epochs": 30,
               "train_windows": "all", "batch_size": 1},

@@ -71,9 +71,10 @@ import torch
 from torch import nn
 
 from mecore.data.model import Dataset, dataset_family
+from mecore.inputs import Rows, crop_rows
 from mecore.metrics import roc_threshold
 from mecore.models import LosoFold, ModelSpec, count_parameters, register
-from mecore.preprocess import CropSpec, lcn, preprocess_video
+from mecore.preprocess import CropSpec, lcn
 from mecore.spotting import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
                              normalise, savgol_smooth)
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
@@ -239,23 +240,37 @@ def augment_images(images: np.ndarray, generator: torch.Generator | None = None)
 class ReferencePairs(torch.utils.data.Dataset):
     """Samples ``((micro_pair, macro_pair), labels)`` from videos of face crops.
 
-    ``videos``: list of ``(crops (N, S, S) uint8, labels (N, 2))``. Item ``i`` is a window of ``stride``
-    frames; its frame ``t`` is drawn at random inside the window (``stride=1``: every frame once). The
-    reference frames are ``t - s`` with ``s`` drawn from ``skips[0]`` (micro stream) and ``skips[1]``
+    ``videos``: list of ``(crops (N, S, S) uint8, labels (N, 2))``; ``crops`` is a
+    :class:`mecore.inputs.Rows` of a cache entry (:func:`video_crops`) or an array. Item ``i`` is a window of
+    ``stride`` frames; its frame ``t`` is drawn at random inside the window (``stride=1``: every frame once).
+    The reference frames are ``t - s`` with ``s`` drawn from ``skips[0]`` (micro stream) and ``skips[1]``
     (macro stream), inclusive ranges (``[k, k]`` for a fixed skip), clamped to the first frame. Random
     draws use PyTorch's global generator, which :func:`mecore.train.fit` seeds.
+
+    An item reads its three crops only (``crops[[t, r1, r2]]``, positioned reads on a :class:`Rows`), and the
+    windows are found from one offset per video, so the dataset holds no frames and no per-window list:
+    host memory is bounded by the batch, not by the videos' length (a :class:`Rows` pickles as its path).
     """
 
     def __init__(self, videos, skips, stride: int = 1, augment: bool = False, use_lcn: bool = True):
         self.videos, self.skips, self.augment, self.use_lcn = videos, skips, augment, use_lcn
         self.stride = stride
-        self.windows = [(v, start) for v, (crops, _) in enumerate(videos) for start in range(0, len(crops), stride)]
+        counts = [-(-len(crops) // stride) for crops, _ in videos]  # windows per video
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return int(self.offsets[-1])
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(video, first frame) of window ``index``."""
+        index = int(index) + (len(self) if int(index) < 0 else 0)
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} of {len(self)}")
+        v = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return v, (index - int(self.offsets[v])) * self.stride
 
     def __getitem__(self, index: int):
-        v, start = self.windows[index]
+        v, start = self.window(index)
         crops, labels = self.videos[v]
         t = start + _draw(0, min(self.stride, len(crops) - start) - 1)
         references = [max(0, t - _draw(*skip)) for skip in self.skips]
@@ -279,9 +294,10 @@ def video_labels(dataset: Dataset, name: str) -> np.ndarray:
     return np.stack([intervals_to_labels(dataset.intervals(name, t), frames) for t in TYPES], axis=1).astype(np.float32)
 
 
-def video_crops(dataset: Dataset, name: str, config: dict) -> np.ndarray:
-    """Cached grey face crops of one video (:func:`mecore.preprocess.preprocess_video`)."""
-    return preprocess_video(dataset.video(name), CropSpec(**config["crop"]), progress=False)["crops"]
+def video_crops(dataset: Dataset, name: str, config: dict) -> Rows:
+    """Cached grey face crops (N, S, S) uint8 of one video as :class:`mecore.inputs.Rows`: the cache entry
+    (:func:`mecore.preprocess.preprocess_video`) is read row by row when indexed, never mapped whole."""
+    return crop_rows(dataset.video(name), CropSpec(**config["crop"]))
 
 
 # ------------------------------------------------------------------------------------ scores -> intervals
@@ -379,7 +395,7 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     train_config = TrainConfig(
         optimizer=OptimizerSpec(config["optimizer"], config["lr"] or settings["lr"], momentum=config["momentum"]),
         epochs=config["epochs"], batch_size=config["batch_size"], patience=config["patience"], restore_best=False,
-        seed=fold.seed, drop_last=True)
+        seed=fold.seed, drop_last=True, micro_batch=config["micro_batch"], max_steps=config.get("max_steps"))
     model = build_model(config)
     result = fit(model, loss_for(config, family), pairs(fit_names, True), pairs(val_names, False), train_config,
                  checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
@@ -402,7 +418,11 @@ def load_frame_scores(folder) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------ registration
 _COMMON = {"filters": [32, 64, 128], "first_depth_multiplier": 8, "dropout": 0.25, "batch_norm": True,
            "lcn": True, "weighted_loss": True, "augment": True, "postprocess": "automated", "patience": 5,
-           "optimizer": "adam", "momentum": 0.0, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 256}
+           "optimizer": "adam", "momentum": 0.0, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 256,
+           # The paper's batch of 16 samples (two 2 x 112 x 112 pairs each) fits any device in one pass. The
+           # network has batch normalisation: micro-batches would normalise each pass's samples alone (other
+           # statistics and running averages than the whole batch's), so None keeps one pass per batch.
+           "micro_batch": None}
 CONFIGS = {
     "smoke": {**_COMMON, "crop": {"size": 32, "box": "median", "detect_every": 15, "register": True},
               "filters": [8, 16, 32], "train_stride": {"casme_sq": 8, "samm_lv": 40}, "epochs": 2},

@@ -25,6 +25,13 @@ from mecore.data.model import Video
 CACHE_FORMAT = 1
 _READ_BLOCK = 1 << 24
 log = logging.getLogger(__name__)
+USED: list[dict] = []
+"""Every entry this process opened or wrote: kind, parameters, path, bytes and rows (``mecore plan`` sizes a
+dataset's cache from the entries a trial used)."""
+
+
+def _record(path: Path, kind: str, params: dict, nbytes: int, rows: int) -> None:
+    USED.append({"kind": kind, "params": params, "path": str(path), "nbytes": int(nbytes), "rows": int(rows)})
 
 
 def digest(params: dict) -> str:
@@ -97,6 +104,7 @@ def open_entry(path: Path, kind: str, params: dict, source: str) -> np.ndarray |
     if list(array.shape) != stored.get("shape") or array.dtype.str != stored.get("dtype"):
         log.info("rebuilding %s: shape or dtype differ from the sidecar", path)
         return None
+    _record(path, kind, params, size, len(array))
     return array
 
 
@@ -110,6 +118,7 @@ class EntryWriter:
     def __init__(self, path: Path, shape: tuple[int, ...], dtype, kind: str, params: dict, source: str):
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self.meta = _meta(kind, params, source)
+        self.kind, self.params = kind, params
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.rows = 0
         self.file = None
@@ -145,3 +154,4 @@ class EntryWriter:
         sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
         sidecar_tmp.write_text(json.dumps(record, default=str, indent=1))
         os.replace(sidecar_tmp, sidecar)
+        _record(self.path, self.kind, self.params, record["nbytes"], self.shape[0])

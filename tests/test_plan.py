@@ -1,0 +1,48 @@
+"""``mecore plan``: a trial fold measures memory, steps and cache before a LOSO run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mecore.__main__ import main
+from mecore.data import load_dataset
+from mecore.plan import trial_dataset
+
+
+@pytest.fixture(scope="module")
+def casme(smoke_root):
+    return load_dataset("casme_sq", root=smoke_root / "casme_sq")
+
+
+def test_trial_keeps_every_subject_with_its_first_video_cut_short(casme):
+    trial = trial_dataset(casme, 90)
+    assert trial.subjects == casme.subjects
+    assert len(trial.videos) == len(casme.subjects) and all(v.n_frames == 90 for v in trial.videos.values())
+    assert set(trial.annotations["video"]) <= set(trial.videos)
+    for row in trial.annotations.itertuples():
+        assert row.offset <= trial.videos[row.video].last_frame
+
+
+def test_plan_measures_a_trial_and_sizes_the_whole_dataset(smoke_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--model", "yap3dcnn", "--dataset", "casme_sq", "--root", str(smoke_root / "casme_sq"),
+                 "--profile", "smoke", "--trial-frames", "240", "--steps", "2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "plan: yap3dcnn on casme_sq" in text and "LOSO run" in text
+    plan = json.loads(out.read_text())
+    assert plan["videos"] == 3 and plan["subjects (folds)"] == 3 and plan["frames"] > 3 * 240
+    assert 0.1 < plan["peak host RAM GiB"] < 4
+    [training] = plan["trainings per fold"]
+    assert training["trial samples"] > 0 and training["seconds per step"] > 0
+    assert training["samples per epoch"] > training["trial samples"]  # the whole videos hold more windows
+    [crops] = plan["cache"]
+    assert crops["entry"] == "crops" and crops["bytes per frame"] == 32 * 32  # uint8, 32 px grey
+    # nothing of the whole videos was cached by the trial: every byte is still to write
+    assert plan["cache exists GB"] == 0 and plan["cache to write GB"] * 1e9 >= plan["frames"] * 32 * 32
+
+
+def test_plan_of_an_unknown_model_is_one_line(capsys):
+    assert main(["plan", "--model", "nope", "--dataset", "synth_casme_sq", "--profile", "smoke"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
