@@ -1,7 +1,7 @@
 """``python -m mecore plan``: what a LOSO run of a model will cost on a dataset, measured before it is run.
 
-A plan runs the model's first LOSO fold as a *trial* in a child process: every subject keeps its first video,
-cut to its first ``trial_frames`` frames (:meth:`mecore.data.model.Video.first`, with its own cache entries),
+A plan runs the model's first LOSO fold as a *trial* in a child process: the first ``trial_subjects`` subjects
+(default 4) each keep their first video, cut to its first ``trial_frames`` frames (:meth:`mecore.data.model.Video.first`, with its own cache entries),
 and training stops after ``steps`` optimiser steps (:class:`mecore.train.TrainConfig` ``max_steps``). Since
 every model streams its inputs (:mod:`mecore.inputs`), the trial's peak resident memory is the full run's:
 host memory is bounded by the batch, not by the videos. From the trial it reports
@@ -35,12 +35,13 @@ from mecore import paths
 GIB = 1024 ** 3
 
 
-def trial_dataset(dataset, frames: int):
-    """Every subject's first video cut to its first ``frames`` frames, with the annotations inside the cut."""
+def trial_dataset(dataset, frames: int, subjects: int | None = None):
+    """The first ``subjects`` subjects (default all), each with its first video cut to its first ``frames``
+    frames, and the annotations inside the cuts."""
     from dataclasses import replace
 
     chosen = {}
-    for subject in dataset.subjects:
+    for subject in dataset.subjects[:subjects]:
         names = sorted(name for name, video in dataset.videos.items() if video.subject == subject)
         if names:
             chosen[names[0]] = dataset.videos[names[0]].first(frames)
@@ -50,7 +51,8 @@ def trial_dataset(dataset, frames: int):
     return replace(dataset, annotations=rows, videos=chosen, spot_videos={})
 
 
-def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None, out: str) -> None:
+def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None, out: str,
+           subjects: int | None = None) -> None:
     """Child process: one LOSO fold of the trial dataset; writes what it measured to ``out`` (JSON)."""
     import resource
 
@@ -63,7 +65,7 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     record = {"frames": frames}
     try:
-        trial = trial_dataset(dataset, frames)
+        trial = trial_dataset(dataset, frames, subjects)
         record["train_frames"] = sum(v.n_frames for v in trial.videos.values()
                                      if v.subject != trial.subjects[0])
         with tempfile.TemporaryDirectory() as results:
@@ -78,12 +80,14 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
     Path(out).write_text(json.dumps(record, default=str))
 
 
-def run_trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None = None) -> dict:
+def run_trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None = None,
+              subjects: int | None = None) -> dict:
     """:func:`_trial` in a spawned process (its peak memory is its own); the record it wrote."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "trial.json"
-        process = context.Process(target=_trial, args=(model, dataset, profile, frames, steps, device, str(out)))
+        process = context.Process(target=_trial, args=(model, dataset, profile, frames, steps, device, str(out),
+                                                       subjects))
         process.start()
         process.join()
         if not out.exists():
@@ -121,7 +125,7 @@ def cache_sizes(dataset, entries: list[dict], trial_videos: dict) -> tuple[int, 
 
 
 def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int = 600,
-         device: str | None = None) -> dict:
+         trial_subjects: int | None = 4, device: str | None = None) -> dict:
     """The plan of a LOSO run of ``model`` on ``dataset`` under ``profile`` (see the module docstring)."""
     from mecore.models import LosoFold, get_model
 
@@ -132,11 +136,11 @@ def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int
     frames = {name: video.n_frames for name, video in view.videos.items()}
     train_frames = sum(frames.values()) - sum(n for name, n in frames.items()
                                              if view.videos[name].subject == subjects[0])
-    first = run_trial(model, view, profile, trial_frames, steps, device)
+    first = run_trial(model, view, profile, trial_frames, steps, device, trial_subjects)
     if "error" in first:
         raise RuntimeError(f"the trial fold of {model} ({trial_frames} frames a subject, {steps} steps) failed: "
                            f"{first['error']}; try more --trial-frames")
-    second = run_trial(model, view, profile, 2 * trial_frames, 1, device)
+    second = run_trial(model, view, profile, 2 * trial_frames, 1, device, trial_subjects)
     existing, to_write, entry_rows = cache_sizes(view, first["entries"], view.videos)
     fits = []
     for index, fit in enumerate(first["fits"]):
@@ -176,7 +180,8 @@ def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int
             "free disk GB": free_disk / 1e9, "peak host RAM GiB": first["peak_rss_bytes"] / GIB,
             "machine RAM GiB": memory / GIB, "cuda": first["cuda"], "trainings per fold": fits,
             "hours per LOSO run": hours, "warnings": warnings,
-            "trial": f"first fold, every subject's first video cut to {trial_frames} frames, {steps} steps"}
+            "trial": f"first fold of {trial_subjects or 'all'} subjects, each with its first video cut to "
+                     f"{trial_frames} frames, {steps} steps"}
 
 
 def _size(gigabytes: float) -> str:
@@ -224,6 +229,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3, help="optimiser steps the trial measures (default 3)")
     parser.add_argument("--trial-frames", type=int, default=600,
                         help="frames of each subject's first video in the trial (default 600)")
+    parser.add_argument("--trial-subjects", type=int, default=4,
+                        help="subjects in the trial (default 4; 0: all)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: CUDA when present")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON to this file")
     parser.set_defaults(handler=_cli)
@@ -243,7 +250,7 @@ def _cli(args) -> int:
     dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
     try:
         result = plan(args.model, dataset, profile, steps=args.steps, trial_frames=args.trial_frames,
-                      device=args.device)
+                      trial_subjects=args.trial_subjects or None, device=args.device)
     except RuntimeError as error:
         print(f"mecore plan: {error}", file=sys.stderr)
         return 2

@@ -226,7 +226,8 @@ def fit(
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(_train_one_epoch(model, loss_fn, train_data, config, epoch, optimizer, scaler, amp,
                                     device, progress, state))
-        if val_data is not None and (epoch % config.validate_every == 0 or epoch == config.epochs):
+        last = epoch == config.epochs or (config.max_steps is not None and state.steps >= config.max_steps)
+        if val_data is not None and (epoch % config.validate_every == 0 or last):
             row.update(_validate(model, loss_fn, val_data, config, val_metrics, amp, device))
         scheduler.step()
         row["seconds"] = time.perf_counter() - started

@@ -113,7 +113,7 @@ def test_flow_entries_are_float16_with_the_channels_and_size_asked(video, tmp_pa
 def test_a_trial_video_cut_short_has_its_own_entries(video, tmp_path):
     short = video.first(4)
     assert list(short.frame_numbers) == list(video.frame_numbers[:4]) and video.n_frames == 10
-    assert short.first(8).max_frames == 4
+    assert short.first(2).max_frames == 2 and video.first(10) is video and short.first(8) is short
     crop = CropSpec(size=32)
     assert entry_path(tmp_path, short, "crops", {"crop": crop.cache_key()}) != \
         entry_path(tmp_path, video, "crops", {"crop": crop.cache_key()})

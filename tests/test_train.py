@@ -348,3 +348,10 @@ def test_max_steps_stops_training_mid_epoch_and_is_kept_on_resume(tmp_path):
     resumed = run(config, checkpoint_dir=tmp_path, resume=True)
     assert list(resumed.history["epoch"]) == [1, 2]  # finished: nothing more to train
     assert_same_weights(resumed.model, result.model)
+
+
+def test_a_run_stopped_by_max_steps_is_validated_in_its_last_epoch():
+    config = replace(CONFIG, epochs=10, validate_every=5, max_steps=7, monitor="val_accuracy")
+    result = run(config)
+    assert list(result.history["epoch"]) == [1, 2] and result.history["val_accuracy"].iloc[-1] >= 0
+    assert result.best_value is not None

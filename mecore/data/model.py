@@ -111,9 +111,12 @@ class Video:
         return self if step == 1 else replace(self, fps=self.fps / step, frame_step=self.frame_step * step)
 
     def first(self, n: int) -> Video:
-        """This video cut to its first ``n`` frames (a trial run on a few seconds of a long video)."""
+        """This video cut to its first ``n`` frames (a trial run on a few seconds of a long video); the video
+        itself when it has no more."""
         if n < 1:
             raise ValueError(f"a video needs at least one frame, got {n}")
+        if n >= self.n_frames:
+            return self  # the whole video: it keeps its own cache entries
         return replace(self, max_frames=n if self.max_frames is None else min(n, self.max_frames))
 
     @property

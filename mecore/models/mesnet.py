@@ -86,7 +86,6 @@ under ``runs/mesnet_models/`` keyed by the training configuration, so the second
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -104,7 +103,7 @@ from mecore.data.splits import mesnet_train_val_split
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, register
 from mecore.inputs import Rows, clip_starts, expression_indices, flow_rows, resample_time, streaming_std
-from mecore.preprocess import CropSpec, preprocess_video, read_chunks
+from mecore.preprocess import CropSpec
 from mecore.spotting import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import (L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict, seed_everything,
                           select_by_validation, validation_accuracy)
@@ -422,39 +421,6 @@ def stream_flows(dataset: Dataset, videos, train_videos, config: dict,
     return {name: VideoFlow(entry, scale) for name, entry in rows.items()}
 
 
-# Kept only for mecore.models.bifpn_i3d, which still imports them; MESNet streams (stream_flows). They hold a
-# fold's flows in memory as float32: remove them once bifpn_i3d reads mecore.inputs.flow_rows.
-def pooled_rows(rows: np.ndarray, size: int, prepare, chunk: int = 1024) -> torch.Tensor:
-    """``prepare(rows as a tensor) -> (n, C, H, W) float`` area-averaged to ``size`` px, ``chunk`` rows at a time,
-    so that a long video's cached memory map is never held in memory at the crop size."""
-    parts = []
-    for block in read_chunks(rows, chunk):
-        part = prepare(torch.from_numpy(block))
-        parts.append(part if part.shape[-1] == size else F.adaptive_avg_pool2d(part, size))
-    return torch.cat(parts)
-
-
-def load_flows(dataset: Dataset, videos, config: dict, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Per video a (N, 2, S, S) float32 tensor: row t is the optical flow (dx, dy) from frame t to frame
-    t + ``config["flow_step"]`` (the last rows get zero flow) on the face crop of ``config["crop"]``,
-    area-averaged to ``config["input_size"]`` px. Flows come from :func:`mecore.preprocess.preprocess_video`
-    (cached)."""
-    crop, step = CropSpec(**config["crop"]), config["flow_step"]
-    flows = {}
-    for name in tqdm(list(videos), desc="flows", disable=not progress, leave=False):
-        flow = preprocess_video(dataset.video(name), crop, flow_steps=(step,), flow_method=config["flow_method"],
-                                progress=False)[f"flow{step}"]
-        motion = pooled_rows(flow, config["input_size"], lambda rows: rows[..., :2].permute(0, 3, 1, 2))
-        flows[name] = torch.cat([motion, motion.new_zeros((step, *motion.shape[1:]))]).contiguous()
-    return flows
-
-
-def normalise_flows(flows: dict[str, torch.Tensor], reference_videos) -> dict[str, torch.Tensor]:
-    """Every flow divided by the standard deviation of the ``reference_videos`` (the training videos)."""
-    scale = torch.cat([flows[name].flatten() for name in reference_videos]).std().clamp(min=1e-6)
-    return {name: flow / scale for name, flow in flows.items()}
-
-
 def free_starts(expressions: pd.DataFrame, video: str, n_frames: int, length: int) -> np.ndarray:
     """Start indices of clips of ``length`` frames in ``video`` that overlap no annotated expression."""
     busy = np.zeros(n_frames + 1, dtype=np.int64)
@@ -585,11 +551,7 @@ def pretrain_backbone(flows: dict[str, VideoFlow], expressions: pd.DataFrame, tr
                                     {v: lengths[v] for v in train_videos}, config, rng)
     val_clips = pretraining_clips(expressions[expressions["video"].isin(val_videos)],
                                   {v: lengths[v] for v in val_videos}, config, rng)
-    epochs = config["pretrain_epochs"]
-    if config.get("max_steps") is not None:  # a trial ends with the epoch of its last step, which fit then
-        # validates (it validates every validate_every epochs and the last), so that every candidate has a score
-        epochs = min(epochs, math.ceil(config["max_steps"] / math.ceil(len(train_clips) / config["batch_size"])))
-    train_config = TrainConfig(optimizer_spec(config), epochs=epochs,
+    train_config = TrainConfig(optimizer_spec(config), epochs=config["pretrain_epochs"],
                                batch_size=config["batch_size"], micro_batch=config.get("micro_batch"),
                                max_steps=config.get("max_steps"),
                                l2=L2Penalty(config["l2"], exclude=("output.",)), monitor="val_accuracy",

@@ -310,8 +310,8 @@ class STSNet(nn.Module):
         ``shared``: the ResNet runs once per frame and the windows are cut from its maps; otherwise
         every window recomputes its K frames (the published code's way; for the benchmark and test).
         Memory holds a batch of frames and the maps of at most ``batch_size + batch_size // K + K`` frames,
-        never the whole video: the maps are computed ``batch_size`` frames at a time from the first frame, the
-        last K - 1 kept for the windows that reach into the next batch, and the windows are classified
+        never the whole video: the maps are computed ``batch_size`` frames at a time from the first frame (those
+        that windows not yet classified still need are kept for the next batch), and the windows are classified
         ``batch_size // K`` at a time from the first window as soon as their frames' maps are there. Frames and
         windows fall into the same batches however the video is read, so the outputs equal those of one pass
         over the whole video in memory. Call in eval mode (batch norm and dropout), as :func:`score_video` does.
