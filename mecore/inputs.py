@@ -122,6 +122,11 @@ class Rows:
                 out[order[run]] = block[ordered[run] - ordered[run[0]]]
         return out
 
+    def __iter__(self):
+        """Row by row, read 256 rows at a time."""
+        for block in self.chunks(256):
+            yield from block
+
     def chunks(self, size: int = 1024) -> Iterable[np.ndarray]:
         """All rows, ``size`` at a time."""
         for start in range(0, self.length, size):

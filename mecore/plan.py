@@ -37,14 +37,17 @@ GIB = 1024 ** 3
 
 def trial_dataset(dataset, frames: int, subjects: int | None = None):
     """The first ``subjects`` subjects (default all), each with its first video cut to its first ``frames``
-    frames, and the annotations inside the cuts."""
+    frames (or longer, to the end of its first expression of each type), and the annotations inside the cuts."""
     from dataclasses import replace
 
     chosen = {}
     for subject in dataset.subjects[:subjects]:
         names = sorted(name for name, video in dataset.videos.items() if video.subject == subject)
         if names:
-            chosen[names[0]] = dataset.videos[names[0]].first(frames)
+            video = dataset.videos[names[0]]
+            ends = dataset.intervals(names[0]).groupby("type")["offset"].min()  # each type's first expression
+            needed = int((video.frame_numbers <= ends.max()).sum()) if len(ends) else 0
+            chosen[names[0]] = video.first(max(frames, needed))
     rows = dataset.annotations[dataset.annotations["video"].isin(list(chosen))]
     last = rows["video"].map({name: video.last_frame for name, video in chosen.items()})
     rows = rows[rows["offset"] <= last].reset_index(drop=True)

@@ -124,7 +124,7 @@ class TrainConfig:
     restore_best: bool = True
     seed: int = 0
     mixed_precision: bool = True  # used only on CUDA
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader worker processes; None: loader_workers()
     drop_last: bool = False  # drop a short last training batch (batch normalisation needs > 1 sample)
     micro_batch: int | None = None  # samples per forward/backward pass; None: the whole batch at once
     max_steps: int | None = None  # stop after this many optimiser steps (a trial of a configuration)
@@ -150,6 +150,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def loader_workers(device: torch.device, requested: int | None = None) -> int:
+    """DataLoader worker processes: ``requested`` if given; else none on the CPU (each LOSO fold computes with one
+    thread, and the items' random draws stay in the process, so a seed gives the same numbers) and, on CUDA, up to
+    four processes reading and preparing the next batches while the GPU computes. A daemonic process (a Dask
+    worker) cannot start processes: it loads in-process."""
+    import multiprocessing
+
+    if requested is not None:
+        return requested
+    if device.type != "cuda" or multiprocessing.current_process().daemon:
+        return 0
+    return min(4, max(1, (os.cpu_count() or 1) // 2))
 
 
 def seed_everything(seed: int) -> None:
@@ -253,7 +267,8 @@ def predict(model: nn.Module, data: torch.utils.data.Dataset, batch_size: int,
     """Model outputs for every item of ``data`` (items as in :func:`fit`), concatenated, on the CPU."""
     device = resolve_device(device)
     model.to(device).eval()
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=loader_workers(device),
+                        pin_memory=device.type == "cuda")
     outputs = []
     with torch.no_grad():
         for inputs, _ in loader:
@@ -439,7 +454,8 @@ def _concatenate(batches: list) -> Any:
 
 def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp, device, progress, state) -> dict:
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True,
-                        generator=_epoch_generator(config.seed, epoch), num_workers=config.num_workers,
+                        generator=_epoch_generator(config.seed, epoch),
+                        num_workers=loader_workers(device, config.num_workers),
                         pin_memory=device.type == "cuda", drop_last=config.drop_last)
     model.train()
     losses, penalties = [], []
@@ -486,7 +502,8 @@ def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp
 
 
 def _validate(model, loss_fn, data, config, val_metrics, amp, device) -> dict:
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=False,
+                        num_workers=loader_workers(device, config.num_workers),
                         pin_memory=device.type == "cuda")
     model.eval()
     losses, outputs, targets = [], [], []

@@ -51,6 +51,7 @@ def test_rows_read_what_indexing_the_array_reads(tmp_path):
         index = [31, 3, 4, 5, 5, 49, 0]
         np.testing.assert_array_equal(rows[index], array[index])
         np.testing.assert_array_equal(np.concatenate(list(rows.chunks(16))), array)
+        np.testing.assert_array_equal(np.stack(list(rows)), array)
         with pytest.raises(IndexError):
             rows[50]
         with pytest.raises(IndexError):
