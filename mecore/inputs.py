@@ -151,13 +151,14 @@ def flow_rows(video: Video, crop: CropSpec, step: int, method: str, size: int | 
     return Rows(entry, length=video.n_frames)
 
 
-def streaming_std(sources: Iterable[Rows | np.ndarray], chunk: int = 1024) -> float:
+def streaming_std(sources: Iterable[Rows | np.ndarray], chunk_bytes: int = 16 << 20) -> float:
     """The standard deviation (with Bessel's correction, as ``torch.Tensor.std``) of every element of
-    ``sources`` together, accumulated ``chunk`` rows at a time in float64: the whole data is never in memory."""
+    ``sources`` together, accumulated in float64 over chunks of about ``chunk_bytes``: the data is never in
+    memory whole (a fixed row count would hold a gigabyte of 256 px flows)."""
     count, total, squares = 0, 0.0, 0.0
     for source in sources:
         rows = source if isinstance(source, Rows) else Rows(np.asarray(source))
-        for block in rows.chunks(chunk):
+        for block in rows.chunks(max(1, chunk_bytes // (8 * int(np.prod(rows.row_shape, dtype=np.int64))))):
             values = block.astype(np.float64, copy=False)
             count += values.size
             total += float(values.sum())

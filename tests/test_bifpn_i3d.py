@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 import mecore.models.bifpn_i3d as bifpn_i3d
-from mecore.inputs import Rows
+from mecore.inputs import Rows, streaming_std
 from mecore.models import get_model
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.spotting import apply_regression
 from mecore.train import FIT_LOG, CheckpointError
 from mecore.models.bifpn_i3d import (EXPRESSION, LEVEL_STRIDES, BiFPN, BiFPNI3D, FusionNode, SpottingLoss,
-                                     TwoStreamClips, candidate_targets, focal_loss, inflate_conv, load_inputs,
-                                     load_pretrained, micro_batch_size, tiling, train_model)
+                                     TwoStreamClips, candidate_targets, focal_loss, inflate_conv,
+                                     load_inputs, load_pretrained, micro_batch_size, tiling, train_model)
 
 NO_EXPRESSIONS = pd.DataFrame(columns=["video", "onset", "offset"])
 
@@ -169,6 +169,7 @@ def test_streamed_clips_equal_the_in_memory_inputs(smoke_root):
         assert len(frames[name]) == len(flows[name]) == dataset.video(name).n_frames == old_frames[name].shape[1]
     old_scale = torch.cat([old_flows[name].flatten() for name in train_videos]).std()
     assert scale == pytest.approx(float(old_scale), rel=2e-3)
+    assert streaming_std([flows[name] for name in train_videos], chunk_bytes=50_000) == pytest.approx(scale, rel=1e-12)
     length, input_size = config["clip_length"], config["input_size"]
     clips = tiling({name: len(frames[name]) for name in videos}, length)
     data = TwoStreamClips(frames, flows, scale, clips, NO_EXPRESSIONS, length, input_size, size, train=False)

@@ -79,7 +79,7 @@ def test_streaming_std_equals_torch_std_of_the_concatenation(tmp_path):
     sources = [Rows(parts[0], length=8), Rows(tmp_path / "b.npy"), parts[2]]
     expected = torch.cat([torch.from_numpy(np.concatenate([parts[0], np.zeros((3, 3, 3), np.float16)])).float(),
                           torch.from_numpy(parts[1]).float(), torch.from_numpy(parts[2]).float()]).std()
-    assert streaming_std(sources, chunk=4) == pytest.approx(float(expected), rel=1e-6)
+    assert streaming_std(sources, chunk_bytes=4 * 9 * 8) == pytest.approx(float(expected), rel=1e-6)
 
 
 @pytest.mark.parametrize("size", [16, 28, 64])

@@ -81,23 +81,24 @@ Where the paper is silent or ambiguous, the reading implemented:
   (I3D's range) and area-averaged to ``load_size``, flow divided by its standard deviation on the
   training videos, both cropped to ``input_size`` (random in training, central at test).
 * **Micro-batches.** The paper's batch of 32 two-stream clips of 160 x 224 x 224 keeps about 6 GiB of
-  activations per clip for the backward pass in float32 (measured on the CPU at 32-64 frames of
-  112 px and scaled; about half under CUDA mixed precision), some 190 GiB a batch: ``paper`` takes
-  the batch in ``micro_batch`` = 8 clips per pass (about 48 GiB in float32, 24 GiB in mixed
-  precision), gradients accumulated before one Adam step (:class:`mecore.train.TrainConfig`). Two
-  things differ from one pass of 32: batch normalisation normalises each micro-batch with its own
-  statistics and updates its running averages once per pass (four times a step, momentum 0.1 each),
-  and the focal and smooth L1 losses are divided by the positives of each micro-batch (then
-  weighted by its share of the batch), not of the whole batch. Both are accepted: 8 clips of
-  160 frames give BN many thousands of values per channel, the running averages see the same
-  data, and with 135 candidates per 160-frame clip a micro-batch's positive count differs from a quarter
-  of the batch's by sampling noise only (the batch's own count is already a random normaliser).
+  activations per clip for the backward pass in float32 (saved tensors of one 40-frame clip, times 4;
+  on the CPU a 40-frame clip adds 1.6 GB to the peak), about half under CUDA mixed precision: some
+  100-190 GiB a batch. ``paper`` takes the batch in ``micro_batch`` = 8 clips per pass (about
+  50 GiB in float32, 25 GiB in mixed precision), gradients accumulated before one Adam step
+  (:class:`mecore.train.TrainConfig`). Two things differ from one pass of 32: batch normalisation
+  normalises each micro-batch with its own statistics and updates its running averages once per
+  pass (four times a step, momentum 0.1 each), and the focal and smooth L1 losses are divided by
+  the positives of each micro-batch (then weighted by its share of the batch), not of the whole
+  batch. Both are accepted: 8 clips give every BN layer at least 40 values per channel (P7's 5
+  positions; I3D's layers millions), the running averages see the same data, and with 135
+  candidates per 160-frame clip a micro-batch's positive count differs from a quarter of the
+  batch's by sampling noise only (the batch's own count is already a random normaliser).
   No pass holds a single clip (:func:`micro_batch_size`), and ``drop_last`` keeps a batch of one
   out of batch normalisation. ``default`` and ``smoke`` take their batch in one pass.
 
 Profiles: ``paper`` — full-width I3D on 224 px crops of 256 px faces, RGB, TV-L1 between consecutive
-frames, batch 32 (in micro-batches of 8), 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same network at width
-1/16 on 24 px grey crops (28 px before the random crop) of 128 px faces in one fixed box per video
+frames, batch 32 (in micro-batches of 8), 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same
+network at width 1/16 on 24 px grey crops (28 px before the random crop) of 128 px faces in one fixed box per video
 (``box="median"``), reduced TV-L1 flow with a 4-frame step (MESNet's default, and its cached flows),
 batch 8, 8 epochs with Adam at lr 3e-3, so that LOSO on
 ``synth_casme_sq`` trains in minutes on two idle CPU cores (one step of 8 clips takes about 0.4 s on
@@ -503,8 +504,7 @@ def load_inputs(dataset: Dataset, videos, train_videos, config: dict,
         video = dataset.video(name)
         frames[name] = crop_rows(video, crop)
         flows[name] = flow_rows(video, crop, config["flow_step"], config["flow_method"], config["load_size"], "xy")
-    scale = max(streaming_std(flows[name] for name in train_videos), 1e-6)
-    return frames, flows, scale
+    return frames, flows, max(streaming_std([flows[name] for name in train_videos]), 1e-6)
 
 
 class TwoStreamClips(torch.utils.data.Dataset):
