@@ -13,7 +13,8 @@ host memory is bounded by the batch, not by the videos. From the trial it report
 * batch, micro-batch and accumulation, the measured seconds per optimiser step (the first step excluded when
   there are more), and from them the time of an epoch and of the LOSO run. Training samples per epoch are
   measured in two trials of ``trial_frames`` and twice as many frames and extrapolated linearly to the fold's
-  training frames (a sampler that draws a fixed number per epoch extrapolates to that number).
+  training frames (a sampler that draws a fixed number per epoch extrapolates to that number); where the trial
+  already took whole videos, in proportion to the training frames.
 
 It warns when the disk or the memory will not suffice. Preprocessing time (flows, crops) is not in the epoch
 times: it is paid once per video and cached.
@@ -155,8 +156,8 @@ def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int
         if other is not None and span > 0:
             slope = (other - samples) / span
             projected = max(1, round(samples + slope * (train_frames - first["train_frames"])))
-        else:
-            projected = samples
+        else:  # the trial already took whole videos: samples in proportion to the training frames
+            projected = max(1, round(samples * train_frames / max(first["train_frames"], 1)))
         batch = min(fit["batch_size"], projected)
         steps_per_epoch = projected // batch if fit["drop_last"] else math.ceil(projected / batch)
         micro = fit["micro_batch"]
