@@ -22,7 +22,7 @@ dask-jobqueue's ``SLURMCluster`` on an HPC system; workers need the same mecore 
 the dataset at the same path, i.e. a shared file system; several GPUs on one machine: start
 dask-cuda's ``LocalCUDACluster``, one worker per GPU, and pass its address). On CPU the fold results
 are the same on every path (one thread a fold, :func:`fold_threads`). Predictions are pooled over
-folds and scored once by :mod:`mecore.metrics` (the LOSO standard, ``shared/reference/evaluation.md``);
+folds and scored once by :mod:`mecore.metrics` (the LOSO standard of the field's papers);
 per-fold scores are reported beside them.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation of spotting and recognition, one named convention at a time.
 
-The papers do not all count the same way (``shared/reference/evaluation.md``), so every spotting
+The papers do not all count the same way, so every spotting
 number here says which convention produced it:
 
 * ``"megc2020"`` — MEGC 2020 challenge baseline ("gt-found", He et al. 2020, Sec. II-C): a ground

@@ -1,4 +1,4 @@
-"""Loaders for the real on-disk layouts (``shared/reference/datasets.md``), one function per dataset.
+"""Loaders for the real datasets' on-disk layouts (workbooks, sheets, frame folders), one function per dataset.
 
 Every loader returns a :class:`~mecore.data.model.Dataset` whose annotation table has the common
 columns, and records each repair it made to the raw annotations in ``Dataset.repairs``. Bad input

@@ -1,7 +1,7 @@
 """The embedded synthetic datasets: complete datasets written in the real on-disk layouts.
 
 Each writer produces frames as image files plus the annotation workbook (same file name, sheets,
-columns, preamble rows and quirks as ``shared/reference/datasets.md`` describes), so the real
+columns, preamble rows and quirks as the real releases), so the real
 loaders in :mod:`mecore.data.loaders` read them unchanged. Frames come from
 :mod:`mecore.data.synthetic_face`: per-subject identities, expressions as local motion of facial
 regions driven by action units, and distractors (blinks, head drift and quick head movements,

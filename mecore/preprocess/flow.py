@@ -6,7 +6,7 @@ Backends (all OpenCV, all on uint8 grey images):
   10 outer iterations): the paper-faithful choice, as Zhou et al. (FR) Sec. 3.1 / 4.2 and He et al. Sec. 3
   use TV-L1. About 5 pairs per second on 128x128 faces with two cores.
 * ``"tvl1_reduced"`` — the same energy with 3 scales, 3 warps, epsilon 0.05, 10 inner and 3 outer iterations:
-  about 8x faster, about 0.1 px mean end-point difference to ``"tvl1"`` on faces (shared/reference/toolchain.md).
+  about 8x faster, about 0.1 px mean end-point difference to ``"tvl1"`` on faces.
 * ``"dis"`` — DIS (Kroeger et al. 2016), preset "fast": the fast default for flow on every frame of long
   videos (hundreds to thousands of pairs per second). Not a paper's choice. Preset "fast" rather than "medium":
   on consecutive frames of the synthetic videos (sensor noise, JPEG) "medium" reports 0.2 px of mean motion on
