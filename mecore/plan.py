@@ -100,7 +100,7 @@ def run_trial(model: str, dataset, profile: str, frames: int, steps: int, device
         return json.loads(out.read_text())
 
 
-def cache_sizes(dataset, entries: list[dict], trial_videos: dict) -> tuple[int, int, list[dict]]:
+def cache_sizes(dataset, entries: list[dict]) -> tuple[int, int, list[dict]]:
     """(bytes that exist, bytes to write, one row per entry kind) for every video of ``dataset``, from the
     entries the trial used: bytes per row measured on the trial's entries."""
     from mecore.preprocess.cache import entry_path
@@ -145,7 +145,7 @@ def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int
         raise RuntimeError(f"the trial fold of {model} ({trial_frames} frames a subject, {steps} steps) failed: "
                            f"{first['error']}; try more --trial-frames")
     second = run_trial(model, view, profile, 2 * trial_frames, 1, device, trial_subjects)
-    existing, to_write, entry_rows = cache_sizes(view, first["entries"], view.videos)
+    existing, to_write, entry_rows = cache_sizes(view, first["entries"])
     fits = []
     for index, fit in enumerate(first["fits"]):
         times = fit["step_seconds"][1:] or fit["step_seconds"]

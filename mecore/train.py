@@ -17,6 +17,14 @@ What the papers state about training, and how it is written here:
   Fig. 7 plots training loss, validation loss (both batch means) and validation accuracy ->
   :func:`plot_history`.
 
+Micro-batches: ``TrainConfig.micro_batch`` splits every batch into passes of at most that many samples whose
+gradients accumulate before the one optimiser step, each pass's loss weighted by its share of the batch; for a
+loss that averages over samples this is the whole batch's gradient, so a paper's batch (BiFPN-I3D's 32 clips of
+160 frames) trains on a device that holds a few clips. Batch normalisation then normalises each pass with its
+own statistics (and updates its running averages once per pass), and a loss normalised by a count over the
+batch (a focal loss over the positives, a masked mean) is normalised per pass; the models say where that
+matters. ``TrainConfig.max_steps`` ends a trial after that many optimiser steps (validating its last epoch).
+
 Runs are seeded and deterministic on CPU. A checkpoint (model, optimiser, scheduler, gradient
 scaler, RNG states, epoch, history, best state) is written atomically after every epoch; resuming
 continues to the same final weights as an uninterrupted run, because the shuffling order of epoch
@@ -367,18 +375,6 @@ def batch_length(value: Any) -> int:
     if isinstance(value, dict):
         return batch_length(next(iter(value.values())))
     raise TypeError(f"cannot count the samples of a batch of {type(value).__name__}")
-
-
-def auto_micro_batch(per_sample_bytes: int, batch_size: int, device: str | torch.device | None = None,
-                     reserve: float = 0.2) -> int:
-    """The largest micro-batch (a divisor-free count, at most ``batch_size``) whose activations, at
-    ``per_sample_bytes`` each (measured by ``mecore plan``), fit the free memory of a CUDA ``device`` less a
-    ``reserve`` fraction; on the CPU the whole batch."""
-    device = resolve_device(device)
-    if device.type != "cuda":
-        return batch_size
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(max(1, min(batch_size, free * (1 - reserve) // max(per_sample_bytes, 1))))
 
 
 @dataclass
