@@ -78,7 +78,7 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
     except Exception as error:  # reported by the parent with the trial's settings
         record["error"] = f"{type(error).__name__}: {error}"
     record["fits"] = train.FIT_LOG
-    record["entries"] = cache.USED
+    record["entries"] = list(cache.USED.values())
     record["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     record["cuda"] = torch.cuda.is_available() and device != "cpu"
     Path(out).write_text(json.dumps(record, default=str))

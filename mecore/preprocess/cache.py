@@ -25,13 +25,13 @@ from mecore.data.model import Video
 CACHE_FORMAT = 1
 _READ_BLOCK = 1 << 24
 log = logging.getLogger(__name__)
-USED: list[dict] = []
-"""Every entry this process opened or wrote: kind, parameters, path, bytes and rows (``mecore plan`` sizes a
-dataset's cache from the entries a trial used)."""
+USED: dict[str, dict] = {}
+"""Every entry this process opened or wrote, by path: kind, parameters, bytes and rows (``mecore plan`` sizes a
+dataset's cache from the entries a trial used); one record per entry, however often it is opened."""
 
 
 def _record(path: Path, kind: str, params: dict, nbytes: int, rows: int) -> None:
-    USED.append({"kind": kind, "params": params, "path": str(path), "nbytes": int(nbytes), "rows": int(rows)})
+    USED[str(path)] = {"kind": kind, "params": params, "path": str(path), "nbytes": int(nbytes), "rows": int(rows)}
 
 
 def digest(params: dict) -> str:

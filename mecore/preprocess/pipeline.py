@@ -103,7 +103,7 @@ def preprocess_video(source: Video | np.ndarray, crop: CropSpec = CropSpec(), *,
     from the i-th frame to the (i + k)-th (``source.frame_numbers``), computed on the grey crops, with channels
     dx, dy (``flow_channels="xy"``) or dx, dy, optical strain (``"xys"``), area-averaged from S to
     ``flow_size`` = F px (:func:`area_mean`; default S). Real-valued entries are stored as float16: a model
-    reads only the channels and the size it needs, at a quarter to a twelfth of the float32 bytes.
+    reads only the channels and the size it needs, at a third of the float32 bytes or less.
     For a Video with ``cache=True`` the results are read-only memory maps of cache
     entries under ``cache_root`` (default ``mecore.paths.cache_dir()``); only missing or invalid entries are
     computed, and memory holds one chunk of frames whatever the video length (read them row range by row
