@@ -1,115 +1,41 @@
-"""He et al. 2023: two-stream I3D backbone, BiFPN cross-scale fusion with attention and a
+"""He et al. 2023: two-stream I3D backbone, BiFPN cross-scale fusion with SE attention and a
 classification-regression network (CRN) for spotting micro- and macro-expression intervals.
 
-Architecture (paper Sec. III, Figs. 1-4):
-
-* :class:`I3D` — Inception-v1 inflated to 3D (Carreira & Zisserman 2017; Sec. III-A): every
-  convolution followed by batch normalisation and ReLU (Sec. III-C), the stem, the nine Inception
-  modules and the four max poolings of I3D, every width scaled by ``width``. Two streams
-  (:class:`TwoStreamI3D`): grey (or RGB) face crops and optical flow (Sec. III-C, TV-L1 in ``paper``).
-  :func:`inflate_conv` is the I3D inflation (a 2D kernel repeated over ``t`` frames, divided by ``t``)
-  and :func:`load_pretrained` the optional path to user-supplied weights (3D, or 2D to be inflated);
-  nothing is ever downloaded.
-* :class:`BiFPN` — P3, P4, P5 from the backbone, P6 and P7 by downsampling P5 twice, 1x1
-  convolutions to a common width (Sec. III-C); fast normalised fusion (Eqs. 1-2, ReLU-constrained
-  weights, epsilon), depthwise separable convolutions followed by BN and ReLU (Sec. III-B), the
-  top-down then bottom-up path of Fig. 3 and an SE attention module on the fusion inputs.
-* :class:`CRN` — Fig. 4 / Sec. III-D: two 1D convolutions (kernel 3, no padding, stride 1, ReLU), two
-  fully connected layers, dropout 0.5, a 2-way softmax classifier and a 2-value boundary regressor;
-  focal loss for the classes (Sec. IV-B) and smooth L1 for the boundaries (:class:`SpottingLoss`),
-  temporal NMS after (Sec. III-D).
+Architecture (Sec. III, Figs. 1-4): :class:`I3D`, Inception-v1 inflated to 3D (Sec. III-A), BN and ReLU after
+every convolution (Sec. III-C); two streams, face crops and TV-L1 flow (:class:`TwoStreamI3D`); user-supplied
+weights only (:func:`inflate_conv`, :func:`load_pretrained`). :class:`BiFPN`: fast normalised fusion (Eqs. 1-2),
+depthwise separable convolutions (Sec. III-B). :class:`CRN` (Fig. 4, Sec. III-D): two 1D convolutions, two FC,
+dropout 0.5, 2-way softmax, 2-value boundary regressor, :class:`SpottingLoss` (Sec. IV-B), temporal NMS.
 
 Where the paper is silent or ambiguous, the reading implemented:
 
-* **Which features.** "After the 3rd, 4th and 5th pooling layers" is read with EfficientDet's
-  naming, which the paper adopts: P3, P4, P5 have spatial strides 8, 16, 32, i.e. the outputs of
-  I3D's Mixed_3c, Mixed_4f and Mixed_5c (temporal strides 2, 4, 8). P6 and P7 are a 1x1 convolution
-  of P5 followed by one and two max poolings of stride 2 (EfficientDet's resampling).
-* **Time only after the backbone.** Spotting is temporal: each level is averaged over its spatial
-  positions (as temporal detectors on I3D features do) and the BiFPN and the CRN work on the
-  sequences (B, C, T_l). The two streams' features are concatenated per level before the 1x1
-  convolutions (the paper does not say where the streams meet).
-* **BiFPN nodes.** Fig. 3's text: P6_td = f(P6_in, up(P7_in)), P5_td, P4_td, P3_out likewise; then
-  P4_out = f(P4_in_2, P4_td, down(P3_out)), P5_out = f(P5_in_2, P5_td, down(P4_out)),
-  P6_out = f(P6_in, P6_td, down(P5_out)), P7_out = f(P7_in, down(P6_out)). In the first layer P4 and
-  P5 have two 1x1 mappings each (P4_in_1 for the top-down path, P4_in_2 for the bottom-up one, as the
-  text names them); later layers reuse their input. Layers: 3 (EfficientDet-D0; the paper gives no
-  number), width 64 in ``paper`` (D0).
-* **SE attention.** "An SE attention module is added to determine the attention to each input":
-  every fusion node has one squeeze-excitation block (Hu et al., reduction 4) that rescales the
-  channels of each of its inputs before the weighted sum of Eqs. 1-2.
-* **Proposals.** The paper does not say how candidates are made. The CRN is shared by all five
-  fused levels and slides over each (EfficientDet's heads): its two unpadded convolutions make
-  output ``j`` of level ``l`` see positions ``j..j+4``, i.e. the clip frames
-  ``[j s_l, (j + 5) s_l - 1]`` with ``s_l = 2, 4, 8, 16, 32`` frames: candidates of 10, 20, 40, 80 and
-  160 frames, which span CAS(ME)^2's MEs (about 10 frames) to its longest macro-expressions. The two
-  FC layers act on each output position (one candidate each).
-* **Classes.** Fig. 4's 2-way softmax is read as "expression vs non-expression" (the text:
-  "ME" or "non-ME", and "distinguishing the generated candidates (MaE or ME)"). A spotted interval is
-  a micro-expression when it lasts at most ``micro_max_seconds`` = 0.5 s, the definition of Sec. I,
-  else a macro-expression; the tables need both types.
-* **Labels and regression.** A candidate is positive when its IoU with the nearest expression
-  exceeds ``iou_positive`` = 0.5 (RetinaNet; MESNet's 0.7 would leave many expressions without any
-  positive candidate with octave-spaced lengths); boundary targets and their inverse are MESNet's
-  Eq. 12 (:func:`mecore.spotting.regression_targets`, :func:`~mecore.spotting.apply_regression`).
-* **Focal loss.** Softmax focal loss with RetinaNet's gamma = 2, summed over candidates and divided by
-  the number of positives, the classifier's bias initialised to RetinaNet's prior P(expression) = 0.01;
-  smooth L1 (beta 1) over positives, averaged; the two losses added. No alpha: RetinaNet's 0.25
-  down-weights the rare positives further, and with it our network predicted the prior everywhere
-  (measured on one fold: all probabilities 0.07-0.24, no threshold of Table II left an interval).
-* **top_threshold** is the minimum expression probability of a kept candidate. (Sec. IV-B says that a
-  larger threshold outputs *more* expressions, which no probability threshold does; Table II's
-  trend is reported beside ours as printed.) Greedy NMS at ``t_nms`` = 0.5 (MESNet's) per video and
-  type. Because greedy NMS only looks at higher-scored intervals, running it once and then filtering
-  by any threshold gives the same intervals as filtering first: one LOSO run at the lowest threshold
-  gives the whole Table II sweep.
-* **Clips.** Training: every clip of ``clip_length`` frames of the training videos, adjacent clips
-  overlapping by half (:func:`mecore.inputs.clip_starts`), with the paper's random crop and
-  left-right flip (the flow's dx changes sign under the flip). Test: the same tiling, candidates
-  pooled per video before NMS. ``clip_length`` = 160 frames, the shortest clip for which P7 gives a
-  candidate. "Shorter video clips are merged before extracting optical flow" concerns the CAS(ME)^2
-  files and has no counterpart here.
-  On 200 fps SAMM-LV the paper gives no other length; 160 frames are then 0.8 s, less than most
-  macro-expressions (SAMM-LV mean 2.1 s), so profiles other than ``paper`` read SAMM-LV at every 7th frame
-  (``max_fps`` 30, :meth:`mecore.data.model.Dataset.at_most_fps`): a clip covers 5.6 s as on CAS(ME)^2, and
-  I3D sees the ~25 fps it was designed for.
-* **Inputs.** Face crops in one fixed box per video (``box="median"``: a per-frame Haar box's jitter
-  is more motion than an ME's, :mod:`mecore.preprocess.face`; measured on the default LOSO, overall F1
-  0.034 with a smoothed per-frame box, 64 px faces and DIS flow, 0.240 with the fixed box, 128 px
-  faces and reduced TV-L1). Cached (:mod:`mecore.inputs`) as uint8 crops and float16 dx, dy flow at
-  ``load_size``, read clip by clip (host memory holds a batch, never a video): crops scaled to [-1, 1]
-  (I3D's range) and area-averaged to ``load_size``, flow divided by its standard deviation on the
-  training videos, both cropped to ``input_size`` (random in training, central at test).
-* **Micro-batches.** The paper's batch of 32 two-stream clips of 160 x 224 x 224 keeps about 6 GiB of
-  activations per clip for the backward pass in float32 (saved tensors of one 40-frame clip, times 4;
-  on the CPU a 40-frame clip adds 1.6 GB to the peak), about half under CUDA mixed precision: some
-  100-190 GiB a batch. ``paper`` takes the batch in ``micro_batch`` = 8 clips per pass (about
-  50 GiB in float32, 25 GiB in mixed precision), gradients accumulated before one Adam step
-  (:class:`mecore.train.TrainConfig`). Two things differ from one pass of 32: batch normalisation
-  normalises each micro-batch with its own statistics and updates its running averages once per
-  pass (four times a step, momentum 0.1 each), and the focal and smooth L1 losses are divided by
-  the positives of each micro-batch (then weighted by its share of the batch), not of the whole
-  batch. Both are accepted: 8 clips give every BN layer at least 40 values per channel (P7's 5
-  positions; I3D's layers millions), the running averages see the same data, and with 135
-  candidates per 160-frame clip a micro-batch's positive count differs from a quarter of the
-  batch's by sampling noise only (the batch's own count is already a random normaliser).
-  No pass holds a single clip (:func:`micro_batch_size`), and ``drop_last`` keeps a batch of one
-  out of batch normalisation. ``default`` and ``smoke`` take their batch in one pass.
+* **Which features.** "After the 3rd, 4th and 5th pooling layers" in EfficientDet's naming (Sec. III-C): P3, P4, P5
+  are Mixed_3c, Mixed_4f, Mixed_5c (spatial strides 8, 16, 32); P6, P7 a 1x1 conv of P5 and max poolings.
+* **Time only after the backbone.** Each level is averaged over space; BiFPN and CRN work on (B, C, T_l). The
+  streams are concatenated per level before the 1x1 convolutions (the paper does not say where they meet).
+* **BiFPN nodes.** Fig. 3's top-down then bottom-up path, P4 and P5 with two 1x1 mappings in the first layer
+  (P4_in_1, P4_in_2, as the text names them); 3 layers, width 64 in ``paper`` (EfficientDet-D0; not given).
+* **SE attention.** One squeeze-excitation block (reduction 4) per fusion node rescales each input (Sec. III-B).
+* **Proposals.** Not described: one shared CRN slides over the five levels; candidates of 10 to 160 frames.
+* **Classes.** Fig. 4: expression or not (Sec. III-D); micro if at most ``micro_max_seconds`` = 0.5 s (Sec. I).
+* **Labels and regression.** Positive when IoU > ``iou_positive`` = 0.5 (RetinaNet); boundary targets are
+  MESNet's Eq. 12 (:func:`mecore.spotting.regression_targets`, :func:`~mecore.spotting.apply_regression`).
+* **Focal loss.** Softmax, gamma 2, prior 0.01, no alpha (measured in notebook 12), plus smooth L1 (Sec. IV-B).
+* **top_threshold** is the minimum expression probability of a kept candidate (Sec. IV-B's "larger threshold,
+  more expressions" fits no probability threshold; Table II's trend is reported as printed). Greedy NMS at
+  ``t_nms`` = 0.5 per video and type commutes with the threshold: one run at the lowest gives Table II's sweep.
+* **Clips.** ``clip_length`` = 160 frames (the shortest with a P7 candidate), overlapping by half, random crop
+  and left-right flip (flow dx negated) in training. Outside ``paper``, SAMM-LV is read at ``max_fps`` 30.
+* **Inputs.** Face crops in one fixed box per video (``box="median"``, measured in notebook 12), cached
+  (:mod:`mecore.inputs`) and read clip by clip; crops in [-1, 1], flow divided by its training std.
+* **Micro-batches.** ``paper``'s batch of 32 (Sec. IV-B) runs as ``micro_batch`` = 8 clips per pass, gradients
+  accumulated (:class:`mecore.train.TrainConfig`); per-micro-batch BN statistics and loss normalisation are
+  accepted. No pass holds a single clip (:func:`micro_batch_size`).
 
-Profiles: ``paper`` — full-width I3D on 224 px crops of 256 px faces, RGB, TV-L1 between consecutive
-frames, batch 32 (in micro-batches of 8), 30 epochs, Adam at lr 1e-4 (Sec. IV-B). ``default`` — the same
-network at width 1/16 on 24 px grey crops (28 px before the random crop) of 128 px faces in one fixed box per video
-(``box="median"``), reduced TV-L1 flow with a 4-frame step (MESNet's default, and its cached flows),
-batch 8, 8 epochs with Adam at lr 3e-3, so that LOSO on
-``synth_casme_sq`` trains in minutes on two idle CPU cores (one step of 8 clips takes about 0.4 s on
-one core). The learning rate is measured, not the paper's (with the earlier per-frame face box and
-DIS flow): on one fold at lr 1e-3 the loss stalled
-after two epochs with every probability below 0.31, so no threshold of Table II kept an interval (the
-paper's 1e-4 moves a randomly initialised network even less in eight epochs). Also measured and not
-kept (LOSO, 6 folds): each frame minus its video's mean frame in the appearance stream with batch 4
-and lr 1e-3 left 65 intervals above 0.3 in all (two folds none) and 5 above 0.5, none of them a hit,
-versus 620 and 516 without it (the fixed face box now gives 510 and 222). ``smoke`` — 16 px
-crops, narrow BiFPN and CRN, a few batches (tests).
+Profiles: ``paper`` — full-width I3D, 224 px RGB crops of 256 px faces, TV-L1, batch 32, 30 epochs, Adam lr 1e-4
+(Sec. IV-B). ``default`` — width 1/16, 24 px grey crops of 128 px faces, reduced TV-L1 (4-frame step), batch 8,
+8 epochs, Adam lr 3e-3 (measured in notebook 12), so LOSO on ``synth_casme_sq`` trains in minutes on CPU.
+``smoke`` — 16 px crops, narrow BiFPN and CRN, a few batches (tests).
 """
 from __future__ import annotations
 

@@ -3,70 +3,39 @@ micro-expression recognition from onset-apex optical flow.
 
 Pipeline and architecture (paper Sec. 3, Fig. 1, Fig. 2):
 
-* **Apex** (Sec. 3.1, 4.2): the annotated apex (CASME II, SAMM); for SMIC, which has none, the
-  inter-frame difference rule Eq. 1, ``t_apex = argmax_t mean |I(t) - I(onset)|`` over the clip
-  (:func:`interframe_diff_apex`, cached per clip). The Dual-Inception ablation (Table 1a, ref. [38])
-  takes the mid-position frame instead, on every database (:func:`apex_frames`).
-* **Flow** (Sec. 3.1, 4.2): TV-L1 between the onset and apex faces, horizontal and vertical
-  components resized to 28x28 (:func:`mecore.preprocess.onset_apex_flows`, cached, parallel).
-* **Expression-shared features** (Sec. 3.1): one stream per flow component, each two Inception-v1
-  blocks (branches 1x1; 1x1-3x3; 1x1-5x5; 3x3 max-pool-1x1; ReLU) of 6 and then 16 filters per
-  branch (LeNet's 6 and 16), each block followed by 2x2 max pooling; the two flattened maps
-  (2 x 64 x 7 x 7 = 6272) are concatenated (:class:`TwoStreamInception`).
-* **Expression proposal module** (Sec. 3.2, Eqs. 2-5): K attention units ``a_k = softmax(W_k z +
-  b_k)`` (softmax over the feature, so each ``a_k`` sums to one), ``z*_k = a_k * z`` (element-wise);
-  K detectors, each two fully-connected layers with a sigmoid output, trained by binary
-  cross-entropy against "sample is class k" (Eq. 4); the proposal loss is the mean of the K
-  detection losses (Eq. 5, :func:`proposal_loss`).
-* **Fusion and classifier** (Sec. 3.3, Eqs. 6-8): ``z' = sum_k z*_k``; FC - dropout 0.5 - FC -
-  softmax; total loss ``lambda L_prop + L_cls`` with lambda = 0.85 (Sec. 6.1.1, :class:`FRLoss`).
+* **Apex** (Sec. 3.1, 4.2): annotated (CASME II, SAMM); for SMIC the inter-frame difference rule of Eq. 1
+  (:func:`interframe_diff_apex`). Dual-Inception (Table 1a, ref. [38]) takes the mid frame (:func:`apex_frames`).
+* **Flow** (Sec. 3.1, 4.2): TV-L1 onset to apex, resized to 28x28 (:func:`mecore.preprocess.onset_apex_flows`).
+* **Expression-shared features** (Sec. 3.1): one stream per flow component, two Inception-v1 blocks of 6 then 16
+  filters per branch, each followed by 2x2 max pooling; the streams concatenated (:class:`TwoStreamInception`).
+* **Expression proposal module** (Sec. 3.2, Eqs. 2-5): K attention units ``a_k = softmax(W_k z + b_k)``,
+  ``z*_k = a_k * z``; K detectors (two FC layers, sigmoid, binary cross-entropy, Eq. 4), their losses averaged
+  (Eq. 5, :func:`proposal_loss`).
+* **Fusion and classifier** (Sec. 3.3, Eqs. 6-8): ``z' = sum_k z*_k``; FC - dropout 0.5 - FC - softmax; loss
+  ``lambda L_prop + L_cls``, lambda = 0.85 (Sec. 6.1.1, :class:`FRLoss`).
 
-Variants (Table 1, ``variant`` in the configuration): ``fr``; ``fr_fc`` (proposal units are plain
-FC layers, ``z*_k = ReLU(W_k z + b_k)``, no attention, Table 1b); ``fr_concatenated`` (the ``z*_k``
-concatenated instead of summed, Table 1c); ``basic`` (Basic Inception: no proposal module, the
-classifier directly on the concatenated stream features, Table 1a); Dual-Inception is ``basic`` with
-``apex="mid"``. Each is registered: ``fr``, ``fr_fc``, ``fr_concatenated``, ``fr_basic_inception``,
-``fr_dual_inception``.
+Variants (Table 1, ``variant``): ``fr``; ``fr_fc`` (FC proposal units, no attention, Table 1b); ``fr_concatenated``
+(``z*_k`` concatenated, Table 1c); ``basic`` (no proposal module, Table 1a); Dual-Inception is ``basic`` with
+``apex="mid"``. Registered as ``fr``, ``fr_fc``, ``fr_concatenated``, ``fr_basic_inception``, ``fr_dual_inception``.
 
 Where the paper is silent or ambiguous, the reading implemented:
 
-* **Sizes from Table 7.** The attention FC maps ``z`` to a vector of ``z``'s own size (Eq. 2-3), so
-  with ``z`` the 6272-long concatenation one attention unit alone would hold 39 M weights, while
-  Table 7 gives 3.76 M for all three units and detectors together. Table 7 is met when the
-  expression-shared feature ``z`` is the 1024-unit ReLU FC layer on the concatenation (the first FC
-  of the Basic Inception / Dual-Inception classifier; ``shared_width``), the detectors are
-  FC 128 - FC 1 (``detector_width``) and the FR classifier is FC 256 - dropout - FC K
-  (``classifier_width``). Basic Inception's classifier is FC 1024 - dropout 0.5 - FC K on the
-  6272 features (the 3-to-4-class difference of Table 7, 1000 parameters, fixes the 1024).
-  :func:`parameter_table` prints ours beside Table 7: 6.450 M / 6.451 M (paper 6.4803 / 6.4813),
-  10.253 M / 11.434 M (paper 10.2418 / 11.4231), all within 0.5 %.
-* **Stream input**: one channel (a flow component) per stream; values divided by the training
-  clips' standard deviation of that component (the paper feeds flow images; pixels of a 128 px face
-  crop are sub-pixel on micro-expressions).
-* **Eq. 1** on the grey full frames from onset to offset (the paper crops faces after choosing the
-  apex, Sec. 4.2); a CASME II/SAMM row whose apex is not annotated gets Eq. 1 too.
-* **Optimiser**: the paper states learning rate and momentum only, so SGD: lr 0.001 without momentum
-  for the ablation and CDE (Sec. 6.1.1-6.1.2), lr 0.0005 with momentum 0.8 for CDMER and single
-  databases (Sec. 6.1.3-6.1.4, :data:`SINGLE_DATABASE_OVERRIDES`); batch 32. The epoch count is not
-  given: ``paper`` trains 100 epochs and keeps the last weights (no validation set is described).
-  Losses are batch means (Keras) rather than the sums written in Eqs. 4 and 7.
-* **CDMER** (Table 10, "five-fold cross validation"): :func:`run_cdmer` trains once on the whole
-  labelled source database and predicts the target, scored over the five stratified target folds of
-  :func:`mecore.data.splits.kfold_splits` (pooled: every target clip once; and the mean of the five
-  fold scores). Classes regrouped by ``cdmer3`` (Table 11).
+* **Sizes from Table 7.** ``z`` is a 1024-unit ReLU FC layer on the 6272-long concatenation (``shared_width``),
+  detectors FC 128 - FC 1, the FR classifier FC 256 - dropout - FC K, Basic Inception's FC 1024 - dropout 0.5 -
+  FC K: this meets Table 7's parameter counts (:func:`parameter_table`), attention on the raw 6272 would not.
+* **Stream input**: one flow component per stream, divided by the training clips' standard deviation.
+* **Eq. 1** on grey full frames, onset to offset (faces are cropped after, Sec. 4.2), also where no apex is annotated.
+* **Optimiser**: SGD (only lr and momentum are stated), lr 0.001 for the ablation and CDE (Sec. 6.1.1-6.1.2), lr
+  0.0005 with momentum 0.8 for CDMER and single databases (Sec. 6.1.3-6.1.4, :data:`SINGLE_DATABASE_OVERRIDES`);
+  batch 32; ``paper`` trains 100 epochs (not given), last weights; batch-mean losses (Keras), not Eqs. 4, 7's sums.
+* **CDMER** (Table 10): :func:`run_cdmer` trains on the whole source database and scores the target over five
+  stratified folds (:func:`mecore.data.splits.kfold_splits`), pooled and averaged; classes by ``cdmer3`` (Table 11).
+* **Initialisation**: Keras 2.2.4's defaults (Glorot-uniform, zero biases; Sec. 4.2); measured in notebook 14.
 
-* **Initialisation**: Keras 2.2.4's defaults (Glorot-uniform weights, zero biases), the paper's
-  framework (Sec. 4.2). It matters: with PyTorch's default initialisation FR stayed at the majority
-  class for 10 epochs of Adam at 1e-3 on our CDE split, while Basic Inception learnt.
-
-Profiles: ``paper`` as above (TV-L1 on 128 px faces, SGD, 100 epochs). ``large``: the paper's sizes
-trained 10 epochs by Adam at 1e-3 (plain SGD at 1e-3 did not move FR's loss in 15 epochs, 1.69 ->
-1.68 on a CDE split, because the softmax attention scales ``z`` by about 1/1024 at the start).
-``default``: as ``large`` with narrower fully-connected layers (shared 256, detector 64, classifier
-128; Basic Inception's hidden layer 256), which halves the time of a fold (the 6272 x 1024 layer is
-about 40 % of the arithmetic) so that the notebook's 120 CDE folds fit the ten-minute budget;
-on a held-out CDE split both sizes reached the same UF1 (0.84 FR, 0.82-0.86 Basic Inception).
-``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced TV-L1 on 64 px faces.
+Profiles: ``paper`` as above. ``large``: the paper's sizes, 10 epochs of Adam at 1e-3 (measured in notebook 14).
+``default``: ``large`` with narrower FC layers (shared 256, detector 64, classifier 128, Basic Inception 256), so
+the notebook's 120 CDE folds fit the budget. ``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced
+TV-L1 on 64 px faces.
 """
 from __future__ import annotations
 

@@ -1,88 +1,41 @@
 """MESNet (Wang et al. 2021): 2+1D backbone with pre-training, Clip Proposal Network (CPN) and
 Classification-Regression Network (CRN) for spotting micro-expression intervals in long videos.
 
-Architecture (paper Sec. III):
-
-* :class:`Backbone` — the 2+1D Spatiotemporal Convolutional Network (Sec. III-A, Table I, Fig. 2):
-  the 2D CNN of Table I on every frame with shared weights (``F_n``), vectorised to ``f_n`` of
-  length ``L = H*W/4``, then two 1D convolutions (kernel 3, 128 channels, ReLU) over time (``S``).
+* :class:`Backbone` — 2+1D network (Sec. III-A, Table I, Fig. 2): Table I's 2D CNN on every frame (shared
+  weights), vectorised to ``L = H*W/4``, then two 1D convolutions (kernel 3, 128 channels, ReLU) over time.
 * :class:`PretrainNet` — backbone + FC 300 - FC 300 - dropout 0.5 - FC 2 (Sec. III-A, Eq. 8).
-* :class:`ClipProposalNetwork` — five dilated sub-networks (Table II), windows of 7, 9, 11, 13,
-  15 frames on ``F``; labels Eq. 10, masked loss Eq. 11 (:func:`cpn_loss`).
-* :class:`ClassificationRegressionNetwork` — proposal features resampled to ``N_CR`` frames, two
-  1D convolutions, FC 300 - FC 300 - dropout, class and boundary heads (Sec. III-C, Eqs. 12-13).
-* :class:`MESNet` — the three together; total loss Eq. 14 (:class:`MESNetLoss`).
+* :class:`ClipProposalNetwork` — five dilated sub-networks (Table II), windows of 7-15 frames; Eqs. 10-11.
+* :class:`ClassificationRegressionNetwork` — proposals resampled to ``N_CR`` frames, two 1D convolutions,
+  FC 300 - FC 300 - dropout, class and boundary heads (Sec. III-C, Eqs. 12-13). :class:`MESNet`: all three (Eq. 14).
 
-Where the paper is ambiguous, the reading implemented:
+Readings where the paper is ambiguous:
 
-* **Padding.** Table I gives "padding 2" for the 3x3 convolutions and Sec. III-A "padding 2" for
-  the 1D ones, yet the text states ``F_n in R^{H/16 x W/16 x 64}``, ``L = HW/4``,
-  ``S in R^{128 x N}`` and ``N_s = N - (k1 - 1) r1 - (k2 - 1) r2``. Two zeros on *each* side would
-  grow every map by 2 (a 64 px frame would give 6x6x64, not 4x4x64; ``S`` would have N + 4
-  columns). All stated sizes hold when "padding 2" counts the zeros added in total, one per side
-  (PyTorch ``padding=1``, "same"). We implement that reading and require H, W divisible by 16.
-* **CPN first-layer width.** Table II gives kernels and dilations but not the hidden width; we use
-  128, the width of ``S``. Windows: with "same" temporal padding, output ``n`` of sub-network
-  ``s`` sees frames ``[n - 2, n - 2 + R_s - 1]`` of the clip (R_s = 7..15), clipped to the clip.
-* **"Nearest ME"** (Eq. 10) is the ME of highest IoU with the window.
-* **Mask M** (Eq. 11) is drawn per mini-batch: every ME window is kept; each non-ME window is kept
-  with probability (ME windows / non-ME windows) of the batch (0 when the batch holds no ME).
-* **Regression at test time** (Eq. 12 and the output interval): the targets
-  ``r1 = (a - a')/(b - a)``, ``r2 = (b - b')/(b - a)`` use the unknown true length ``b - a``.
-  The two equations determine it: ``b - a = (b' - a') / (1 + r1 - r2)``; the output is
-  ``[a' + r1 (b - a), b' + r2 (b - a)]`` with that length (:func:`apply_regression`, the exact
-  inverse of :func:`regression_targets`). The denominator is floored at 0.1 (length at most
-  ten times the proposal's).
-* **CRN training proposals** (``V_pro`` of Eq. 12): CPN windows with ME probability >= T_CPN
-  after temporal NMS (T_nms) in each training clip — what the CRN sees at test time; labels as
-  Eq. 10 (IoU > 0.7). ``max_proposals`` caps them per clip (None in the paper profile).
-* **Post-processing**: CPN output = windows >= T_CPN, NMS per clip, then NMS per video over the
-  overlapping clips; CRN output = those proposals with CRN probability >= T_CRN, regressed, NMS per
-  video (Sec. III-D, Table VIII).
-* **L2** (Eqs. 11, 12, 14): one term ``lambda/2 sum w^2`` over every parameter except the CRN's
-  two output layers (Eq. 14 sums the two losses' terms; we count a shared weight once).
-* **Unstated sizes**: ``N_pre = 16`` (= l_noL on CAS(ME)^2), ``N_CR = 16``, the macro clip end
-  ``apex + k`` with ``k = 8`` frames (30 fps; a missing apex is replaced by the offset); the input
-  frame size (64 px in ``paper``). The CRN's own temporal convolutions start from random weights
-  (only the backbone is pre-trained).
-* **Input**: "optical flow" (Sec. IV-A-3): the two flow components (dx, dy) from frame t to frame
-  t + ``flow_step`` on a 128 px face crop with one fixed box per video (``box="median"``,
-  :mod:`mecore.preprocess.face`), area-averaged to the input size and divided by the training videos'
-  standard deviation (:func:`mecore.inputs.streaming_std`). The flows are cached in float16, dx and dy only,
-  at the input size (:func:`mecore.inputs.flow_rows`), and read clip by clip (:class:`VideoFlow`): host
-  memory holds a batch, not the dataset. The ``paper`` profile uses
-  TV-L1 between consecutive frames; ``default`` uses OpenCV's reduced TV-L1 (5 warps, 2 scales) with a
-  4-frame step, about the onset-to-apex rise of an ME at 30 fps, so that one flow row holds most of an
-  ME's displacement. Measured on the first fold of the synthetic CAS(ME)^2 set (pre-training, one
-  candidate, selected validation accuracy; majority class 0.59): a per-frame smoothed Haar box, 64 px
-  crop, DIS flow 0.59 (the box's zoom jitter swamps the ME's motion); fixed box, 128 px, DIS 0.68;
-  fixed box, 128 px, reduced TV-L1 0.86.
-* **SAMM (200 fps)**: the ``paper`` profile takes Sec. IV-A-3's SAMM values (l_noL 100, l_MESNet 670,
-  L_overlap 134, r_tME 10, r_tNL 4, 85 epochs; no macro samples, since the paper lists no r_MaE / r_tMaE for
-  SAMM). The other profiles read SAMM-LV at every 7th frame (``max_fps`` 30 -> 28.6 fps,
-  :meth:`mecore.data.model.Dataset.at_most_fps`) so that the CAS(ME)^2 frame counts keep their meaning in
-  seconds (670 frames at 200 fps = 3.35 s = 100 frames at 30 fps) at a seventh of the flow cost; intervals
-  are spotted on the kept frames' own numbers.
-* **Optimiser and L2**: "mini-batch gradient descent, batch 2, learning rate 1e-4" (Sec. III-D) is
-  plain SGD at 1e-4 with lambda = 0.01 in ``paper``. ``default`` keeps batch 2 and the learning
-  rate but uses Adam (a few epochs of plain SGD at 1e-4 do not move the network) and lambda = 1e-4:
-  Adam rescales the gradient ``lambda * w`` of the explicit L2 term per weight, and with
-  lambda = 0.01 it drove the weights to zero before the data could shape them (measured with the
-  earlier per-frame face box and DIS flow: the
-  pre-training loss stayed at 0.68, validation accuracy at the majority class).
-* **Balanced CRN loss** (``balance_crn``, not in the paper; off in ``paper``): Eq. 12 averages over
-  all proposals, most of them non-ME, so on our data the CRN learnt to say non-ME everywhere and
-  spotted nothing at T_CRN = 0.5. ``default`` applies Eq. 11's mask M to the CRN's proposals too.
-* **Splits and samplers**: train/validation videos by :func:`mecore.data.splits.mesnet_train_val_split`
-  (Sec. IV-A-3); training clips of ``l_MESNet`` frames: ``r_tME`` per ME at random positions that
-  contain it, ``r_tMaE`` per ME around random macro-expressions, ``r_tNL`` per ME without any
-  expression (Sec. III-D). Samples are drawn once per fold from the seed.
+* **Padding.** "padding 2" (Table I, Sec. III-A) counts the zeros in total (PyTorch ``padding=1``): only then do
+  the stated sizes (``H/16 x W/16 x 64``, ``L = HW/4``, ``S in R^{128 x N}``, ``N_s``) hold. H, W divisible by 16.
+* **CPN width** (not in Table II): 128, the width of ``S``; output ``n`` of sub-network ``s`` sees frames
+  ``[n - 2, n - 2 + R_s - 1]``, clipped.
+* **Eq. 10** "nearest ME" = the ME of highest IoU. **Eq. 11** mask M per mini-batch: every ME window; each
+  non-ME window with probability (ME windows / non-ME windows).
+* **Regression at test time** (Eq. 12): ``b - a = (b' - a') / (1 + r1 - r2)``, denominator floored at 0.1
+  (:func:`apply_regression`, the exact inverse of :func:`regression_targets`).
+* **CRN training proposals** (``V_pro``, Eq. 12): CPN windows >= T_CPN after NMS, labelled as Eq. 10
+  (IoU > 0.7); ``max_proposals`` caps them (None in ``paper``). **Post-processing** (Sec. III-D, Table VIII):
+  >= T_CPN, NMS per clip, then per video; CRN: >= T_CRN, regressed, NMS per video.
+* **L2** (Eqs. 11, 12, 14): one ``lambda/2 sum w^2`` over every parameter but the CRN's two output layers.
+* **Unstated sizes**: ``N_pre = N_CR = 16``, macro clip end ``apex + 8``, 64 px input; CRN convolutions start random.
+* **Input** ("optical flow", Sec. IV-A-3): flow (dx, dy) from t to t + ``flow_step`` on a 128 px crop with one
+  fixed box per video, area-averaged to the input size, divided by the training std; cached float16
+  (:func:`mecore.inputs.flow_rows`), read clip by clip (:class:`VideoFlow`). ``paper``: TV-L1, step 1;
+  ``default``: reduced TV-L1, step 4. Box, flow, optimiser and CRN balance measured in notebook 10.
+* **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given); other profiles read
+  SAMM-LV at every 7th frame (``max_fps`` 30), so frame counts keep their meaning in seconds.
+* **Optimiser** (Sec. III-D): ``paper`` plain SGD, batch 2, lr 1e-4, lambda 0.01; ``default`` Adam, lambda 1e-4
+  and a **balanced CRN loss** (``balance_crn``, not in the paper): Eq. 11's mask M on the CRN's proposals too.
+* **Splits and samplers** (Sec. IV-A-3, III-D): :func:`mecore.data.splits.mesnet_train_val_split`; clips of
+  ``l_MESNet`` frames, ``r_tME`` / ``r_tMaE`` / ``r_tNL`` per ME, drawn once per fold from the seed.
 
-Registered as two LOSO models sharing one trained network per fold: ``mesnet_cpn`` (the first
-stage's intervals) and ``mesnet_crn`` (the second stage's). The trained weights are checkpointed
-under ``runs/mesnet_models/`` keyed by the training configuration, so the second run only predicts.
-:func:`predict_with_thresholds` re-predicts those networks under other T_CPN, T_CRN and T_nms
-(Sec. IV-C-4, Tables VII-VIII).
+Registered as ``mesnet_cpn`` and ``mesnet_crn`` (LOSO), sharing one network per fold, checkpointed under
+``runs/mesnet_models/``; :func:`predict_with_thresholds` re-predicts under other thresholds (Tables VII-VIII).
 """
 from __future__ import annotations
 

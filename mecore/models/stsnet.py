@@ -1,121 +1,41 @@
 """Fu et al. 2023, STSNet_SW: ResNet frame features, key-frame attention, per-pixel bi-GRU, sliding windows.
 
-Spotting as per-frame classification (Sec. 2, Fig. 1): a window of K = 5 frames is centred on every
-frame except the first and last two (Sec. 2.1) and the network says whether its centre frame shows no
-expression, a micro- or a macro-expression (codes 0 / 1 / 2 of :data:`mecore.spotting.TYPE_CODES`).
+Per-frame classification (Sec. 2, Fig. 1): a K = 5 window centred on each frame (the first / last K // 2 are "none",
+Sec. 2.1) says if its centre shows none / micro / macro (codes 0 / 1 / 2 of :data:`mecore.spotting.TYPE_CODES`).
 
-* **Spatial module** (Sec. 2.1): a ResNet-18 applied to every frame (:class:`ResNet`, written here;
-  grey 1-channel input, 5x5 stride-2 first convolution, 3x3 stride-2 max pooling and four stages of two
-  basic blocks, as in the published code's ``models/resnet.py``), giving ``p_k`` of C x H x W
-  (512 x 4 x 4 on 128 x 128 crops).
-* **Key frames** (Sec. 2.2, Eqs. 1-6, Fig. 2; :class:`KeyFrameScorer`): on the spatially averaged
-  features, ``alpha_k = (W1 P)^T (W2 p_k)``, softmax, ``b_k = sum_i alpha_ki W3 p_i``,
-  ``g_k = Norm(Dropout(U b_k + p_k))``, ``z_k = L2(L1(g_k))`` with L1 = linear, ReLU, dropout, layer
-  norm and L2 = one sigmoid unit. The M = 3 frames of highest ``z_k`` are the key frames.
-* **Temporal module** (Sec. 2.3, Fig. 3; :class:`TemporalModule`): one bi-GRU, shared by all H x W
-  positions, reads the M key frames' C-vectors at each position in time order; its outputs are averaged
-  over the M steps (C' = 64 channels); the H x W x C' map goes through dropout 0.5 and a fully connected
-  softmax layer over the three classes. Loss: cross-entropy, Eq. 7.
-* **Training** (Sec. 3.2): SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3 cosine-annealed
-  to 1e-8 over 30 epochs, LOSO.
-* **Post-processing** (Sec. 2.4, 3.2; :func:`spot_from_labels`): per-frame labels -> runs -> intervals
-  ("none", Tables 1-2); segment merging of Fig. 4 first ("merge", Table 3); segment-duration
-  relabelling after merging ("duration", Table 4: a run of expression frames is micro when it lasts
-  at most 15 frames on CAS(ME)^2, 100 on SAMM-LV, else macro). Evaluated with the STSNet_SW convention
-  (``metrics`` ``"stsnet"``, Eqs. 8-15) and with MEGC 2020.
+* **Spatial module** (Sec. 2.1): ResNet-18 per frame (:class:`ResNet`; grey input, 5x5 stride-2 stem, as the code's
+  ``models/resnet.py``), ``p_k`` of C x H x W. **Key frames** (Sec. 2.2, Eqs. 1-6, Fig. 2; :class:`KeyFrameScorer`):
+  VASNet-style attention and score ``z_k``; the M = 3 highest are the key frames, kept in time order.
+* **Temporal module** (Sec. 2.3, Fig. 3; :class:`TemporalModule`): a bi-GRU shared by all H x W positions over the key
+  frames, averaged over steps, dropout 0.5, FC softmax; loss Eq. 7. **Training** (Sec. 3.2): SGD 0.9, wd 5e-4,
+  lr 1e-3 cosine to 1e-8, 30 epochs, LOSO.
+* **Post-processing** (Sec. 2.4, 3.2; :func:`spot_from_labels`): "none" (Tables 1-2), Fig. 4 merging (Table 3), then
+  duration relabelling (Table 4: micro if <= 15 frames CAS(ME)^2, 100 SAMM-LV). Metrics: ``"stsnet"`` (Eqs. 8-15), MEGC.
 
-Choices where the paper is silent or ambiguous (the published code is cited where it settles one):
+Choices where the paper is silent or ambiguous (published code cited where it settles one):
 
-* **SAMM-LV's 200 fps.** The paper windows five consecutive frames on both datasets; at 200 fps they span
-  25 ms, a fraction of a micro-expression's rise. The ``paper`` profile keeps that; the others read
-  SAMM-LV at every 7th frame (``max_fps`` 30, :meth:`mecore.data.model.Dataset.at_most_fps`), so a window
-  spans ~0.17 s as on CAS(ME)^2 and a ResNet pass is spent on a seventh of the frames. Durations for
-  Table 4's relabelling are counted in the video's own frame numbers (100 at 200 fps) either way.
+* **SAMM-LV's 200 fps.** ``paper`` windows consecutive frames; other profiles read every 7th (``max_fps`` 30,
+  :meth:`mecore.data.model.Dataset.at_most_fps`). Table 4 durations stay in the video's own frame numbers.
+* **Key-frame features.** Eqs. 1-6 need vectors: ``p_k`` averaged over H x W (as ``resnet.py``'s commented code).
+* **Eq. 4**: ``W3 p_i`` (printed ``W3 p_k`` ignores attention); ``1 / sqrt(C)`` scaling; dropout 0.5, no bias (VASNet).
+* **Trainable selection.** Straight-through gate ``1 + z_k - stopgrad(z_k)`` on the top-M maps (the code reads
+  offline masks; ``BinarizedF`` commented out). Ties go to the earlier frame.
+* **Temporal module.** "two ... bi-GRUs", C' = 64: ``nn.GRU(512, 32, 2, bidirectional=True)`` as the code.
+* **Classes.** Three, as the paper; the code trains one two-class network per type.
+* **Inputs.** Grey crops in one fixed box per video (``box="median"``, :mod:`mecore.preprocess.face`), in [0, 1] as
+  ``ToTorchFormatTensor(div=True)``; training crops as ``GroupScaleRandomCrop`` (:func:`random_crop`).
+* **Reference** (not paper; stand-in for missing pre-training): ``"sliding_median"`` subtracts the median within
+  ``reference_half_s`` = 1 s (:func:`sliding_median`, cached; :class:`VideoInput`); offline; measured in notebook 13.
+* **Pre-training** (ImageNet, AffectNet, Sec. 2.1): unavailable; from scratch or ``config["backbone_weights"]``.
+* **Training windows.** ``"all"`` (``paper``, batch 1 as the code) or ``n`` class-balanced per class per epoch, with
+  ``decision_prior="training"`` (Bayes reweighting, :meth:`TrainingWindows.decision_weights`); measured in notebook 13.
+* **Post-processing order.** Duration rule on merged labels (Table 4 vs 3); score = mean class probability; registered
+  is merging (the paper's conclusion). **No model selection**: final weights (``main.py`` picks by test accuracy).
 
-* **Features for the key-frame module.** Eqs. 1-6 multiply ``p_k`` by matrices, yet ``p_k`` is a
-  C x H x W map. The key-frame module (VASNet, the video-summarisation network the code reuses) works
-  on vectors, so it reads ``p_k`` averaged over H x W (the commented-out code in ``resnet.py`` does the
-  same); the temporal module reads the full maps.
-* **Eq. 4** prints ``W3 p_k`` inside the sum over ``i``, which would make ``b_k`` a copy of ``W3 p_k``
-  whatever the attention; we use ``W3 p_i`` (self-attention as in VASNet). The dot products are scaled
-  by ``1 / sqrt(C)`` (VASNet multiplies by 0.06; unscaled 512-d products saturate the softmax).
-  Dropout in Eqs. 5-6: 0.5 (VASNet's). W1, W2, W3 and U have no bias (VASNet).
-* **Trainable selection.** Top-M is a hard choice with no gradient. The selected maps are multiplied
-  by a straight-through gate ``1 + z_k - stopgrad(z_k)``: exactly 1 in the forward pass (the output is
-  that of plain top-M selection) and of derivative 1 with respect to ``z_k`` backwards, so the loss of
-  Eq. 7 reaches the key-frame scores (and through them W1, W2, W3, U, L1, L2) through the frames it
-  picked. The published code instead reads binary key-frame masks from text files computed
-  offline (and has a straight-through ``BinarizedF`` commented out). The M key frames keep their time
-  order; ties in ``z`` go to the earlier frame.
-* **Temporal module.** "two ... bi-GRUs" with C' = 64: the code's ``nn.GRU(512, 32, 2,
-  bidirectional=True)``, two stacked bidirectional layers of 32 units per direction (2 x 32 = 64).
-* **Classes.** Three (none / micro / macro) as the paper says; the published code trains two-class
-  networks, one per expression type.
-* **Inputs.** Grey face crops in one fixed box per video (``box="median"``: a per-frame Haar box's
-  jitter moves the face more than an ME does, :mod:`mecore.preprocess.face`; on the default LOSO the
-  fixed box raised overall F1 from 0.044 to 0.069, MDMD 0.076, with the AUCs below measured before it;
-  :func:`mecore.preprocess.preprocess_video`) scaled to [0, 1] as the
-  code's ``ToTorchFormatTensor(div=True)``. Training windows get the code's ``GroupScaleRandomCrop``
-  (all K frames scaled by 144 / 128 and cut at one random position; :func:`random_crop`); the paper
-  mentions no augmentation. A label-free **reference** is subtracted from every frame (default and smoke
-  profiles, not paper), a stand-in for the pre-training we cannot do: trained from scratch on five
-  subjects the ResNet learns the training faces (training-video ROC AUC of "any expression" above 0.9)
-  but not the left-out one. ``reference="video_median"`` (each video's median frame, an estimate of the
-  neutral face) gave per-fold test AUCs of 0.48-0.64 (mean 0.58) on the default synthetic CAS(ME)^2 LOSO
-  (0.37-0.59 without a reference): it leaves the slow head drift (about 2.5 px, with rotation and gain
-  changes), which swamps the expressions. ``reference="sliding_median"`` (the default) subtracts the
-  median of the frames within ``reference_half_s`` = 1 s of each frame (fewer at the video's ends), a
-  temporal high-pass that keeps changes shorter than about a second. Measured (helper study): the mean
-  |frame - reference| alone separates expression frames with AUC 0.51 / 0.52 (CAS / SAMM-LV-like) for the
-  video median and 0.64 / 0.59 for the sliding median; the trained network's pooled frame AUC rose from
-  0.59 to 0.89 (CAS) and 0.60 to 0.86-0.88 (SAMM-LV). Like the video median it reads later frames
-  (offline spotting). It costs a median over 2 s of frames per frame (~5 s per 1,200-frame video at 64 px),
-  computed once per video and cached (:func:`sliding_median`). Crops (uint8) and the sliding median (of the raw
-  values: an integer or a half-integer, exact in float16) stay in the cache and are read window by window
-  (:class:`VideoInput`): host memory holds a batch, whatever the dataset's size.
-  Default LOSO overall F1 with segment merging (raw posterior) went from 0.069 to 0.141 (CAS(ME)^2-like,
-  MDMD 0.076) and from 0.085 to 0.100 (SAMM-LV-like, MDMD 0.150). The segment-duration rule (Table 4)
-  scores higher on both sets (0.392 / 0.500 with the decisions below, merging 0.138 / 0.159), but the
-  registered post-processing stays the paper's conclusion (merging), not the best on our test folds.
-* **Edges.** The first and last K // 2 frames are never centres (Sec. 2.1) and are labelled "no
-  expression".
-* **Pre-training** on ImageNet and then AffectNet (Sec. 2.1) is not available offline: the ResNet is
-  trained from scratch; ``config["backbone_weights"]`` may name a ``state_dict`` file of
-  :class:`ResNet` (same widths) to start from instead.
-* **Training windows.** The paper does not say how windows are drawn. ``train_windows="all"``
-  (``paper`` profile) uses every window of the training videos once per epoch, batch 1 as in the
-  published code; ``train_windows=n`` draws n windows per class per epoch, centre classes balanced
-  (a random centre of the class each time), because expression frames are a small minority (about
-  14 % on the synthetic CAS(ME)^2 twin) and an unbalanced sample of a few thousand windows is
-  learned as "never an expression". The loss stays Eq. 7.
-* **Decisions under the training prior.** A network trained on class-balanced windows estimates the
-  class posterior for equal class shares, so its argmax calls far too many frames micro (a third of
-  the windows it saw, a few per cent of real frames) and flips between micro and macro inside one
-  expression, which cuts it into short intervals of alternating type. ``decision_prior="training"``
-  (every profile) multiplies the probabilities by the training frames' class shares over the sampled
-  shares and renormalises (Bayes' rule for a change of prior, :meth:`TrainingWindows.decision_weights`):
-  the decision the paper's training on every window would make. It is a no-op for
-  ``train_windows="all"``; ``"sampled"`` keeps the raw posterior. Default LOSO with segment merging
-  (MEGC 2020 overall F1): SAMM-LV-like 0.100 -> 0.159 (140 -> 98 intervals; MDMD 0.150), CAS(ME)^2-like
-  0.141 -> 0.138 (311 -> 160 intervals; MDMD 0.076).
-* **Post-processing order.** Table 4 is compared with Table 3, so the duration rule is applied to the
-  merged labels. An interval's score is the mean probability of its class (of "any expression" after
-  duration relabelling) over its frames.
-* **No validation or model selection.** The paper trains a fixed 30 epochs; the final weights are
-  used. (The published ``main.py`` keeps the epoch with the best *test* accuracy, which flatters it.)
-
-Efficiency the paper does not have: each frame's ResNet features are computed once per video at
-inference (:meth:`STSNet.video_probabilities`) and shared by the K windows that contain it, instead of
-recomputing K frames per window, a batch of frames at a time; :meth:`STSNet.forward` (training) recomputes
-per window, and the two give the same outputs (``tests/test_stsnet.py``).
-
-Profiles: ``paper`` = the above at 128 x 128 with ResNet-18 widths 64-512, every window, 30 epochs,
-batch 1 at learning rate 1e-3 (the published code's batch). ``default`` keeps the architecture's depth,
-K, M, the two-layer bi-GRU with C' = 64 and the optimiser and schedule, but on 64 x 64 crops (a 2 x 2
-final map) with widths 8-16-32-64, 12 epochs of 3 x 320 class-balanced windows in batches of 16 at
-learning rate 0.016 (1e-3 scaled linearly with the batch, 16 x the code's batch of 1: at 1e-3 the loss
-had barely moved after 8 epochs) and the sliding-median reference, so that a LOSO run on the synthetic
-CAS(ME)^2 twin takes a few minutes on two CPU cores. ``smoke`` trains two tiny epochs (tests).
+Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 1, lr 1e-3. ``default``: same depth, K, M,
+bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016 (linear
+scaling), sliding-median reference (minutes on two CPU cores). ``smoke``: two tiny epochs (tests). Inference shares
+frame features across windows (:meth:`STSNet.video_probabilities`, same outputs as :meth:`STSNet.forward`).
 """
 from __future__ import annotations
 

@@ -1,63 +1,36 @@
 """Yap et al. 2022: two-stream 3D-CNN with temporal oriented reference frames and LCN (spotting).
 
-Each frame ``t`` is compared with two earlier reference frames: ``t - s_micro`` (short skip, stream 1)
-and ``t - s_macro`` (long skip, stream 2) (Sec. 2.2, Fig. 1). Both pairs are Local-Contrast-Normalised
-(Sec. 2.1, Eq. 1, :func:`mecore.preprocess.lcn`) and go through the *same* stream (shared weights):
-three blocks of depthwise separable 3D convolution + batch normalisation + dropout, global average
-pooling and a residual dense layer. Two sigmoid nodes say "micro present" and "macro present"
-(multi-label: both may be on). The loss is the weighted binary cross-entropy of Eq. 2.
+Each frame ``t`` is compared with ``t - s_micro`` (stream 1) and ``t - s_macro`` (stream 2) (Sec. 2.2, Fig. 1).
+Both pairs are Local-Contrast-Normalised (Sec. 2.1, Eq. 1, :func:`mecore.preprocess.lcn`) and go through the
+*same* stream: three blocks of depthwise separable 3D convolution + batch norm + dropout, global average pooling
+and a residual dense layer. Two sigmoid nodes, "micro present" and "macro present" (multi-label); loss Eq. 2.
 
-Training (Sec. 3.3, Table 3): random skips per sample (3-9 / 16-50 frames at 30 fps, 25-75 / 200-400 at
-200 fps), augmentation (contrast, gamma, gain in [0.5, 1.5], horizontal flip with p = 0.5, +-10 degree
-rotation), early stopping after 5 epochs without improvement, LOSO. Testing: the k-th frame skips of
-Moilanen et al. (:func:`kth_frame_skips`), per-frame scores, then intervals by the automated IoU method
-(Butterworth + ROC threshold, Sec. 4.1) or the manual IoU method (Savitzky-Golay + merging, Sec. 4.2).
+Training (Sec. 3.3, Table 3): random skips per sample, augmentation (contrast, gamma, gain, flip, rotation),
+early stopping after 5 epochs, LOSO. Testing: k-th frame skips of Moilanen et al. (:func:`kth_frame_skips`),
+then intervals by the automated IoU method (Sec. 4.1) or the manual IoU method (Sec. 4.2).
 
 Choices where the paper is silent:
 
-* **Eq. 2 sign.** As printed, ``M_i [W t log s - (1 - W)(1 - t) log(1 - s)]`` rewards wrong positives
-  (its first term is minimised by s -> 0 on positives). The text describes a weighted binary
-  cross-entropy that punishes missed expressions harder, so we minimise
-  ``-sum_i M_i [W t_i log s_i + (1 - W)(1 - t_i) log(1 - s_i)]``, averaged over the batch.
-* **Reference direction.** The reference frame lies ``skip`` frames *before* ``t`` (clamped to the
-  first frame): a causal comparison, usable on a live stream.
-* **Layers.** Kernels 3x3x3 with padding 1 (the pair's time axis stays 2); the depthwise convolution
-  strides 2 in space (the paper names no pooling layer, and three layers at full resolution would cost
-  much for little); ReLU after batch normalisation; element-wise dropout 0.25; filters 32/64/128
-  (the paper gives none). A depthwise convolution of one grey channel is a single filter, so the first
-  block's depthwise step has a depth multiplier of 8 (Keras' ``depth_multiplier``); later blocks use 1.
-  The residual dense layer is ``relu(x + fc2(relu(fc1(x))))`` at the width of the last block, inside the
-  shared stream; the two output nodes read both streams' features concatenated.
-* **Input.** Grey faces (OpenFace gives colour; the synthetic SAMM-LV twin is grey like SAMM), cropped
-  with one fixed box per video, the median of the Haar boxes (``box="median"``), and registered to the
-  video's first crop (``register=True``, affine ECC, :mod:`mecore.preprocess.face`). OpenFace aligns every
-  frame by its landmarks, which cannot ship offline. A per-frame Haar box jitters by about 4 % of its side,
-  a larger change between a frame and its reference than an ME makes; a fixed box without registration
-  keeps the head's drift and turns, which the long skip sees as much as a macro-expression (frame AUC
-  of a bare ``|LCN(t) - LCN(t - k)|`` on 6 videos of the CAS(ME)^2 twin: macro 0.57 fixed box, 0.71
-  registered). The augmentation acts on the raw crop and LCN follows it (Fig. 2), so LCN is computed
-  per sample rather than read from the cache; the crops are cached by :func:`mecore.preprocess.preprocess_video`.
-* **Optimiser.** Not named. ``paper``: SGD with momentum 0.9 at Table 3's learning rates (0.007 / 0.015
-  are SGD-sized steps; Adam's usual step is 1e-3). ``default`` and ``smoke``: Adam at 1e-3, because the
-  default budget is about 600 steps a fold and in it SGD at 0.015 does not move the training loss (one
-  fold of the CAS(ME)^2 twin: 0.1304 -> 0.1303 in 8 epochs, frame AUC macro 0.54 on the test subject)
-  while Adam at 1e-3 does (0.131 -> 0.122, AUC 0.74); Adam at Table 3's 0.015 stalls (AUC 0.50).
-* **Validation and thresholds.** Early stopping needs a validation loss: one training subject (the one
-  after the test subject, in order) is held out. Training stops after 5 epochs without a new best
-  validation loss and keeps its last weights (as Keras' ``EarlyStopping`` does by default). The ROC thresholds of both IoU methods are read off
-  that subject's videos, never off the test labels (the paper reads the ROC of the test results, which
-  flatters it).
-* **k-th frame rule.** k = round(mean(offset - onset) / 2), the mean distance from onset to the
-  interval's mid-point, on the training subjects' annotations. From Table 2's mean durations
-  (round(fps * mean / 2)) it gives exactly Table 3's 37 / 217 and 6 / 19.
-* **Manual IoU.** Savitzky-Golay window 2k + 1 of the type, order 2, merge gap k, threshold by ROC on
-  the validation videos.
+* **Eq. 2 sign.** As printed it rewards wrong positives; we minimise the weighted binary cross-entropy the text
+  describes, ``-sum_i M_i [W t_i log s_i + (1 - W)(1 - t_i) log(1 - s_i)]``, averaged over the batch.
+* **Reference direction.** ``skip`` frames *before* ``t`` (clamped to the first frame): causal.
+* **Layers.** Kernels 3x3x3, padding 1; the depthwise convolution strides 2 in space (no pooling named); ReLU
+  after batch norm; dropout 0.25; filters 32/64/128 (none given); first block depth multiplier 8 (one grey
+  channel), later 1. Residual dense ``relu(x + fc2(relu(fc1(x))))`` in the shared stream; outputs read both.
+* **Input.** Grey faces, one fixed (median Haar) box per video, registered to the first crop (affine ECC,
+  :mod:`mecore.preprocess.face`) in place of OpenFace's per-frame alignment (measured in notebook 11). LCN
+  follows the augmentation (Fig. 2), so it is computed per sample from the cached crops.
+* **Optimiser.** Not named. ``paper``: SGD, momentum 0.9, Table 3's learning rates; ``default`` and ``smoke``:
+  Adam at 1e-3 (measured in notebook 11).
+* **Validation and thresholds.** One training subject (the one after the test subject) is held out for early
+  stopping (last weights kept, as Keras) and for the ROC thresholds of both IoU methods, never the test labels.
+* **k-th frame rule.** k = round(mean(offset - onset) / 2) on the training annotations; on Table 2's durations
+  it gives Table 3's 37 / 217 and 6 / 19.
+* **Manual IoU.** Savitzky-Golay window 2k + 1, order 2, merge gap k, ROC threshold on the validation videos.
 
-Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture
-and the training recipe but uses Adam (see above), 48 px crops, one random frame of every window of 8
-training frames per epoch and at most 8 epochs, so that a LOSO run fits minutes on two CPU cores (the
-SAMM-LV twin at 200 fps with a window of 32 frames gave 600 samples an epoch and did not learn: frame
-AUC macro 0.48 pooled over its folds, 0.67 with 8); ``smoke`` trains a few batches (tests).
+Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture and recipe
+with Adam, 48 px crops, one random frame per 8 training frames, at most 8 epochs (a LOSO run in minutes on two
+CPU cores; measured in notebook 11); ``smoke`` trains a few batches (tests).
 """
 from __future__ import annotations
 
