@@ -35,7 +35,8 @@ from mecore.models import get_model
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.preprocess.pipeline import entry_plan
 
-REAL = {"casme_sq": {"frames": 435_000, "colour": True}, "samm_lv": {"frames": 1_000_000, "colour": False}}
+REAL = {"casme_sq": {"frames": 435_000, "fps": 30, "colour": True},
+        "samm_lv": {"frames": 1_000_000, "fps": 200, "colour": False}}
 CLIP = 32
 
 
@@ -109,24 +110,26 @@ def peak_rss(model: str, profile: str, size: str, dataset: str = "casme_sq") -> 
 
 
 def paper_inputs(dataset: str) -> dict[str, dict]:
-    """Entry name -> (bytes per frame, models) of every spotter's paper-profile inputs on ``dataset``."""
-    colour = REAL[dataset]["colour"]
+    """Entry name -> (bytes per frame, frames read, models) of every spotter's paper-profile inputs on ``dataset``
+    (a model with ``max_fps`` reads every ``round(fps / max_fps)``-th frame, as ``Dataset.at_most_fps`` does)."""
+    colour, fps = REAL[dataset]["colour"], REAL[dataset]["fps"]
     entries: dict[str, dict] = {}
 
-    def add(model, crop, **flow):
+    def add(model, crop, max_fps, **flow):
+        step = max(1, round(fps / max_fps)) if max_fps else 1
         crop = CropSpec(**{**crop, "gray": crop.get("gray", True) or not colour})
         for name, (kind, params, shape, dtype) in entry_plan(1000 + flow.get("flow_steps", (0,))[0], crop,
                                                              **flow).items():
-            key = json.dumps([kind, params], sort_keys=True)
+            key = json.dumps([kind, params, step], sort_keys=True)
             per_frame = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
             entries.setdefault(key, {"entry": f"{kind} {shape[1:]} {np.dtype(dtype).name}", "bytes/frame": per_frame,
-                                     "models": []})["models"].append(model)
+                                     "frames": REAL[dataset]["frames"] // step, "models": []})["models"].append(model)
 
     for model in ("mesnet_crn", "bifpn_i3d", "yap3dcnn", "stsnet_sw"):
         config = get_model(model).config("paper", dataset)
         flow = ({"flow_steps": (config["flow_step"],), "flow_method": config["flow_method"], "flow_channels": "xy",
                  "flow_size": config.get("load_size", config.get("input_size"))} if "flow_step" in config else {})
-        add(model, config["crop"], **flow)
+        add(model, config["crop"], config.get("max_fps"), **flow)
     return entries
 
 
@@ -154,7 +157,7 @@ def main() -> None:
     for dataset, real in REAL.items():
         entries = list(paper_inputs(dataset).values())
         for entry in entries:
-            entry["GB"] = entry["bytes/frame"] * real["frames"] / 1e9
+            entry["GB"] = entry["bytes/frame"] * entry["frames"] / 1e9
         out["projection"][dataset] = entries
         print(f"paper-profile inputs on the real {dataset} ({real['frames']:,} frames):")
         print(pd.DataFrame(entries).to_string(index=False))
