@@ -28,13 +28,23 @@ def _data_generate(args) -> int:
 
 
 def _data_check(args) -> int:
-    from .data import load_dataset
+    from .data import DatasetError, load_dataset
     from .data.summary import describe
 
+    bad = [item for item in args.component_root if "=" not in item]
+    if bad:
+        raise DatasetError(f"--component-root {bad[0]!r}: expected NAME=PATH, e.g. casme2=/data/CASME2")
     component_roots = dict(item.split("=", 1) for item in args.component_root)
     options = {"component_roots": component_roots} if component_roots else {}
+    if args.workbook is not None:
+        if args.dataset.removeprefix("synth_") in ("smic_hs", "smic_vis", "smic_nir", "cde"):
+            raise DatasetError(f"--workbook {args.workbook}: {args.dataset} has no annotation workbook to choose "
+                               f"(SMIC: folder names; CDE: the label file given as --root)")
+        options["workbook"] = args.workbook
     dataset = load_dataset(args.dataset, root=args.root, profile=args.profile,
                            annotations_only=args.annotations_only, **options)
+    if not args.annotations_only and not args.no_frame_check:
+        dataset.verify_frames()  # every frame file: cut short, or of another size than the video's others
     print(describe(dataset, with_frames=not args.annotations_only))
     return 0
 
@@ -131,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dataset sizes (default: $MECORE_PROFILE or 'default')")
     generate.add_argument("--dataset", action="append", choices=DATASETS,
                           help="only this dataset folder (repeatable; default: all)")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=None,
+                          help="the generator's seed (default: an existing set's own, else 0)")
     generate.add_argument("--force", action="store_true", help="regenerate even if present")
     generate.set_defaults(handler=_data_generate)
 
@@ -146,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--component-root", action="append", default=[], metavar="NAME=PATH",
                        help="cde only: casme2=PATH, samm=PATH, smic=PATH")
     check.add_argument("--profile", choices=paths.DATA_PROFILES, default=None, help="synthetic set size")
+    check.add_argument("--workbook", type=Path,
+                       help="the annotation workbook to read (default: the newest release found in the root)")
+    check.add_argument("--no-frame-check", action="store_true",
+                       help="skip reading every frame file's header and end (truncated frames, mixed sizes)")
     check.set_defaults(handler=_data_check)
 
     notebooks = commands.add_parser("notebooks", help="execute the numbered notebooks with papermill",

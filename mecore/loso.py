@@ -1,8 +1,15 @@
 """Leave-one-subject-out (LOSO) evaluation: one fold per subject, resumable, fanned out over Dask.
 
-Every reproduced paper evaluates this way: MESNet (Wang et al. 2021, Sec. IV-A-3), Yap et al.
-2022 (Sec. 3.3), STSNet_SW (Fu et al. 2023, Sec. 3.2), BiFPN-I3D (He et al. 2023, Sec. IV-A) and
-Feature Refinement (Zhou et al., Sec. 4.2): each subject in turn is the test set, the others train.
+MESNet (Wang et al. 2021, Sec. IV-A-3), Yap et al. 2022 (Sec. 3.3), STSNet_SW (Fu et al. 2023, Sec. 3.2) and
+Feature Refinement (Zhou et al., Sec. 4.2) evaluate this way: each subject in turn is the test set, the others
+train. He et al. 2023 (BiFPN-I3D) state no protocol; LOSO is our choice for it, so that all four spotters are
+compared on the same folds.
+
+Repeats (:func:`run_repeats`): a paper that reports a summary over several runs (MESNet: the median of three
+train/validation divisions, Sec. IV-C; FR: the mean of at least ten rounds, Sec. 4.2) is rerun with seeds
+``seed, seed + 1, ...``; the seed decides the divisions, the samplers and the initial weights. A profile's
+``repeats`` entry gives the count; it does not enter a single run's key. :func:`summarise_repeats` gives the
+median or mean and the spread.
 
 A fold is a pure task (model spec, dataset, configuration, left-out subject) -> predictions. Each
 finished fold is written at once, atomically, to the results folder, which is named by a hash of
@@ -12,9 +19,24 @@ ones::
 
     <results_dir>/<model>/<dataset>/<profile>-<key>/
         config.json              what the key was computed from
+        .lock                    the pid and host of the run computing in the folder (while it runs)
         folds/<subject>.pkl      one finished fold: predictions and timing
         checkpoints/<subject>/   the fold's training checkpoints (mecore.train)
         predictions.csv folds.csv metrics.csv    pooled results, rewritten after every run
+
+"Dataset content" is the annotation table, the video names and the fingerprint of every video's frames
+(:func:`mecore.preprocess.cache.source_fingerprint`: the frame folder, the frame files' names, sizes and
+modification times, what the preprocessing cache keys its entries by), so another copy of a dataset with the
+same workbook but other frames never gets this copy's folds; for a synthetic set the key also holds its
+stamp (generator seed, sizes, version). ``<subject>`` is :func:`safe_name`: the subject's name made safe
+for a file name plus a hash of the exact name, so two subjects never share a fold file or checkpoints.
+
+One run computes in a results folder at a time: a second run on the same folder waits (``wait`` seconds)
+for the ``.lock`` of the first and then reuses its finished folds, or stops with an error naming the owner;
+a lock whose owner pid no longer runs on this machine is stale and taken over. Temporary files that a killed
+run left (``folds/.<subject>.pkl.<pid>.tmp``, ``checkpoints/*/.checkpoint.pt.<pid>.tmp``) are removed by
+the next run. A results folder that cannot be written (read-only, full) stops the run at once with the
+path: the folds still to compute are not computed only to be lost.
 
 Folds run in this process (``scheduler="sync"``), on a ``LocalCluster`` sized to the machine (the
 default), or on any running Dask cluster given by its scheduler address (for example
@@ -28,6 +50,7 @@ per-fold scores are reported beside them.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import logging
@@ -45,23 +68,53 @@ from pathlib import Path
 from typing import Literal
 
 import cv2
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 import mecore
 from mecore import metrics, paths
-from mecore.data.model import Dataset
-from mecore.models import LosoFold, ModelSpec, UnknownModelError, get_model
-from mecore.train import seed_everything
+from mecore.data.model import Dataset, DatasetError
+from mecore.models import RUN_ONLY_KEYS, LosoFold, ModelSpec, UnknownModelError, available_models, get_model
+from mecore.preprocess.cache import STALE_AFTER_S, pid_alive, remove_stale, source_fingerprint
+from mecore.train import CheckpointError, seed_everything
 
 RECOGNITION_COLUMNS = ("video", "label", "prediction")
 SPOTTING_COLUMNS = ("video", "onset", "offset", "type")
 ONE_FOLD_PER_PROCESS = threading.Lock()
 
 
+LOCK_NAME = ".lock"
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}  # a fold failing so cannot save anything
+log = logging.getLogger(__name__)
+
+
 class FoldError(RuntimeError):
-    """One or more folds failed; the message names each failed subject and its error."""
+    """One or more folds failed; the message names each failed subject and its error.
+
+    ``failures`` maps each failed subject to its exception; ``folder`` is the run's results folder."""
+
+    def __init__(self, message: str, failures: dict | None = None, folder: Path | None = None):
+        super().__init__(message)
+        self.failures, self.folder = dict(failures or {}), folder
+
+
+class LosoError(ValueError):
+    """Bad input, or a results folder, lock or scheduler that stops a run: the message is one line naming the
+    value, file or address and what to do."""
+
+
+class ResultsWriteError(LosoError):
+    """The results folder cannot be written (read-only, full, no permission); names the path."""
+
+
+class RunLockedError(LosoError):
+    """Another run computes in the same results folder; names its pid and host and the lock file."""
+
+
+class SchedulerError(LosoError):
+    """The Dask scheduler at the given address cannot be reached."""
 
 
 @dataclass
@@ -71,7 +124,8 @@ class LosoResult:
     ``metrics``: for recognition one row of pooled accuracy, UF1 and UAR; for spotting the
     :func:`mecore.metrics.spotting_counts` table (micro, macro, overall). ``recognition`` holds the
     full :class:`mecore.metrics.RecognitionResult` (confusion matrix, per class). ``computed`` lists
-    the subjects whose folds this call ran; the others were read from the results folder.
+    the subjects whose folds this call ran; the others were read from the results folder. ``data_stamp`` is a
+    synthetic set's stamp (its generator seed, sizes and version; None for a real dataset).
     """
 
     model: str
@@ -84,10 +138,12 @@ class LosoResult:
     metrics: pd.DataFrame
     recognition: metrics.RecognitionResult | None
     computed: list[str]
+    data_stamp: dict | None = None
 
     def report(self) -> str:
         """The pooled metrics table and the per-fold table as text."""
-        return (f"LOSO {self.model} on {self.dataset} (profile {self.profile}, key {self.key}); "
+        data = f", synthetic seed {self.data_stamp.get('seed')}" if self.data_stamp else ""
+        return (f"LOSO {self.model} on {self.dataset} (profile {self.profile}{data}, key {self.key}); "
                 f"results in {self.folder}\n\npooled over {len(self.folds)} folds:\n"
                 f"{self.metrics.to_string()}\n\nper fold:\n{self.folds.to_string(index=False)}")
 
@@ -109,6 +165,7 @@ def run_loso(
     progress: bool = True,
     folds: int | None = None,
     max_steps: int | None = None,
+    wait: float = 0.0,
 ) -> LosoResult:
     """Run (or finish) LOSO of ``model`` on ``dataset`` and score the pooled predictions.
 
@@ -127,51 +184,85 @@ def run_loso(
     tables then cover those subjects only) and ``max_steps`` stops every training after that many optimiser
     steps. ``max_steps`` enters the configuration (``config["max_steps"]``, which every model passes to
     :class:`mecore.train.TrainConfig`), so a trial's folds and checkpoints never stand in for a full run's.
+
+    ``wait``: seconds to wait for another run computing in the same results folder (its ``.lock``) before
+    stopping with :class:`RunLockedError`; the finished folds of that run are then reused.
+
+    Raises :class:`LosoError` (one line) for a model of another task than the dataset, a dataset of fewer
+    than two subjects, a results folder that cannot be written, a locked folder or an unreachable
+    scheduler; :class:`FoldError` when folds fail (finished folds are kept).
     """
     spec = get_model(model) if isinstance(model, str) else model
     profile = paths.profile(profile)
+    check_task(spec, dataset)
+    everyone = list(dataset.subjects)
+    if len(everyone) < 2:
+        raise LosoError(f"LOSO needs at least two subjects; dataset {dataset.name!r} ({dataset.root}) has "
+                        f"{len(everyone)}: {everyone}; train and test on a dataset of several subjects")
+    check_file_names(everyone, dataset.name)
+    if folds is not None and folds < 1:
+        raise LosoError(f"folds must be >= 1, got {folds}")
     run_config = {**spec.config(profile, dataset.name), **(config or {})}
+    run_config = {k: v for k, v in run_config.items() if k not in RUN_ONLY_KEYS}  # see run_repeats
     if max_steps is not None:
         if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+            raise LosoError(f"max_steps must be >= 1, got {max_steps}")
         run_config["max_steps"] = int(max_steps)
     key, description = run_key(spec, dataset, profile, run_config, seed)
     folder = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset.name / f"{profile}-{key}"
-    (folder / "folds").mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
+    with _writing(folder / "folds"):
+        (folder / "folds").mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, wait):
+        _remove_stale_temporaries(folder)
+        with _writing(folder / "config.json"):
+            write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
+        return _run_locked(spec, dataset, profile, key, folder, run_config, everyone, everyone[:folds], seed,
+                           scheduler, n_workers, threads_per_fold, resume, convention, t_eval, progress,
+                           description.get("synthetic"))
 
-    everyone = list(dataset.subjects)
-    if len(everyone) < 2:
-        raise ValueError(f"LOSO needs at least two subjects; dataset {dataset.name!r} has {everyone}")
-    if folds is not None and folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
-    subjects = everyone[:folds]
+
+def _run_locked(spec, dataset, profile, key, folder, run_config, everyone, subjects, seed, scheduler, n_workers,
+                threads_per_fold, resume, convention, t_eval, progress, data_stamp) -> LosoResult:
+    """The body of :func:`run_loso`, run while holding the results folder's lock."""
     records = {s: _read_fold(fold_file(folder, s)) for s in subjects if fold_file(folder, s).exists()}
     pending = [s for s in subjects if s not in records]
     tasks = [dict(spec=spec, config=run_config, subject=s, train_subjects=[t for t in everyone if t != s],
                   workdir=folder / "checkpoints" / safe_name(s), seed=seed, resume=resume) for s in pending]
 
     def finished(record: dict) -> None:
-        write_atomically(fold_file(folder, record["subject"]), pickle.dumps(record))
+        path = fold_file(folder, record["subject"])
+        with _writing(path):
+            write_atomically(path, pickle.dumps(record))
         records[record["subject"]] = record
 
     failures: dict[str, BaseException] = {}
     bar = tqdm(total=len(subjects), initial=len(records), desc=f"LOSO {spec.name}", disable=not progress)
     threads = threads_per_fold or fold_threads()
-    if tasks and scheduler == "sync":
-        for task in tasks:
-            try:
-                finished(run_fold(dataset=dataset, progress=progress, num_threads=threads, **task))
-            except Exception as error:
-                failures[task["subject"]] = error
-            bar.update(1)
-    elif tasks:
-        _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar)
-    bar.close()
+    try:
+        if tasks and scheduler == "sync":
+            for task in tasks:
+                try:
+                    finished(run_fold(dataset=dataset, progress=progress, num_threads=threads, **task))
+                except Exception as error:
+                    failures[task["subject"]] = error
+                bar.update(1)
+                if _disk_failure(failures):
+                    break  # the folds still to compute could not be saved either
+        elif tasks:
+            _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar)
+    finally:
+        bar.close()
+    disk = _disk_failure(failures)
+    if disk is not None:
+        left = [s for s in pending if s not in records and s not in failures]
+        raise ResultsWriteError(f"{_one_line(disk)}; LOSO of {spec.name} on {dataset.name} stopped: "
+                                f"{len(records)} of {len(subjects)} folds are kept in {folder}"
+                                + (f", {len(left)} were not started" if left else "")) from disk
     if failures:
         lines = "\n".join(f"  {s}: {type(e).__name__}: {e}" for s, e in failures.items())
         raise FoldError(f"{len(failures)} of {len(subjects)} LOSO folds of {spec.name} on {dataset.name} "
-                        f"failed (finished folds are kept in {folder}):\n{lines}") from next(iter(failures.values()))
+                        f"failed (finished folds are kept in {folder}):\n{lines}", failures, folder
+                        ) from next(iter(failures.values()))
 
     predictions = pd.concat([records[s]["predictions"] for s in subjects], ignore_index=True)
     fold_table = pd.DataFrame([{
@@ -181,11 +272,73 @@ def run_loso(
     } for s in subjects])
     pooled, per_fold, recognition = score(spec, predictions, dataset, convention, t_eval, subjects)
     fold_table = fold_table.merge(per_fold, on="subject", how="left")
-    predictions.to_csv(folder / "predictions.csv", index=False)
-    fold_table.to_csv(folder / "folds.csv", index=False)
-    pooled.to_csv(folder / "metrics.csv")
+    for name, table, index in (("predictions.csv", predictions, False), ("folds.csv", fold_table, False),
+                               ("metrics.csv", pooled, True)):
+        with _writing(folder / name):
+            write_atomically(folder / name, table.to_csv(index=index).encode())
     return LosoResult(spec.name, dataset.name, profile, key, folder, predictions, fold_table, pooled,
-                      recognition, pending)
+                      recognition, pending, data_stamp)
+
+
+def check_task(spec: ModelSpec, dataset: Dataset) -> None:
+    """A spotting model needs a spotting dataset (long videos), a recognition model a recognition one (clips)."""
+    kind = getattr(dataset, "kind", "spotting")
+    if spec.task == kind:
+        return
+    fitting = [name for name in available_models() if get_model(name).task == kind]
+    raise LosoError(f"model {spec.name!r} is a {spec.task} model but dataset {dataset.name!r} is a {kind} dataset"
+                    f" ({'long videos' if kind == 'spotting' else 'expression clips'}); choose a {kind} model"
+                    + (f" ({', '.join(fitting)})" if fitting else "") + f" or a {spec.task} dataset")
+
+
+def check_file_names(subjects: list, dataset_name: str) -> None:
+    """Every subject gets its own fold file and checkpoint folder: :func:`safe_name` must not map two
+    subjects to one name (compared ignoring case, for case-insensitive file systems)."""
+    seen: dict[str, object] = {}
+    for subject in subjects:
+        name = safe_name(subject).lower()
+        if name in seen:
+            raise LosoError(f"dataset {dataset_name!r}: subjects {seen[name]!r} and {subject!r} map to one file "
+                            f"name {safe_name(subject)!r}; rename one of them in the annotations")
+        seen[name] = subject
+
+
+def repeat_count(model: str | ModelSpec, dataset: Dataset, profile: str | None = None,
+                 config: dict | None = None) -> int:
+    """The number of runs the profile's ``repeats`` entry asks for (1 when it has none)."""
+    spec = get_model(model) if isinstance(model, str) else model
+    value = {**spec.config(paths.profile(profile), dataset.name), **(config or {})}.get("repeats", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise LosoError(f"model {spec.name!r}: 'repeats' must be a positive integer, got {value!r}")
+    return value
+
+
+def run_repeats(model: str | ModelSpec, dataset: Dataset, profile: str | None = None, *,
+                repeats: int | None = None, seed: int = 0, config: dict | None = None,
+                **run_loso_kwargs) -> list[LosoResult]:
+    """``repeats`` LOSO runs (default: the profile's ``repeats``) with seeds ``seed, seed + 1, ...``; each is an
+    ordinary :func:`run_loso` run with its own results folder, so finished runs are reused."""
+    count = repeat_count(model, dataset, profile, config) if repeats is None else int(repeats)
+    if count < 1:
+        raise LosoError(f"repeats must be >= 1, got {repeats}")
+    return [run_loso(model, dataset, profile, seed=seed + r, config=config, **run_loso_kwargs) for r in range(count)]
+
+
+def summarise_repeats(values, how: Literal["median", "mean"] = "mean") -> dict:
+    """The median or mean of one figure over repeated runs, with its spread: ``value``, ``spread`` (the standard
+    deviation, ddof 1, for ``mean``; half the interquartile range for ``median``), ``low``, ``high`` and ``runs``."""
+    values = np.asarray(list(values), dtype=float)
+    if values.size == 0:
+        raise ValueError("no runs to summarise")
+    if how == "mean":
+        value, spread = values.mean(), (values.std(ddof=1) if values.size > 1 else 0.0)
+    elif how == "median":
+        value = np.median(values)
+        spread = (np.percentile(values, 75) - np.percentile(values, 25)) / 2
+    else:
+        raise ValueError(f"how must be 'median' or 'mean', got {how!r}")
+    return {"value": float(value), "spread": float(spread), "low": float(values.min()),
+            "high": float(values.max()), "runs": int(values.size), "how": how}
 
 
 def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, train_subjects: list[str],
@@ -242,23 +395,65 @@ def training_dir(spec: ModelSpec, fold: LosoFold, config: dict, folder: str) -> 
     ``config`` (the entries that decide the trained weights): runs that differ only in post-processing share
     one training."""
     key, _ = run_key(spec, fold.dataset, "models", config, fold.seed)
-    return paths.runs_dir() / folder / fold.dataset.name / key / fold.test_subject
+    return paths.runs_dir() / folder / fold.dataset.name / key / safe_name(fold.test_subject)
 
 
 def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config: dict, seed: int) -> tuple[str, dict]:
-    """The results key: a hash of what decides the predictions, and the description it hashes."""
+    """The results key: a hash of what decides the predictions, and the description it hashes.
+
+    The dataset enters by its annotation table and video names (``dataset_content``), the fingerprint of its
+    videos' frames (``frames``, :func:`frames_fingerprint`) and, for a synthetic set, its stamp
+    (``synthetic``: the generator seed, sizes and version)."""
     content = hashlib.sha256(pd.util.hash_pandas_object(dataset.annotations, index=False).to_numpy().tobytes())
     content.update("\n".join(sorted(dataset.videos)).encode())
     description = {
         "model": spec.name, "task": spec.task, "dataset": dataset.name, "dataset_content": content.hexdigest(),
-        "subjects": list(dataset.subjects), "profile": profile, "config": config, "seed": seed,
-        "mecore_version": mecore.__version__,
+        "frames": frames_fingerprint(dataset), "subjects": list(dataset.subjects), "profile": profile,
+        "config": config, "seed": seed, "mecore_version": mecore.__version__,
     }
+    stamp = synthetic_stamp(dataset)
+    if stamp is not None:
+        description["synthetic"] = stamp
     try:
         text = json.dumps(description, sort_keys=True)
     except TypeError as error:
         raise TypeError(f"model {spec.name!r}: its configuration must be JSON-serialisable ({error})") from None
     return hashlib.sha256(text.encode()).hexdigest()[:12], description
+
+
+def frames_fingerprint(dataset: Dataset) -> str:
+    """A hash over the dataset's videos of :func:`mecore.preprocess.cache.source_fingerprint` (frame folder,
+    frame file names, sizes and modification times; the preprocessing cache's key): it changes when any frame
+    the folds read changes, costs one ``stat`` per frame file, and is kept on the dataset object (a Dataset
+    also keeps its videos' file lists; load the dataset again after changing its frames). A video whose frame
+    folder cannot be listed enters as such (its folds would fail on it)."""
+    cached = dataset.__dict__.get("_frames_fingerprint")
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for name in sorted(dataset.videos):
+        try:
+            print_ = source_fingerprint(dataset.videos[name])
+        except (DatasetError, OSError) as error:
+            print_ = f"unreadable: {type(error).__name__}"
+        digest.update(f"{name}\t{print_}\n".encode())
+    value = digest.hexdigest()
+    dataset.__dict__["_frames_fingerprint"] = value
+    return value
+
+
+def synthetic_stamp(dataset: Dataset) -> dict | None:
+    """The stamp of a synthetic set (``mecore_synthetic.json`` in its root: seed, profile, sizes, generator
+    version), or None for a real dataset."""
+    from mecore.data.synthetic import STAMP_NAME
+
+    root = Path(dataset.root)
+    try:
+        base = root if root.is_dir() else root.parent  # cde's root is its label file
+        stamp = json.loads((base / STAMP_NAME).read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, convention: str | None = None,
@@ -280,12 +475,15 @@ def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, conventi
         return table, per_fold, pooled
     convention = convention or spec.spotting_convention or "megc2020"
     ground_truth = dataset.annotations[dataset.annotations["subject"].isin(subjects)]
-    table = metrics.spotting_counts(ground_truth, predictions, convention, t_eval)
+    videos = [*dataset.videos, *dataset.spot_videos] or None  # videos without any expression are known too
+    table = metrics.spotting_counts(ground_truth, predictions, convention, t_eval, videos=videos)
     rows = []
     for subject in subjects:
-        overall = metrics.spotting_counts(ground_truth[ground_truth["subject"] == subject],
-                                          predictions[predictions["subject"] == subject], convention,
-                                          t_eval).loc["overall"]
+        with warnings.catch_warnings():  # the pooled call has already warned about unknown videos and types
+            warnings.simplefilter("ignore")
+            overall = metrics.spotting_counts(ground_truth[ground_truth["subject"] == subject],
+                                              predictions[predictions["subject"] == subject], convention,
+                                              t_eval, videos=videos).loc["overall"]
         rows.append({"subject": subject, **overall[["tp", "fp", "fn", "precision", "recall", "f1"]].to_dict()})
     return table, pd.DataFrame(rows), None
 
@@ -314,6 +512,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int,
                         help="LocalCluster workers (default: one per core; one when CUDA is present)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, metavar="R",
+                        help="R runs with seeds seed..seed+R-1, summarised (default: the profile's 'repeats', "
+                             "else 1)")
     parser.add_argument("--results", type=Path, help="results folder (default: <mecore home>/runs/loso)")
     parser.add_argument("--convention", choices=metrics.SPOTTING_CONVENTIONS,
                         help="spotting convention (default: the model's paper's)")
@@ -322,6 +523,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, metavar="N",
                         help="stop every training after N optimiser steps (a trial of a configuration: results "
                              "are kept apart from full runs)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another run computing in the same results folder (default: "
+                             "stop at once with its pid)")
     parser.set_defaults(handler=_cli)
     return parser
 
@@ -330,20 +534,47 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cli(args: argparse.Namespace) -> int:
+    """``loso``: bad input, an unusable results folder or scheduler, and failed folds give one line on stderr
+    naming the value, file or address and what to do, and exit code 2."""
     try:
         spec = get_model(args.model)
-    except UnknownModelError as error:
-        print(f"mecore loso: {error.args[0]}", file=sys.stderr)
-        return 2
-    from mecore.data import load_dataset
+        from mecore.data import load_dataset
 
-    profile = paths.profile(args.profile)
-    dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
-    result = run_loso(spec, dataset, profile, seed=args.seed, scheduler=args.scheduler, n_workers=args.workers,
-                      results_dir=args.results, convention=args.convention, folds=args.folds,
-                      max_steps=args.max_steps)
-    print(result.report())
+        profile = paths.profile(args.profile)
+        try:
+            dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
+        except OSError as error:
+            raise LosoError(f"dataset {args.dataset!r}: {_one_line(error)}") from error
+        except ValueError as error:  # an unknown name, a missing root, a bad workbook (DatasetError)
+            raise LosoError(_one_line(error)) from error
+        results = run_repeats(spec, dataset, profile, repeats=args.repeats, seed=args.seed, scheduler=args.scheduler,
+                              n_workers=args.workers, results_dir=args.results, convention=args.convention,
+                              folds=args.folds, max_steps=args.max_steps, wait=args.wait)
+    except (UnknownModelError, LosoError, FoldError, DatasetError, CheckpointError) as error:
+        print(f"mecore loso: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(result.report(), "\n")
+    if len(results) > 1:
+        print(repeats_table(results).to_string())
     return 0
+
+
+def headline(result: LosoResult) -> dict:
+    """The figures a repeats table summarises: accuracy, UF1, UAR (recognition) or overall F1, precision,
+    recall (spotting)."""
+    if result.recognition is not None:
+        return {name: float(result.metrics.loc["pooled", name]) for name in ("accuracy", "uf1", "uar")}
+    overall = result.metrics.loc["overall"]
+    return {name: float(overall[name]) for name in ("f1", "precision", "recall")}
+
+
+def repeats_table(results: list[LosoResult], how: Literal["median", "mean"] | None = None) -> pd.DataFrame:
+    """One row per headline figure: its median or mean over the runs (default: median for spotting, as MESNet
+    reports; mean for recognition, as FR reports), the spread, range and number of runs."""
+    how = how or ("mean" if results[0].recognition is not None else "median")
+    figures = pd.DataFrame([headline(r) for r in results])
+    return pd.DataFrame({name: summarise_repeats(figures[name], how) for name in figures}).T
 
 
 def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar) -> None:
@@ -358,7 +589,12 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
                                dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError, ValueError, TypeError) as error:
+            raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler!r} ({_one_line(error)}); start "
+                                 f"it or correct the address, or run with --scheduler local (this machine) or "
+                                 f"sync (this process)") from None
     try:
         shared = client.scatter(dataset, broadcast=True)
         futures = {client.submit(run_fold, dataset=shared, num_threads=threads, pure=False, **task):
@@ -369,6 +605,9 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
             except Exception as error:
                 failures[futures[future]] = error
             bar.update(1)
+            if _disk_failure(failures):  # the folds still running could not be saved either
+                client.cancel([f for f in futures if not f.done()])
+                break
     finally:
         client.close()
         if cluster is not None:
@@ -387,8 +626,34 @@ def _check_predictions(spec: ModelSpec, subject: str, predictions) -> None:
 
 
 def safe_name(subject: str) -> str:
-    """A subject's name as a file name (its fold's checkpoint folder and result file)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(subject))
+    """A subject's name as a file name (its fold's checkpoint folder and result file): the name with every
+    character but ASCII letters, digits, ``_``, ``.`` and ``-`` replaced by ``_`` (at most 40 of them), then
+    ``-`` and 10 hex digits of the SHA-256 of the exact name, so ``李`` and ``王`` (both ``_``) or ``S1`` and
+    ``s1`` (on a case-insensitive file system) get files of their own (:func:`check_file_names` refuses a
+    dataset where two names would still meet)."""
+    text = str(subject)
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:40].lstrip(".") or "_"
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def subjects_by_file_name(folder: Path) -> dict[str, str]:
+    """``safe_name(subject) -> subject`` for the subjects of the LOSO run in ``folder`` (from its config.json):
+    what a reader of ``checkpoints/<safe name>/`` needs to name the subject back."""
+    subjects = json.loads((Path(folder) / "config.json").read_text())["subjects"]
+    return {safe_name(subject): subject for subject in subjects}
+
+
+def load_frame_scores(folder) -> dict[str, dict]:
+    """What each fold of a finished LOSO run (its results ``folder``) saved as ``checkpoints/<subject's file
+    name>/frame_scores.pkl`` (Yap et al.'s and STSNet_SW's per-frame scores): subject -> record."""
+    names = subjects_by_file_name(Path(folder))
+    records = {}
+    for path in sorted(Path(folder, "checkpoints").glob("*/frame_scores.pkl")):
+        if path.parent.name not in names:
+            raise FoldError(f"{path}: no subject of the run in {folder} has the folder name {path.parent.name!r}; "
+                            f"delete that folder or rerun the LOSO")
+        records[names[path.parent.name]] = pd.read_pickle(path)
+    return records
 
 
 def fold_file(folder: Path, subject: str) -> Path:
@@ -408,10 +673,164 @@ def _read_fold(path: Path) -> dict:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path``."""
+    """Write to a temporary file in the same folder, then rename it over ``path``; on an error (a full disk)
+    the temporary file is removed and ``path`` is left as it was."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class _writing:
+    """Turn an OSError of the file system (read-only, full, no permission) while writing ``path`` into a
+    :class:`ResultsWriteError` naming the path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, error_type, error, traceback):
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            raise ResultsWriteError(_disk_message(self.path, error)) from error
+        return False
+
+
+def _disk_message(path: Path, error: OSError) -> str:
+    reason = error.strerror or type(error).__name__
+    where = error.filename or path
+    return (f"{where}: cannot write LOSO results ({reason}); free space or make the folder writable, or pass "
+            f"another results folder (--results)")
+
+
+def _disk_failure(failures: dict) -> BaseException | None:
+    """The first failure that is the file system's (a full or read-only disk), or None."""
+    for error in failures.values():
+        cause = error
+        while cause is not None:
+            if isinstance(cause, ResultsWriteError) or (isinstance(cause, OSError)
+                                                        and cause.errno in DISK_ERRORS):
+                return cause
+            cause = cause.__cause__
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line; a FoldError's first failure with the others named."""
+    if isinstance(error, FoldError) and error.failures:
+        subjects = list(error.failures)
+        first = error.failures[subjects[0]]
+        text = f"fold {subjects[0]}: {type(first).__name__}: {_one_line(first)}"
+        if len(subjects) > 1:
+            text += f" ({len(subjects) - 1} more folds failed: {', '.join(map(str, subjects[1:]))})"
+        return f"{text}; finished folds are kept in {error.folder}"
+    text = str(error.args[0]) if len(error.args) == 1 else str(error)
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return re.sub(r"\s*\n\s*", "; ", text.strip()) or type(error).__name__
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files a killed or disk-full run left in the results folder, its folds and its checkpoints."""
+    remove_stale(folder)
+    remove_stale(folder / "folds")
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir():
+        for sub in checkpoints.iterdir():
+            if sub.is_dir():
+                remove_stale(sub)
+
+
+def _lock_owner(lock: Path) -> dict | None:
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+class run_lock:
+    """Hold ``<folder>/.lock`` (the pid, host and start of this process) while a run computes in ``folder``.
+
+    A lock held by a process that runs (or runs on another host) is waited for ``wait`` seconds, then
+    :class:`RunLockedError` names it; a lock of a pid that no longer runs on this host, or an unreadable
+    lock untouched for :data:`mecore.preprocess.cache.STALE_AFTER_S` seconds, is stale: it is moved aside
+    and taken over, with a warning."""
+
+    def __init__(self, folder: Path, wait: float = 0.0, poll: float = 0.5):
+        self.lock, self.wait, self.poll = Path(folder) / LOCK_NAME, float(wait), poll
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": datetime.now(timezone.utc).isoformat()}
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.wait
+        announced = False
+        while True:
+            try:
+                with _writing(self.lock):
+                    descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.lock)
+                if self._stale(owner):
+                    self._take_over(owner)
+                    continue
+                if time.monotonic() >= deadline:
+                    who = (f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+                           if owner else "a process that is still writing it")
+                    raise RunLockedError(
+                        f"{self.lock}: another LOSO run computes in this results folder ({who}); wait for it (its "
+                        f"finished folds are reused; --wait SECONDS) or, if that process is gone, delete the lock")
+                if not announced:
+                    log.warning("waiting for %s (held by %s)", self.lock, owner)
+                    announced = True
+                time.sleep(max(0.0, min(self.poll, deadline - time.monotonic())))
+                continue
+            try:
+                with _writing(self.lock), os.fdopen(descriptor, "w") as handle:
+                    handle.write(json.dumps(self.me))
+            except BaseException:
+                self.lock.unlink(missing_ok=True)
+                raise
+            return self
+
+    def _stale(self, owner: dict | None) -> bool:
+        if owner is None:  # being written this instant, or garbage: stale once old
+            try:
+                return time.time() - self.lock.stat().st_mtime >= STALE_AFTER_S
+            except FileNotFoundError:
+                return False
+        if owner.get("host") != socket.gethostname():
+            return False  # a process of another machine: cannot tell, so it counts as running
+        try:
+            return not pid_alive(int(owner.get("pid")))
+        except (TypeError, ValueError):
+            return True
+
+    def _take_over(self, owner: dict | None) -> None:
+        """Move the stale lock aside (atomically) and delete it, unless a fresh lock took its place meanwhile."""
+        aside = self.lock.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+        try:
+            os.replace(self.lock, aside)
+        except FileNotFoundError:
+            return  # another process moved it first
+        if _lock_owner(aside) != owner:  # we moved a lock just taken by another process: put it back
+            try:
+                os.link(aside, self.lock)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        log.warning("%s: took over the stale lock of %s (that process no longer runs)", self.lock, owner)
+
+    def __exit__(self, *exc) -> bool:
+        if _lock_owner(self.lock) == self.me:
+            self.lock.unlink(missing_ok=True)
+        return False

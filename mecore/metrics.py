@@ -5,7 +5,8 @@ number here says which convention produced it:
 
 * ``"megc2020"`` — MEGC 2020 challenge baseline ("gt-found", He et al. 2020, Sec. II-C): a ground
   truth is found when any spotted interval hits it and is counted once; TP = ground truths found,
-  FP = spotted intervals - TP, FN = ground truths - TP.
+  FP = spotted intervals - TP, FN = ground truths - TP, precision = found / spotted, as the baseline
+  code computes them (see :func:`spotting_counts` for the case where they look odd).
 * ``"greedy"`` — one-to-one greedy matching (the VOC-style matcher of several public repos): spotted
   intervals, by decreasing score, each take the unmatched ground truth of highest IoU if it hits.
 * ``"mesnet"`` — MESNet (Wang et al. 2021, Sec. IV-A-2, Eq. 15): recall = a/m with a the ground
@@ -19,6 +20,12 @@ counts. Inputs are plain DataFrames: ground truth and spotted intervals with col
 ``onset``, ``offset`` (inclusive frame numbers), ``type`` ("micro"/"macro") and, for spotted
 intervals, an optional ``score``. :func:`spotting_log` lists every interval and its verdict, like
 the MEGC log files, so that a reader can see why a number is what it is.
+
+Inputs are checked: an interval with offset < onset, or a missing or non-numeric bound, is an error
+naming the row; fractional frame numbers (a resampled clip's) are rounded to the nearest frame; spotted
+intervals of a type other than micro/macro, and spotted intervals in videos that are neither in the
+ground truth nor in ``videos`` (a typo in a video name scores as false positives that can never match),
+are named in a warning.
 """
 from __future__ import annotations
 
@@ -38,11 +45,23 @@ LOG_COLUMNS = ["video", "type", "gt_onset", "gt_offset", "spot_onset", "spot_off
 def interval_iou(onset_a, offset_a, onset_b, offset_b) -> np.ndarray:
     """IoU of inclusive frame intervals [onset, offset]; broadcasts like NumPy.
 
+    Fractional bounds (a resampled clip's) are rounded to the nearest frame first (half to even).
     Lengths are ``offset - onset + 1`` and the intersection counts shared frames, so [5, 5] and
-    [5, 5] have IoU 1 and [1, 2] and [3, 4] have IoU 0 (evaluation.md, "Interval IoU"; the MEGC
-    2020 code's ``(inter + 1) / (len1 + len2 - inter)`` with exclusive lengths is the same number).
+    [5, 5] have IoU 1 and [1, 2] and [3, 4] have IoU 0 (evaluation.md, "Interval IoU").
+
+    The formula evaluation.md quotes for the MEGC 2020 code, ``(inter + 1) / (len1 + len2 - inter)``
+    with exclusive lengths ``len = offset - onset`` and ``inter = min(offsets) - max(onsets)``, is *not*
+    the same number: its numerator is the shared frame count ``I`` but its denominator is the inclusive
+    union minus one frame, ``I / (U - 1)``. It differs most on the edges: two identical single-frame
+    intervals ([5, 5], [5, 5]) give 1 / 0 (undefined) instead of 1; two intervals that touch in one
+    frame ([1, 2], [2, 3]) give 1 / 2 instead of 1 / 3, a hit at ``t_eval`` = 0.5 that this IoU does
+    not count; intervals that share no frame give ``inter + 1 <= 0`` (0 for adjacent ones, negative
+    otherwise) instead of 0; and overlapping intervals of more frames get ``U / (U - 1)`` times this
+    IoU (identical intervals of L frames: L / (L - 1) > 1). This inclusive-frame IoU is used by every
+    convention here.
     """
-    onset_a, offset_a, onset_b, offset_b = (np.asarray(x, dtype=np.int64) for x in (onset_a, offset_a, onset_b, offset_b))
+    onset_a, offset_a, onset_b, offset_b = (np.rint(np.asarray(x, dtype=float)).astype(np.int64)
+                                            for x in (onset_a, offset_a, onset_b, offset_b))
     inter = np.clip(np.minimum(offset_a, offset_b) - np.maximum(onset_a, onset_b) + 1, 0, None)
     union = (offset_a - onset_a + 1) + (offset_b - onset_b + 1) - inter
     return inter / union
@@ -50,8 +69,8 @@ def interval_iou(onset_a, offset_a, onset_b, offset_b) -> np.ndarray:
 
 def iou_matrix(spotted: pd.DataFrame, ground_truth: pd.DataFrame) -> np.ndarray:
     """IoU of every spotted interval (rows) with every ground truth (columns), ignoring videos."""
-    return interval_iou(_frames(spotted, "onset")[:, None], _frames(spotted, "offset")[:, None],
-                        _frames(ground_truth, "onset")[None, :], _frames(ground_truth, "offset")[None, :])
+    sp, gt = _bounds(spotted, "spotted interval"), _bounds(ground_truth, "ground truth")
+    return interval_iou(sp[:, None, 0], sp[:, None, 1], gt[None, :, 0], gt[None, :, 1])
 
 
 # ------------------------------------------------------------------------ ratios from counts
@@ -76,6 +95,16 @@ def mesnet_ratios(found: int, hits: int, n_gt: int, n_spotted: int) -> dict[str,
     return {"precision": _ratio(b, n), "recall": _ratio(a, m), "f1": f1}
 
 
+def megc2020_ratios(found: int, n_gt: int, n_spotted: int) -> dict[str, float]:
+    """The MEGC 2020 baseline's ratios: recall = found / ground truths, precision = found / spotted,
+    F1 = 2 precision recall / (precision + recall) = 2 found / (ground truths + spotted). They equal
+    :func:`ratios_from_counts` of TP = found, FP = spotted - found, FN = ground truths - found. F1 is 0 when
+    nothing is found, NaN when there is neither a ground truth nor a spotted interval."""
+    a, m, n = found, n_gt, n_spotted
+    return {"precision": _ratio(a, n), "recall": _ratio(a, m), "f1": _ratio(2 * a, m + n) if a else
+            (0.0 if m + n else np.nan)}
+
+
 def stsnet_ratios(tp: int, n_gt: int, n_spotted: int) -> dict[str, float]:
     """STSNet_SW (Fu et al. 2023, Eqs. 9-15): precision a/n, recall a/m, F1 their harmonic mean.
 
@@ -95,7 +124,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 # ------------------------------------------------------------------------------ spotting
 def spotting_counts(ground_truth: pd.DataFrame, spotted: pd.DataFrame, convention: str = "megc2020",
                     t_eval: float = 0.5, only_videos_with_gt: bool = False,
-                    types: tuple[str, ...] = EXPRESSION_TYPES) -> pd.DataFrame:
+                    types: tuple[str, ...] = EXPRESSION_TYPES, videos=None) -> pd.DataFrame:
     """Counts and ratios of one convention: a row per type and an ``overall`` row.
 
     Columns: ``n_gt`` (m), ``n_spotted`` (n), ``found`` (a: ground truths hit at least once),
@@ -105,10 +134,17 @@ def spotting_counts(ground_truth: pd.DataFrame, spotted: pd.DataFrame, conventio
 
     ``only_videos_with_gt`` drops spotted intervals in videos with no ground truth of that type,
     as some public repos do (under-counts false positives; off by default, evaluation.md).
+    ``videos``: the names of every video that was spotted, those without any expression too (a
+    LOSO run passes its dataset's); spotted intervals in a video neither there nor in the ground truth
+    are named in a warning (default: the ground truth's videos).
     Conventions' TP/FP/FN (per video and type, then summed):
 
-    * megc2020: TP = a, FP = max(n - a, 0), FN = m - a. The clip only matters when one spotted
-      interval finds two overlapping ground truths.
+    * megc2020: TP = a, FP = n - a, FN = m - a; precision = a / n (found / spotted), recall = a / m,
+      F1 = 2a / (m + n) (:func:`megc2020_ratios`), as the MEGC 2020 baseline code computes them. When
+      one spotted interval finds two ground truths (overlapping ground truths, or ``t_eval`` < 0.5)
+      a video can have a > n: its FP is then negative and precision can exceed TP / (TP + max(FP, 0));
+      we follow the baseline rather than clip FP at 0 per video, so that the numbers are the
+      baseline's.
     * greedy: TP = matched pairs, FP = n - TP, FN = m - TP.
     * mesnet: TP = b, FP = n - b, FN = m - a; ratios from :func:`mesnet_ratios`.
     * stsnet: TP = b (a spotted interval is a TP when it hits, Eq. 8), FP = n - b,
@@ -116,6 +152,7 @@ def spotting_counts(ground_truth: pd.DataFrame, spotted: pd.DataFrame, conventio
       spotted intervals hit one ground truth, the flaw MESNet's Fig. 6 points out.
     """
     _check_convention(convention)
+    _check_inputs(ground_truth, spotted, videos, only_videos_with_gt)
     names = ("n_gt", "n_spotted", "found", "hits", "tp", "fp", "fn")
     totals = np.zeros((len(types) + 1, len(names)), dtype=np.int64)
     for expression_type, _, gt, sp, scores in _groups(ground_truth, spotted, types, only_videos_with_gt):
@@ -139,15 +176,22 @@ def compare_conventions(ground_truth: pd.DataFrame, spotted: pd.DataFrame, t_eva
 
 def spotting_log(ground_truth: pd.DataFrame, spotted: pd.DataFrame, convention: str = "megc2020",
                  t_eval: float = 0.5, only_videos_with_gt: bool = False,
-                 types: tuple[str, ...] = EXPRESSION_TYPES) -> pd.DataFrame:
+                 types: tuple[str, ...] = EXPRESSION_TYPES, videos=None) -> pd.DataFrame:
     """One row per spotted interval and per missed ground truth, with the convention's verdict.
 
     Columns :data:`LOG_COLUMNS`. A spotted interval is shown beside the ground truth it was
     credited to (or, if none, the one of highest IoU). Verdicts: ``TP``; ``FP`` (hits nothing);
     ``FP (duplicate)`` (hits a ground truth already credited: megc2020 and greedy); ``FN`` (a
     ground truth no spotted interval hits; for greedy, one left unmatched).
+
+    The ``TP`` rows are the counts' TP, one per TP. Under megc2020 a found ground truth is credited to
+    its best hitter not yet credited; when every hitter is already credited (one spotted interval
+    finds two ground truths) the interval appears in one more ``TP`` row, beside the second ground
+    truth. As the baseline counts FP = spotted - found, the ``FP`` rows then outnumber FP by one per
+    such extra row.
     """
     _check_convention(convention)
+    _check_inputs(ground_truth, spotted, videos, only_videos_with_gt)
     frames = []
     for expression_type, video, gt, sp, scores in _groups(ground_truth, spotted, types, only_videos_with_gt):
         match = _match_video(gt, sp, scores, convention, t_eval)
@@ -161,11 +205,17 @@ def spotting_log(ground_truth: pd.DataFrame, spotted: pd.DataFrame, convention: 
             "verdict": np.where(match.credited >= 0, "TP", np.where(match.hits, "FP (duplicate)", "FP")),
         })
         spotted_rows.loc[~has_gt, ["gt_onset", "gt_offset"]] = pd.NA
+        extra = np.asarray(match.also, dtype=np.int64).reshape(-1, 2)  # (spotted, ground truth) credited again
+        extra_rows = pd.DataFrame({"gt_onset": gt[extra[:, 1], 0], "gt_offset": gt[extra[:, 1], 1],
+                                   "spot_onset": sp[extra[:, 0], 0], "spot_offset": sp[extra[:, 0], 1],
+                                   "score": scores[extra[:, 0]], "iou": match.iou[extra[:, 0], extra[:, 1]],
+                                   "verdict": "TP"}, index=range(len(extra)))
         missed = gt[~match.covered]
         missed_rows = pd.DataFrame({"gt_onset": missed[:, 0], "gt_offset": missed[:, 1], "spot_onset": pd.NA,
                                     "spot_offset": pd.NA, "score": np.nan, "iou": 0.0, "verdict": "FN"},
                                    index=range(len(missed)))
-        log = pd.concat([frame for frame in (spotted_rows, missed_rows) if len(frame)], ignore_index=True)
+        log = pd.concat([frame for frame in (spotted_rows, extra_rows, missed_rows) if len(frame)],
+                        ignore_index=True)
         log.insert(0, "type", expression_type)
         log.insert(0, "video", video)
         frames.append(log)
@@ -183,6 +233,7 @@ class _VideoMatch:
     best: np.ndarray  # per spotted interval: ground truth of highest positive IoU, or -1
     credited: np.ndarray  # per spotted interval: the ground truth it is a TP for, or -1
     covered: np.ndarray  # per ground truth: not a false negative
+    also: list = None  # megc2020: (spotted, ground truth) pairs of an interval credited with a further TP
 
 
 def _match_video(gt: np.ndarray, sp: np.ndarray, scores: np.ndarray, convention: str, t_eval: float) -> _VideoMatch:
@@ -195,6 +246,7 @@ def _match_video(gt: np.ndarray, sp: np.ndarray, scores: np.ndarray, convention:
     order = np.argsort(-scores, kind="stable")
     best = np.where(iou.max(axis=1) > 0, iou.argmax(axis=1), -1) if m else np.full(n, -1)
     credited = np.full(n, -1)
+    also: list[tuple[int, int]] = []
     if convention == "greedy":
         taken = np.zeros(m, bool)
         for s in order[hits[order]]:
@@ -206,18 +258,21 @@ def _match_video(gt: np.ndarray, sp: np.ndarray, scores: np.ndarray, convention:
         counts = {"tp": tp, "fp": n - tp, "fn": m - tp}
         covered = taken
     elif convention == "megc2020":
-        for g in np.flatnonzero(found):  # credit each found ground truth to its best hitter
+        for g in np.flatnonzero(found):  # credit each found ground truth to its best hitter not yet credited
             hitters = order[hit[order, g]]
-            first = hitters[np.argmax(iou[hitters, g])]
-            if credited[first] < 0:
-                credited[first] = g
-        counts = {"tp": a, "fp": max(n - a, 0), "fn": m - a}
+            free = hitters[credited[hitters] < 0]
+            if free.size:
+                credited[free[np.argmax(iou[free, g])]] = g
+            else:  # every hitter already found another ground truth: the baseline still counts this one
+                also.append((int(hitters[np.argmax(iou[hitters, g])]), int(g)))
+        counts = {"tp": a, "fp": n - a, "fn": m - a}  # the baseline's FP: negative where a > n
         covered = found
     else:  # mesnet, stsnet: every hitting spotted interval is a TP
         credited = np.where(hits, best, -1)
         counts = {"tp": b, "fp": n - b, "fn": m - a if convention == "mesnet" else max(m - b, 0)}
         covered = found
-    return _VideoMatch({"n_gt": m, "n_spotted": n, "found": a, "hits": b, **counts}, iou, hits, best, credited, covered)
+    return _VideoMatch({"n_gt": m, "n_spotted": n, "found": a, "hits": b, **counts}, iou, hits, best, credited, covered,
+                       also)
 
 
 def _convention_ratios(convention: str, row: pd.Series) -> dict[str, float]:
@@ -225,6 +280,8 @@ def _convention_ratios(convention: str, row: pd.Series) -> dict[str, float]:
         return mesnet_ratios(row["found"], row["hits"], row["n_gt"], row["n_spotted"])
     if convention == "stsnet":
         return stsnet_ratios(row["tp"], row["n_gt"], row["n_spotted"])
+    if convention == "megc2020":
+        return megc2020_ratios(row["found"], row["n_gt"], row["n_spotted"])
     return ratios_from_counts(row["tp"], row["fp"], row["fn"])
 
 
@@ -233,8 +290,62 @@ def _check_convention(convention: str) -> None:
         raise ValueError(f"unknown spotting convention {convention!r}; choose one of {SPOTTING_CONVENTIONS}")
 
 
-def _frames(table: pd.DataFrame, column: str) -> np.ndarray:
-    return table[column].to_numpy(dtype=np.int64)
+def _bounds(table: pd.DataFrame, what: str) -> np.ndarray:
+    """(n, 2) int64 [onset, offset] rows, rounded to the nearest frame; ValueError naming the first row with a
+    missing or non-numeric bound or with offset < onset."""
+    values = {}
+    for column in ("onset", "offset"):
+        if column not in table:
+            raise ValueError(f"{what}s have no {column!r} column (columns: {list(table.columns)})")
+        numbers = pd.to_numeric(table[column], errors="coerce").astype("float64").to_numpy()
+        bad = np.flatnonzero(~np.isfinite(numbers))
+        if bad.size:
+            value = table[column].iloc[bad[0]]
+            shown = repr(value) if isinstance(value, str) else str(value)
+            raise ValueError(f"{what} {_where(table, bad[0])}: {column} {shown} is not a frame number")
+        values[column] = np.rint(numbers).astype(np.int64)
+    backwards = np.flatnonzero(values["offset"] < values["onset"])
+    if backwards.size:
+        i = backwards[0]
+        raise ValueError(f"{what} {_where(table, i)}: offset {table['offset'].iloc[i]} is before onset "
+                         f"{table['onset'].iloc[i]} ({backwards.size} such row(s)); an interval runs from onset "
+                         f"to offset, inclusive")
+    return np.column_stack([values["onset"], values["offset"]]) if len(table) else np.zeros((0, 2), np.int64)
+
+
+def _where(table: pd.DataFrame, position: int) -> str:
+    video = f", video {table['video'].iloc[position]!r}" if "video" in table else ""
+    return f"row {table.index[position]!r}{video}"
+
+
+def _check_inputs(ground_truth: pd.DataFrame, spotted: pd.DataFrame, videos, only_videos_with_gt: bool) -> None:
+    """Warn about spotted intervals nothing can score as intended: of an unknown type, or in a video that is
+    neither in the ground truth nor in ``videos``."""
+    for table, what in ((spotted, "spotted intervals"), (ground_truth, "ground-truth intervals")):
+        if "type" in table and len(table):
+            odd = table.loc[~table["type"].isin(EXPRESSION_TYPES), "type"]
+            if len(odd):
+                names = sorted({str(t) for t in odd})
+                warnings.warn(f"{len(odd)} {what} have a type other than micro/macro and are not scored: "
+                              f"types {_listing(names)}", stacklevel=3)
+    if "video" not in spotted or not len(spotted):
+        return
+    known = set(ground_truth["video"].astype(str)) if "video" in ground_truth else set()
+    if videos is not None:
+        known |= {str(v) for v in videos}
+    unknown = sorted(set(spotted["video"].astype(str)) - known)
+    if unknown:
+        rows = int(spotted["video"].astype(str).isin(unknown).sum())
+        fate = "are not scored (only_videos_with_gt)" if only_videos_with_gt else "count as false positives"
+        source = "the ground truth or the videos given" if videos is not None else \
+            "the ground truth (pass videos= to name the videos without any expression)"
+        warnings.warn(f"{rows} spotted intervals are in videos not in {source} and {fate}: videos "
+                      f"{_listing(unknown)}", stacklevel=3)
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _groups(ground_truth: pd.DataFrame, spotted: pd.DataFrame, types, only_videos_with_gt: bool):
@@ -243,8 +354,8 @@ def _groups(ground_truth: pd.DataFrame, spotted: pd.DataFrame, types, only_video
     Every video that has ground truth or spotted intervals of the type is visited, or only the
     videos with ground truth of that type when ``only_videos_with_gt``.
     """
-    gt_bounds = np.column_stack([_frames(ground_truth, "onset"), _frames(ground_truth, "offset")])
-    sp_bounds = np.column_stack([_frames(spotted, "onset"), _frames(spotted, "offset")])
+    gt_bounds = _bounds(ground_truth, "ground truth")
+    sp_bounds = _bounds(spotted, "spotted interval")
     sp_scores = spotted["score"].to_numpy(dtype=float) if "score" in spotted else np.full(len(spotted), np.nan)
     gt_index = _group_index(ground_truth)
     sp_index = _group_index(spotted)

@@ -56,7 +56,7 @@ def trial_dataset(dataset, frames: int, subjects: int | None = None):
 
 
 def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None, out: str,
-           subjects: int | None = None) -> None:
+           subjects: int | None = None, config: dict | None = None) -> None:
     """Child process: one LOSO fold of the trial dataset; writes what it measured to ``out`` (JSON)."""
     import resource
 
@@ -73,8 +73,8 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
         record["train_frames"] = sum(v.n_frames for v in trial.videos.values()
                                      if v.subject != trial.subjects[0])
         with tempfile.TemporaryDirectory() as results:
-            loso.run_loso(model, trial, profile, scheduler="sync", folds=1, max_steps=steps, results_dir=results,
-                          progress=False)
+            loso.run_loso(model, trial, profile, config=config, scheduler="sync", folds=1, max_steps=steps,
+                          results_dir=results, progress=False)
     except Exception as error:  # reported by the parent with the trial's settings
         record["error"] = f"{type(error).__name__}: {error}"
     record["fits"] = train.FIT_LOG
@@ -85,13 +85,13 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
 
 
 def run_trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None = None,
-              subjects: int | None = None) -> dict:
+              subjects: int | None = None, config: dict | None = None) -> dict:
     """:func:`_trial` in a spawned process (its peak memory is its own); the record it wrote."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "trial.json"
         process = context.Process(target=_trial, args=(model, dataset, profile, frames, steps, device, str(out),
-                                                       subjects))
+                                                       subjects, config))
         process.start()
         process.join()
         if not out.exists():
@@ -129,22 +129,24 @@ def cache_sizes(dataset, entries: list[dict]) -> tuple[int, int, list[dict]]:
 
 
 def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int = 600,
-         trial_subjects: int | None = 4, device: str | None = None) -> dict:
-    """The plan of a LOSO run of ``model`` on ``dataset`` under ``profile`` (see the module docstring)."""
+         trial_subjects: int | None = 4, device: str | None = None, config: dict | None = None) -> dict:
+    """The plan of a LOSO run of ``model`` on ``dataset`` under ``profile`` (see the module docstring);
+    ``config`` overrides entries of the profile's configuration, as in :func:`mecore.loso.run_loso`."""
+    overrides = config
     from mecore.models import LosoFold, get_model
 
     spec = get_model(model)
-    config = spec.config(profile, dataset.name)
+    config = {**spec.config(profile, dataset.name), **(overrides or {})}
     view = LosoFold(dataset, "", [], config, Path(".")).at_most_fps().dataset
     subjects = view.subjects
     frames = {name: video.n_frames for name, video in view.videos.items()}
     train_frames = sum(frames.values()) - sum(n for name, n in frames.items()
                                              if view.videos[name].subject == subjects[0])
-    first = run_trial(model, view, profile, trial_frames, steps, device, trial_subjects)
+    first = run_trial(model, view, profile, trial_frames, steps, device, trial_subjects, overrides)
     if "error" in first:
         raise RuntimeError(f"the trial fold of {model} ({trial_frames} frames a subject, {steps} steps) failed: "
                            f"{first['error']}; try more --trial-frames")
-    second = run_trial(model, view, profile, 2 * trial_frames, 1, device, trial_subjects)
+    second = run_trial(model, view, profile, 2 * trial_frames, 1, device, trial_subjects, overrides)
     existing, to_write, entry_rows = cache_sizes(view, first["entries"])
     fits = []
     for index, fit in enumerate(first["fits"]):

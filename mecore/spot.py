@@ -14,7 +14,17 @@ LOSO run trained (``python -m mecore loso`` or a notebook) on a video file or a 
    MDMD, growing with it for the networks that load a whole video's inputs at once (MESNet, BiFPN-I3D;
    ``scripts/bench_spot.py`` measures it). It never trains: an unfinished fold or missing weights stop it.
 4. The intervals (inclusive frame numbers, times in seconds from the first frame) are written as
-   ``<out_dir>/<video>_<model>.csv`` with a timeline figure ``<video>_<model>.png``.
+   ``<out_dir>/<video>_<model>.csv`` with a timeline figure ``<video>_<model>.png`` and ``<video>_<model>.json``
+   (the source's path, the run, the fold and the face spotted). ``<video>`` is the file's stem or the folder's
+   name; when those outputs already belong to another source of the same name (``control.avi`` after
+   ``control.mp4``, or a folder of that name elsewhere) they are kept and this source's go to
+   ``<video>-<hash of its path>_<model>.*``.
+
+Checked before any model work: the video has enough frames for the model (MESNet's clips overlap by
+``clip_overlap`` frames, so it needs more than that; :func:`minimum_frames`), and it shows a face. When
+frames show several faces the spotter crops the cascade's most confident one; :func:`require_face` says which
+(where it is, counted from the left) in a warning, and the output's ``.json`` and ``attrs["face"]`` record it.
+Temporary decode folders that a killed run left are removed by the next decode.
 """
 from __future__ import annotations
 
@@ -36,8 +46,9 @@ from mecore import paths
 from mecore.data import load_dataset
 from mecore.data.model import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
 from mecore.loso import fold_file, run_fold, run_key, safe_name, write_atomically
-from mecore.models import LosoFold, ModelSpec, available_models, get_model
-from mecore.preprocess.face import detect_face
+from mecore.models import RUN_ONLY_KEYS, LosoFold, ModelSpec, available_models, get_model
+from mecore.preprocess.cache import remove_stale
+from mecore.preprocess.face import DETECT_MAX_SIDE, FACE_CASCADE, _cascade, detect_face, to_gray
 from mecore.train import CHECKPOINT_NAME
 
 OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset_s")
@@ -100,7 +111,12 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
         named_run(spec, dataset, root, profile, results_dir)
     subject = finished_subject(run, subject)
     source = user_video(Path(video), run.dataset, fps, progress)
-    require_face(source)
+    needed = minimum_frames(spec, run.config)
+    if source.n_frames < needed:
+        why = f" (its clips overlap by {run.config['clip_overlap']} frames)" if "clip_overlap" in run.config else ""
+        raise DatasetError(f"{video}: {source.n_frames} frames; {spec.name} needs at least {needed}{why}; "
+                           f"spot a longer video")
+    face = require_face(source)
     fold = LosoFold(dataset=replace(run.dataset, spot_videos={source.name: source}), test_subject=subject,
                     train_subjects=[s for s in run.dataset.subjects if s != subject], config=run.config,
                     workdir=run.folder / "checkpoints" / safe_name(subject), seed=run.seed, resume=True,
@@ -114,16 +130,47 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     intervals = interval_table(record["predictions"], source)
     out = Path(out_dir or paths.runs_dir() / "spot")
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{source.name}_{spec.name}"
+    origin = str(Path(video).resolve())
+    stem = output_stem(out, origin, source.name, spec.name)
     csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
+    provenance = {"source": origin, "model": spec.name, "run": str(run.folder), "subject": subject,
+                  "fps": source.fps, "face": face}
+    write_atomically(out / f"{stem}.json", json.dumps(provenance, indent=1).encode())  # claims the name first
     write_atomically(csv_path, intervals.to_csv(index=False).encode())
     figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=100)
     write_atomically(figure_path, image.getvalue())
     intervals.attrs.update(csv=str(csv_path), figure=str(figure_path), subject=subject, run=str(run.folder),
-                           fps=source.fps)
+                           fps=source.fps, face=face)
     return intervals
+
+
+def output_stem(out: Path, origin: str, name: str, model: str) -> str:
+    """``<name>_<model>``, unless the outputs of that name in ``out`` belong to another source (their ``.json``
+    names another path, or they have none): then ``<name>-<8 hex digits of the path's hash>_<model>``."""
+    plain = f"{name}_{model}"
+    taken = [out / f"{plain}{suffix}" for suffix in (".json", ".csv", ".png")]
+    if not any(path.exists() for path in taken):
+        return plain
+    try:
+        if json.loads(taken[0].read_text()).get("source") == origin:
+            return plain
+    except (OSError, ValueError, AttributeError):
+        pass  # outputs of an unknown source (written before provenance files): keep them
+    return f"{name}-{hashlib.sha256(origin.encode()).hexdigest()[:8]}_{model}"
+
+
+def minimum_frames(spec: ModelSpec, config: dict) -> int:
+    """The fewest frames a video needs for ``spec`` under ``config``: more than a flow step, and for a model
+    that cuts videos into overlapping clips (MESNet: ``clip_overlap``), more than the overlap (a shorter video
+    would give clips that advance by zero frames)."""
+    needed = 2
+    if "flow_step" in config:
+        needed = max(needed, int(config["flow_step"]) + 1)
+    if "clip_overlap" in config:
+        needed = max(needed, int(config["clip_overlap"]) + 1)
+    return needed
 
 
 def named_run(spec: ModelSpec, dataset: str, root, profile: str | None, results_dir=None) -> TrainedRun:
@@ -134,7 +181,7 @@ def named_run(spec: ModelSpec, dataset: str, root, profile: str | None, results_
         raise SpotError(f"{runs}: no finished LOSO fold of {spec.name} on {dataset} under profile {profile}; "
                         f"train it first: {train_command(spec.name, dataset, profile)} (or run its notebook)")
     data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
-    config = spec.config(profile, data.name)
+    config = {k: v for k, v in spec.config(profile, data.name).items() if k not in RUN_ONLY_KEYS}  # as run_loso
     key, _ = run_key(spec, data, profile, config, 0)
     return TrainedRun(spec, data, profile, config, 0, runs / f"{profile}-{key}")
 
@@ -157,9 +204,16 @@ def checkpoint_run(spec: ModelSpec, folder: Path, root=None) -> TrainedRun:
     if name != spec.name:
         raise SpotError(f"{folder}: a LOSO run of {name!r}, not of {spec.name!r}; pass --model {name}")
     data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
-    if run_key(spec, data, profile, config, seed)[1]["dataset_content"] != content:
+    now = run_key(spec, data, profile, config, seed)[1]
+    if now["dataset_content"] != content:
         raise SpotError(f"{folder}: trained on another copy of {dataset!r} than {data.root} (annotations or "
                         f"video list differ); pass the root of the copy it was trained on")
+    if "frames" in description and description["frames"] != now["frames"]:
+        raise SpotError(f"{folder}: trained on other frames of {dataset!r} than those in {data.root} (frame files "
+                        f"changed, or another copy); pass the root of the copy it was trained on")
+    if "frames" not in description:
+        warnings.warn(f"{folder}: a run of an older mecore that did not record its frames; it cannot be checked "
+                      f"against the frames in {data.root}", stacklevel=3)
     return TrainedRun(spec, data, profile, config, seed, folder)
 
 
@@ -189,6 +243,7 @@ def trained_weights(spec: ModelSpec, fold: LosoFold) -> list[Path]:
     the others in the fold's ``workdir``. Checked before any input of the video is computed (flows can take
     minutes); the trainers, resumed with ``resume=True``, would refuse a missing checkpoint only after that."""
     module = spec.run_fold.__module__
+    fold = fold.at_most_fps()  # as the models' fold functions read it (their training keys see the frames read)
     if module == "mecore.models.mesnet":
         from mecore.models.mesnet import model_dir
         return [model_dir(fold) / "mesnet" / CHECKPOINT_NAME]
@@ -238,7 +293,9 @@ def decode_video(path: Path, progress: bool = False) -> tuple[Path, float | None
     A second call on the unchanged file reuses the folder."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = paths.cache_dir() / SPOT_DATASET / "decoded" / f"{safe_name(path.stem)}-{key}"
+    decoded = paths.cache_dir() / SPOT_DATASET / "decoded"
+    remove_stale(decoded)  # .<name>.<pid>.tmp folders of decodes killed or stopped by a full disk
+    folder = decoded / f"{safe_name(path.stem)}-{key}"
     info = folder / "video.json"
     if not info.is_file():
         _decode_into(path, folder, progress)
@@ -282,14 +339,64 @@ def _decode_into(path: Path, folder: Path, progress: bool) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def require_face(video: Video, samples: int = FACE_SAMPLES) -> None:
-    """Raise DatasetError unless OpenCV's frontal cascade finds a face in one of ``samples`` frames spread
-    over ``video`` (the models' own cropping then locates it precisely)."""
+def face_candidates(image: np.ndarray) -> np.ndarray:
+    """Every face the cropping's detector (:func:`mecore.preprocess.face.detect_face`) weighs in ``image``,
+    as ``(x, y, w, h)`` rows in image pixels, left to right."""
+    gray = to_gray(image)
+    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    small = cv2.equalizeHist(small)
+    side = max(20, min(small.shape) // 6)
+    boxes, _ = _cascade(FACE_CASCADE).detectMultiScale2(small, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale
+    return boxes[np.argsort(boxes[:, 0], kind="stable")]
+
+
+def require_face(video: Video, samples: int = FACE_SAMPLES) -> dict:
+    """The face the spotter will crop, after checking that OpenCV's frontal cascade finds one in one of
+    ``samples`` frames spread over ``video`` (DatasetError otherwise; the models' own cropping then locates it
+    precisely). Where a sampled frame shows several faces, a warning says which one is spotted: the
+    cascade's most confident (the cropping's choice), by its place from the left and its box.
+
+    Returns ``{"frame", "box": [x, y, w, h], "faces": how many in that frame, "rank": its place from the left
+    (1 = leftmost)}``."""
     numbers = video.frame_numbers
     picked = numbers[np.linspace(0, len(numbers) - 1, min(samples, len(numbers))).round().astype(int)]
-    if all(detect_face(video.frame(number)) is None for number in picked):
+    chosen, several = None, None
+    for number in picked:
+        frame = video.frame(number)
+        found = detect_face(frame)
+        if found is None:
+            continue
+        candidates = face_candidates(frame)
+        rank = int(np.argmin(np.abs(candidates - found).sum(axis=1))) + 1 if len(candidates) else 1
+        record = {"frame": int(number), "box": [round(float(v), 1) for v in found],
+                  "faces": max(len(candidates), 1), "rank": rank}
+        chosen = chosen or record
+        if record["faces"] > 1 and several is None:
+            several = record
+    if chosen is None:
         raise DatasetError(f"{video.folder}: no face found in any of {len(picked)} frames sampled across video "
                            f"{video.name!r} (OpenCV frontal Haar cascade); spotting needs a frontal face")
+    if several is not None:
+        x, y, w, h = several["box"]
+        place = _ordinal_from_left(several["rank"], several["faces"])
+        warnings.warn(f"{video.folder}: {several['faces']} faces in frame {several['frame']} of video "
+                      f"{video.name!r}; spotting the {place} one (x {x:.0f}-{x + w:.0f}, y {y:.0f}-{y + h:.0f} px, "
+                      f"the detector's most confident), not the other(s); crop the video to the face you want "
+                      f"spotted", stacklevel=2)
+        chosen = {**chosen, "several_faces_in_frame": several["frame"], "faces_there": several["faces"],
+                  "rank_there": several["rank"]}
+    return chosen
+
+
+def _ordinal_from_left(rank: int, count: int) -> str:
+    if rank == 1:
+        return "leftmost" if count > 2 else "left"
+    if rank == count:
+        return "rightmost" if count > 2 else "right"
+    suffix = {2: "nd", 3: "rd"}.get(rank, "th")
+    return f"{rank}{suffix} from the left"
 
 
 def interval_table(predictions: pd.DataFrame, video: Video) -> pd.DataFrame:

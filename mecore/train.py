@@ -25,6 +25,12 @@ own statistics (and updates its running averages once per pass), and a loss norm
 batch (a focal loss over the positives, a masked mean) is normalised per pass; the models say where that
 matters. ``TrainConfig.max_steps`` ends a trial after that many optimiser steps (validating its last epoch).
 
+Mixed precision: with ``TrainConfig.mixed_precision`` on CUDA the model runs under float16 autocast with a
+gradient scaler; its outputs are cast to float32 and the loss is computed outside autocast
+(:func:`forward_loss`), so every loss sees float32 logits. Each model's profiles set ``mixed_precision`` and say
+why; :func:`precision_check` compares one step under autocast with one in float32 (the per-model tests do it
+with CPU bfloat16, ``scripts/gpu_check.py`` with CUDA float16).
+
 Runs are seeded and deterministic on CPU. A checkpoint (model, optimiser, scheduler, gradient
 scaler, RNG states, epoch, history, best state) is written atomically after every epoch; resuming
 continues to the same final weights as an uninterrupted run, because the shuffling order of epoch
@@ -32,6 +38,8 @@ continues to the same final weights as an uninterrupted run, because the shuffli
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -131,7 +139,7 @@ class TrainConfig:
     validate_every: int = 1
     restore_best: bool = True
     seed: int = 0
-    mixed_precision: bool = True  # used only on CUDA
+    mixed_precision: bool = True  # float16 autocast on CUDA (never on CPU); losses always in float32
     num_workers: int | None = None  # DataLoader worker processes; None: loader_workers()
     drop_last: bool = False  # drop a short last training batch (batch normalisation needs > 1 sample)
     micro_batch: int | None = None  # samples per forward/backward pass; None: the whole batch at once
@@ -239,7 +247,8 @@ def fit(
     bar = tqdm(total=config.epochs, initial=state.epoch, desc="epochs", disable=not progress, leave=False)
     FIT_LOG.append({"samples": len(train_data), "batch_size": config.batch_size, "drop_last": config.drop_last,
                     "micro_batch": min(config.micro_batch or config.batch_size, config.batch_size),
-                    "epochs": config.epochs, "device": device.type, "step_seconds": [], "peak_device_bytes": None})
+                    "epochs": config.epochs, "device": device.type, "mixed_precision": amp, "step_seconds": [],
+                    "step_losses": [], "peak_device_bytes": None})
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     while not state.finished:
@@ -437,6 +446,68 @@ def _call(model: nn.Module, inputs: Any) -> Any:
     return model(*inputs) if isinstance(inputs, (list, tuple)) else model(inputs)
 
 
+def _float32(value: Any) -> Any:
+    """``value`` with every floating tensor in it (also inside lists, tuples, dicts and dataclasses) in float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        copied = copy.copy(value)
+        for item in dataclasses.fields(value):
+            object.__setattr__(copied, item.name, _float32(getattr(value, item.name)))
+        return copied
+    if isinstance(value, (list, tuple)):
+        return type(value)(_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _float32(v) for k, v in value.items()}
+    return value
+
+
+def forward_loss(model: nn.Module, loss_fn: Callable, inputs: Any, targets: Any,
+                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, Any]:
+    """``(loss, outputs)``: the model under autocast to ``amp_dtype`` (none when None) on the inputs' device,
+    its outputs cast to float32, and ``loss_fn`` computed from them outside autocast, in float32."""
+    device_type = (_device_of(inputs) or torch.device("cpu")).type
+    with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        outputs = _call(model, inputs)
+    outputs = _float32(outputs)
+    loss = loss_fn(outputs, targets)
+    if loss.dtype != torch.float32:
+        raise TypeError(f"the loss is {loss.dtype}, not float32: compute it from float32 outputs")
+    return loss, outputs
+
+
+def _device_of(value: Any) -> torch.device | None:
+    if isinstance(value, torch.Tensor):
+        return value.device
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else []
+    return next((found for found in map(_device_of, items) if found is not None), None)
+
+
+def precision_check(model: nn.Module, loss_fn: Callable, inputs: Any, targets: Any,
+                    amp_dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> dict:
+    """One training step's loss and gradients in float32 and under autocast to ``amp_dtype``, from the same
+    weights and batch (the model is copied; dropout draws are seeded alike). Returns both losses, whether all
+    are finite, and the largest gradient difference relative to the float32 gradient's largest magnitude."""
+    results = []
+    for dtype in (None, amp_dtype):
+        replica = copy.deepcopy(model).train()
+        replica.zero_grad(set_to_none=True)
+        seed_everything(seed)
+        loss, _ = forward_loss(replica, loss_fn, inputs, targets, dtype)
+        loss.backward()
+        grads = [p.grad.detach().float().flatten() if p.grad is not None else torch.zeros(p.numel())
+                 for p in replica.parameters() if p.requires_grad]
+        results.append((loss.detach(), torch.cat(grads)))
+    (loss32, grad32), (loss_amp, grad_amp) = results
+    scale = float(grad32.abs().max()) or 1.0
+    return {"loss_float32": float(loss32), "loss_amp": float(loss_amp),
+            "finite": bool(torch.isfinite(loss32) and torch.isfinite(loss_amp)
+                           and torch.isfinite(grad32).all() and torch.isfinite(grad_amp).all()),
+            "loss_rel_diff": abs(float(loss_amp) - float(loss32)) / max(abs(float(loss32)), 1e-12),
+            "grad_rel_diff": float((grad_amp - grad32).abs().max()) / scale,
+            "grad_cosine": float(torch.nn.functional.cosine_similarity(grad32, grad_amp, dim=0))}
+
+
 def _concatenate(batches: list) -> Any:
     first = batches[0]
     if isinstance(first, torch.Tensor):
@@ -465,10 +536,9 @@ def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp
         passes, loss = list(passes), 0.0
         for index, (part_inputs, part_targets) in enumerate(passes):
             part_inputs, part_targets = _to_device(part_inputs, device), _to_device(part_targets, device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                part_loss = loss_fn(_call(model, part_inputs), part_targets)
+            part_loss, _ = forward_loss(model, loss_fn, part_inputs, part_targets, torch.float16 if amp else None)
             share = batch_length(part_targets) / total
-            objective = part_loss.float() * share
+            objective = part_loss * share
             if config.l2 is not None and index == len(passes) - 1:  # the explicit L2 term once per step
                 penalty = config.l2(model)
                 objective = objective + penalty
@@ -483,6 +553,7 @@ def _train_one_epoch(model, loss_fn, data, config, epoch, optimizer, scaler, amp
             torch.cuda.synchronize(device)
         if len(FIT_LOG[-1]["step_seconds"]) < 1000:
             FIT_LOG[-1]["step_seconds"].append(time.perf_counter() - started)
+            FIT_LOG[-1]["step_losses"].append(loss)
         bar.set_postfix(loss=f"{np.mean(losses):.4g}")
         if config.max_steps is not None and state.steps >= config.max_steps:
             break
@@ -506,9 +577,9 @@ def _validate(model, loss_fn, data, config, val_metrics, amp, device) -> dict:
     with torch.no_grad():
         for batch_inputs, batch_targets in loader:
             batch_inputs, batch_targets = _to_device(batch_inputs, device), _to_device(batch_targets, device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                batch_outputs = _call(model, batch_inputs)
-                losses.append(float(loss_fn(batch_outputs, batch_targets)))
+            loss, batch_outputs = forward_loss(model, loss_fn, batch_inputs, batch_targets,
+                                               torch.float16 if amp else None)
+            losses.append(float(loss))
             outputs.append(_to_device(batch_outputs, torch.device("cpu")))
             targets.append(_to_device(batch_targets, torch.device("cpu")))
     if not losses:

@@ -2,6 +2,7 @@
 inputs, step limits and micro-batches."""
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ from mecore.spotting import apply_regression
 from mecore.train import FIT_LOG, CheckpointError
 from mecore.models.bifpn_i3d import (EXPRESSION, LEVEL_STRIDES, BiFPN, BiFPNI3D, FusionNode, SpottingLoss,
                                      TwoStreamClips, candidate_targets, focal_loss, inflate_conv,
-                                     load_inputs, load_pretrained, micro_batch_size, tiling, train_model)
+                                     i3d_flow_input, load_i3d_checkpoint, load_inputs, load_pretrained,
+                                     micro_batch_size, tiling, train_model)
 
 NO_EXPRESSIONS = pd.DataFrame(columns=["video", "onset", "offset"])
 
@@ -246,3 +248,162 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):  # the fold's resume reaches fit
         run_fold(spec, dataset, config, subjects[1], [subjects[0], *subjects[2:]], tmp_path, seed=0, resume=True,
                  num_threads=None)
+
+
+# piergiaj/pytorch-i3d, pytorch_i3d.py (InceptionI3d, Carreira & Zisserman's Inception-v1 I3D): units in order,
+# (name, in channels, out channels, kernel); Mixed_* (name, in channels, [b0, b1a, b1b, b2a, b2b, b3b] widths)
+PUBLISHED_STEM = (("Conv3d_1a_7x7", None, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3))
+PUBLISHED_MIXED = (("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+                   ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]), ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
+                   ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]), ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
+                   ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]), ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+                   ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]))
+
+
+def pytorch_i3d_state(in_channels: int, seed: int = 0, batches_tracked: bool = True) -> dict[str, torch.Tensor]:
+    """A random ``InceptionI3d(400, in_channels=...)`` state dict with the published names and shapes: each unit
+    ``<name>.conv3d.weight`` (no bias) and ``<name>.bn.*``; ``logits.conv3d`` 400 x 1024 with a bias. Checkpoints
+    saved before PyTorch 0.4.1 lack ``num_batches_tracked`` (``batches_tracked=False``)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def unit(name, inp, out, k):
+        state[f"{name}.conv3d.weight"] = torch.randn(out, inp, k, k, k, generator=g)
+        state.update({f"{name}.bn.weight": torch.rand(out, generator=g) + 0.5,
+                      f"{name}.bn.bias": torch.randn(out, generator=g),
+                      f"{name}.bn.running_mean": torch.randn(out, generator=g),
+                      f"{name}.bn.running_var": torch.rand(out, generator=g) + 0.5})
+        if batches_tracked:
+            state[f"{name}.bn.num_batches_tracked"] = torch.randint(1, 10**6, (), generator=g)
+
+    for name, inp, out, k in PUBLISHED_STEM:
+        unit(name, inp or in_channels, out, k)
+    for name, inp, (b0, b1a, b1b, b2a, b2b, b3b) in PUBLISHED_MIXED:
+        for branch, (i, o, k) in {"b0": (inp, b0, 1), "b1a": (inp, b1a, 1), "b1b": (b1a, b1b, 3),
+                                  "b2a": (inp, b2a, 1), "b2b": (b2a, b2b, 3), "b3b": (inp, b3b, 1)}.items():
+            unit(f"{name}.{branch}", i, o, k)
+    state["logits.conv3d.weight"] = torch.randn(400, 1024, 1, 1, 1, generator=g)
+    state["logits.conv3d.bias"] = torch.randn(400, generator=g)
+    return state
+
+
+def our_i3d_name(name: str) -> str:
+    """The entry of mecore's I3D that a published entry lands on: the stem units are Sequential positions 0, 2, 3
+    (max poolings between them), Mixed_3* stage 0 from position 0, Mixed_4* and Mixed_5* stages 1, 2 from
+    position 1 (after their pooling); branches b0 -> branch0, b1a/b1b -> branch1.0/1, b3b -> branch3.1 (after the
+    pooling); a unit's conv3d is its position 0, bn position 1."""
+    positions = {"Conv3d_1a_7x7": "stem.0", "Conv3d_2b_1x1": "stem.2", "Conv3d_2c_3x3": "stem.3",
+                 "Mixed_3b": "stages.0.0", "Mixed_3c": "stages.0.1", "Mixed_4b": "stages.1.1", "Mixed_4c": "stages.1.2",
+                 "Mixed_4d": "stages.1.3", "Mixed_4e": "stages.1.4", "Mixed_4f": "stages.1.5", "Mixed_5b": "stages.2.1",
+                 "Mixed_5c": "stages.2.2"}
+    branches = {"b0": "branch0", "b1a": "branch1.0", "b1b": "branch1.1", "b2a": "branch2.0", "b2b": "branch2.1",
+                "b3b": "branch3.1"}
+    parts = name.split(".")
+    prefix = positions[parts[0]] + ("." + branches[parts[1]] if parts[1] in branches else "")
+    layer, field = parts[-2], parts[-1]
+    return f"{prefix}.{'0' if layer == 'conv3d' else '1'}.{field}"
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_pytorch_i3d_checkpoints_land_in_the_two_streams(tmp_path, grey):
+    rgb, flow = pytorch_i3d_state(3, seed=1), pytorch_i3d_state(2, seed=2, batches_tracked=False)
+    assert len(rgb) == 57 * 6 + 2 and len(flow) == 57 * 5 + 2  # 57 units (3 + 9 x 6); logits weight and bias
+    torch.save(rgb, tmp_path / "rgb_imagenet.pt")
+    torch.save(flow, tmp_path / "flow_imagenet.pt")
+    config = {**get_model("bifpn_i3d").config("paper"), "bifpn_channels": 8, "bifpn_layers": 1, "crn_channels": 8,
+              "fc_width": 8, "pretrained": {"rgb": str(tmp_path / "rgb_imagenet.pt"),
+                                            "flow": str(tmp_path / "flow_imagenet.pt")}}
+    if grey:
+        config["crop"] = {**config["crop"], "gray": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both streams given: no paper warning
+        model = bifpn_i3d.build_model(config)
+    for key, state, stream in (("rgb", rgb, model.backbone.appearance), ("flow", flow, model.backbone.flow)):
+        report, own = model.pretrained_report[key], stream.state_dict()
+        assert report["format"] == "pytorch-i3d" and report["dropped"] == ["logits.conv3d.bias", "logits.conv3d.weight"]
+        landed = {our_i3d_name(name) for name in state if not name.startswith("logits.")}
+        assert report["loaded"] == len(state) - 2 == len(landed)
+        assert landed | {k for k in own if k.endswith("num_batches_tracked")} == set(own)  # nothing of ours left out
+        for name, value in state.items():
+            if name.startswith("logits."):
+                continue
+            summed = grey and key == "rgb" and name == "Conv3d_1a_7x7.conv3d.weight"
+            expected = value.sum(dim=1, keepdim=True) if summed else value
+            assert torch.equal(own[our_i3d_name(name)], expected), (key, name)
+        assert all(m.eps == 1e-3 for m in stream.modules() if isinstance(m, torch.nn.BatchNorm3d))
+        assert (report["adapted"] is not None) == (grey and key == "rgb")
+    assert i3d_flow_input(config) and not i3d_flow_input(get_model("bifpn_i3d").config("paper"))
+
+
+def test_i3d_checkpoints_are_refused_at_other_widths_or_streams(tmp_path):
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(pytorch_i3d_state(3), path)
+    smoke = get_model("bifpn_i3d").config("smoke")
+    with pytest.raises(ValueError, match=r"rgb_imagenet\.pt: pytorch-i3d checkpoints fit the full-width I3D only"):
+        bifpn_i3d.build_model({**smoke, "pretrained": {"rgb": str(path)}})
+    flow_stream = bifpn_i3d.I3D(2, 1.0)
+    with pytest.raises(ValueError, match=r"rgb_imagenet\.pt: Conv3d_1a_7x7.conv3d.weight has shape \(64, 3, 7, 7, 7\)"):
+        load_i3d_checkpoint(flow_stream, torch.load(path, weights_only=True), str(path))
+    with pytest.raises(ValueError, match="'rgb' and 'flow'"):
+        bifpn_i3d.build_model({**smoke, "pretrained": {"appearance": str(path)}})
+
+
+def test_paper_profile_warns_without_pretrained_streams(tmp_path):
+    config = {**get_model("bifpn_i3d").config("paper"), "bifpn_channels": 8, "bifpn_layers": 1, "crn_channels": 8,
+              "fc_width": 8}
+    with pytest.warns(UserWarning, match=r"config\['pretrained'\].*rgb and flow.*NOT the paper's configuration"):
+        bifpn_i3d.build_model(config)
+    torch.save(pytorch_i3d_state(3), tmp_path / "rgb.pt")
+    with pytest.warns(UserWarning, match=r"no weights for the flow I3D stream"):
+        bifpn_i3d.build_model({**config, "pretrained": {"rgb": str(tmp_path / "rgb.pt")}})
+    assert all(get_model("bifpn_i3d").config(p)["mixed_precision"] for p in ("smoke", "default", "paper"))
+
+
+def test_pretrained_flow_is_read_as_the_checkpoint_was_trained():
+    """With a pytorch-i3d flow stream, flow is clipped to +-20 px and divided by 20 (the checkpoints' input)."""
+    flows = {"v": Rows(np.stack([np.full((20, 20, 2), v, np.float16) for v in np.linspace(-40, 40, 32)]))}
+    frames = {"v": Rows(np.zeros((32, 20, 20), np.uint8))}
+    data = TwoStreamClips(frames, flows, bifpn_i3d.I3D_FLOW_BOUND, [("v", 0)], NO_EXPRESSIONS, 32, 16, 20,
+                          train=False, flow_clip=1.0)
+    (_, flow), _ = data[0]
+    expected = torch.from_numpy(np.linspace(-40, 40, 32).astype(np.float16)).float().div(20).clamp(-1, 1)
+    torch.testing.assert_close(flow[0, :, 0, 0], expected)
+
+
+def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_step):
+    """The smoke network on a training batch of the smoke set as :func:`mecore.train.fit` sees it ((frames, flow)
+    clips and NaN-padded expressions): one step in float32 and one under CPU bfloat16 autocast (coarser than
+    CUDA's float16). Losses within 1 %. The backbone's gradient at initialisation is ill-conditioned even in
+    float32 (relative input noise at bfloat16's rounding turns it by tens of degrees), so the whole gradient's
+    cosine is only required positive; with the backbone frozen (its forward still under autocast) the BiFPN and
+    CRN gradients must agree to a cosine of 0.99."""
+    from mecore.data import load_dataset
+
+    torch.set_num_threads(1)
+    config = get_model("bifpn_i3d").config("smoke")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    videos = sorted(dataset.videos)[:2]
+    frames, flows, scale = load_inputs(dataset, videos, videos, config)
+    length = min(config["clip_length"], *(len(frames[v]) for v in videos))
+    data = TwoStreamClips(frames, flows, scale, tiling({v: len(frames[v]) for v in videos}, length),
+                          bifpn_i3d.expression_indices(dataset, videos), length, config["input_size"],
+                          config["load_size"], train=True)
+    torch.manual_seed(0)
+    inputs, targets = next(iter(torch.utils.data.DataLoader(data, batch_size=config["batch_size"], shuffle=True)))
+    assert inputs[0].shape == (config["batch_size"], 1, length, 16, 16) and inputs[1].shape[1] == 2
+    model = bifpn_i3d.build_model(config)
+    loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
+    whole = precision_step(model, loss, inputs, targets, loss_rtol=0.01, min_cosine=0.0)
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad_(False)
+    head = precision_step(model, loss, inputs, targets, loss_rtol=0.01, min_cosine=0.99)
+    assert whole["loss_amp"] == head["loss_amp"]
+
+
+def test_every_profile_reads_samm_lv_at_most_30_fps():
+    """At 200 fps a 160-frame candidate spans 0.8 s and no SAMM-LV macro-expression of ~420 frames could be its
+    positive: every profile, the paper's included, reads SAMM-LV at every 7th frame; CAS(ME)^2 as it is."""
+    spec = get_model("bifpn_i3d")
+    for profile in spec.configs:
+        assert spec.config(profile, "samm_lv")["max_fps"] == 30, profile
+        assert spec.config(profile, "casme_sq").get("max_fps") is None, profile

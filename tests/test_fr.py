@@ -1,4 +1,5 @@
-"""Feature Refinement (Zhou et al.): attention, proposal loss, fusion, apex rules, sizes, one smoke fold."""
+"""Feature Refinement (Zhou et al.): attention, proposal loss, fusion, apex rules, sizes, one smoke fold,
+mixed precision, seeding and repeated CDMER runs."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +113,91 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
     assert set(predictions["prediction"]) <= set(classes)
     probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_mean_attention_norm_scales_the_softmax_weights_by_the_feature_count():
+    torch.manual_seed(0)
+    as_written = fr.ProposalModule(features=20, n_classes=3, detector_width=4)
+    rescaled = fr.ProposalModule(features=20, n_classes=3, detector_width=4, attention_norm="mean")
+    rescaled.load_state_dict(as_written.state_dict())
+    z = torch.randn(5, 20).relu()
+    torch.testing.assert_close(rescaled.attention_weights(z), 20 * as_written.attention_weights(z))
+    torch.testing.assert_close(rescaled.attention_weights(z).mean(dim=2), torch.ones(5, 3))
+    with pytest.raises(ValueError, match="attention_norm"):
+        fr.ProposalModule(features=20, n_classes=3, detector_width=4, attention_norm="max")
+
+
+def test_the_loss_reads_float32_logits_and_no_softmax_comes_before_it():
+    model = fr.build_model(SMALL, n_classes=3).eval()
+    class_logits, detector_logits, _ = model(torch.randn(4, 2, 28, 28))
+    for scores in (class_logits, class_logits.exp()):  # neither probabilities nor log-probabilities
+        assert not torch.allclose(scores.sum(dim=1), torch.ones(4))
+    targets = torch.tensor([0, 1, 2, 0])
+    assert fr.FRLoss()((class_logits.bfloat16(), detector_logits.bfloat16(), None), targets).dtype == torch.float32
+    assert all(config["mixed_precision"] is False for config in fr.CONFIGS.values())  # fp32, as the paper's Keras
+
+
+@pytest.fixture(scope="module")
+def smoke_batch(smoke_root):
+    """The smoke SMIC-HS clips' flows, scaled as :func:`fr.train` scales them, with their labels."""
+    from mecore.data import load_dataset
+
+    dataset = load_dataset("synth_smic_hs", root=smoke_root / "smic")
+    rows, classes = dataset.annotations, fr.dataset_classes(dataset)
+    flows = fr.clip_flows(dataset, rows, SMALL)
+    data = fr._tensors(flows, [classes.index(e) for e in rows["emotion"].astype(str)],
+                       flows.std(axis=(0, 2, 3)) + 1e-6)
+    return (*data.tensors, len(classes))
+
+
+@pytest.mark.parametrize("variant,attention_norm", [("fr", "sum"), ("fr", "mean"), ("basic", "sum")])
+def test_bfloat16_autocast_step_matches_float32_on_a_real_batch(smoke_batch, precision_step, variant, attention_norm):
+    """One step of the smoke-sized networks on the smoke SMIC-HS flows: losses within 1 %, gradient cosine >= 0.99."""
+    inputs, targets, n_classes = smoke_batch
+    torch.manual_seed(0)
+    model = fr.build_model({**SMALL, "variant": variant, "attention_norm": attention_norm}, n_classes)
+    result = precision_step(model, fr.FRLoss(), inputs, targets, loss_rtol=0.01, min_cosine=0.99)
+    assert result["loss_float32"] > 0
+
+
+def test_train_seeds_the_weights_and_passes_the_precision_setting(monkeypatch):
+    seen = []
+
+    def fake_fit(model, loss_fn, data, val_data, config, **kwargs):
+        seen.append(({k: v.clone() for k, v in model.state_dict().items()}, config))
+        return type("Result", (), {"model": model, "history": pd.DataFrame()})()
+
+    rows = pd.DataFrame({"video": ["a", "b"], "emotion": ["x", "y"]})
+    monkeypatch.setattr(fr, "clip_flows", lambda *args: np.ones((2, 2, 28, 28), np.float32))
+    monkeypatch.setattr(fr, "fit", fake_fit)
+    for seed, precision in ((3, True), (3, False), (4, False)):
+        torch.rand(11)  # the global generators' state before a call must not matter
+        fr.train(None, rows, ["x", "y"], {**SMALL, "mixed_precision": precision}, seed)
+    (first, config), (again, _), (other, _) = seen
+    assert config.mixed_precision is True and config.seed == 3
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_cdmer_is_seeded_and_repeats_use_consecutive_seeds(smoke_root, tmp_path, monkeypatch):
+    from mecore.data import load_dataset
+
+    source = load_dataset("synth_smic_hs", root=smoke_root / "smic")
+    target = load_dataset("synth_smic_vis", root=smoke_root / "smic")
+    config = {"epochs": 1}
+
+    def run(folder, seed):
+        monkeypatch.setattr(fr.paths, "runs_dir", lambda: tmp_path / folder)  # no cached result shared
+        torch.rand(7), np.random.rand(3)
+        return fr.run_cdmer("fr", source, target, "smoke", config, seed)
+
+    first, again, other = run("a", 0), run("b", 0), run("c", 1)
+    pd.testing.assert_frame_equal(first, again)
+    probabilities = [c for c in first if c.startswith("p_")]
+    assert not np.allclose(first[probabilities], other[probabilities])
+    monkeypatch.setattr(fr.paths, "runs_dir", lambda: tmp_path / "a")
+    scores = fr.cdmer_repeats("fr", source, target, "smoke", config, repeats=2)
+    assert scores["seed"].tolist() == [0, 1]
+    assert scores.loc[0, "uf1"] == fr.cdmer_scores(first)["uf1"]
+    assert scores.loc[1, "uf1"] == fr.cdmer_scores(other)["uf1"]
+    assert len(fr.cdmer_repeats("fr", source, target, "smoke", config)) == fr.CONFIGS["smoke"]["repeats"] == 1

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 from mecore import metrics, models
 from mecore.data import load_dataset
 from mecore.data.model import Dataset, annotation_frame
-from mecore.loso import FoldError, add_cli, run_loso, score
+from mecore.loso import FoldError, add_cli, fold_file, run_loso, safe_name, score
 from mecore.models import LosoFold, ModelSpec, UnknownModelError, get_model, register
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
 
@@ -118,7 +118,7 @@ def test_folds_are_pooled_and_scored_by_the_metrics_module(tmp_path):
         assert fold_accuracy == pytest.approx((rows["label"] == rows["prediction"]).mean())
     for name in ("config.json", "predictions.csv", "folds.csv", "metrics.csv"):
         assert (result.folder / name).is_file()
-    assert sorted(p.name for p in (result.folder / "folds").iterdir()) == [f"{s}.pkl" for s in SUBJECTS]
+    assert sorted((result.folder / "folds").iterdir()) == [fold_file(result.folder, s) for s in SUBJECTS]
     assert "pooled over 4 folds" in result.report()
 
 
@@ -126,12 +126,13 @@ def test_rerun_skips_finished_folds_and_recomputes_only_a_deleted_one(tmp_path):
     first = loso(tmp_path)
     folds = first.folder / "folds"
     assert loso(tmp_path).computed == []
-    untouched = {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p.name != "s2.pkl"}
-    (folds / "s2.pkl").unlink()
-    (first.folder / "checkpoints" / "s2" / "checkpoint.pt").unlink()  # retrain the fold, not just reload it
+    s2 = fold_file(first.folder, "s2")
+    untouched = {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p != s2}
+    s2.unlink()
+    (first.folder / "checkpoints" / safe_name("s2") / "checkpoint.pt").unlink()  # retrain, not just reload
     again = loso(tmp_path)
     assert again.computed == ["s2"]
-    assert {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p.name != "s2.pkl"} == untouched
+    assert {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p != s2} == untouched
     pd.testing.assert_frame_equal(again.predictions, first.predictions)
     pd.testing.assert_frame_equal(again.metrics, first.metrics)
 
@@ -210,24 +211,24 @@ def test_fold_that_must_resume_without_a_checkpoint_fails_clearly(tmp_path):
     for subject in SUBJECTS:
         assert f"{subject}: CheckpointError: " in message
         assert str(tmp_path / "test-linear" / "fake_casme2") in message
-    assert f"checkpoints/{SUBJECTS[0]}/checkpoint.pt: no checkpoint to resume from" in message
+    assert f"checkpoints/{safe_name(SUBJECTS[0])}/checkpoint.pt: no checkpoint to resume from" in message
     assert not list((next((tmp_path / "test-linear" / "fake_casme2").iterdir()) / "folds").iterdir())
 
 
 def test_fold_on_a_corrupt_checkpoint_fails_instead_of_training_from_scratch(tmp_path):
     first = loso(tmp_path)
-    checkpoint = first.folder / "checkpoints" / "s1" / "checkpoint.pt"
-    (first.folder / "folds" / "s1.pkl").unlink()
+    checkpoint = first.folder / "checkpoints" / safe_name("s1") / "checkpoint.pt"
+    fold_file(first.folder, "s1").unlink()
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(FoldError, match=f"s1: CheckpointError: {checkpoint}: checkpoint is corrupt"):
         loso(tmp_path)
-    assert not (first.folder / "folds" / "s1.pkl").exists()
+    assert not fold_file(first.folder, "s1").exists()
 
 
 def test_corrupt_fold_result_is_named(tmp_path):
     first = loso(tmp_path)
-    (first.folder / "folds" / "s0.pkl").write_bytes(b"garbage")
-    with pytest.raises(FoldError, match=f"{first.folder / 'folds' / 's0.pkl'}: fold result is corrupt"):
+    fold_file(first.folder, "s0").write_bytes(b"garbage")
+    with pytest.raises(FoldError, match=f"{fold_file(first.folder, 's0')}: fold result is corrupt"):
         loso(tmp_path)
 
 
@@ -358,7 +359,6 @@ def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
 
 def test_classical_baselines_are_registered_and_fit_p_on_training_subjects(smoke_root, tmp_path):
     from mecore.data import load_dataset
-    from mecore.models.classical import select_p
 
     assert {"lbp_chi2", "mdmd"} <= set(models.available_models())
     spec = get_model("mdmd")
@@ -395,7 +395,135 @@ def test_a_trial_runs_the_first_folds_with_capped_steps_apart_from_full_runs(tmp
     assert json.loads((trial.folder / "config.json").read_text())["config"]["max_steps"] == 1
     assert "pooled over 2 folds" in trial.report()
     for subject in SUBJECTS[:2]:
-        checkpoint = torch.load(trial.folder / "checkpoints" / subject / "checkpoint.pt", weights_only=True)
+        checkpoint = torch.load(trial.folder / "checkpoints" / safe_name(subject) / "checkpoint.pt",
+                                weights_only=True)
         assert checkpoint["steps"] == 1 and checkpoint["finished"]
     with pytest.raises(ValueError, match="max_steps"):
         loso(tmp_path, max_steps=0)
+
+
+def test_summarise_repeats_mean_and_median():
+    from mecore.loso import summarise_repeats
+
+    mean = summarise_repeats([0.2, 0.4, 0.6], "mean")
+    assert mean["value"] == pytest.approx(0.4) and mean["spread"] == pytest.approx(0.2) and mean["runs"] == 3
+    median = summarise_repeats([0.1, 0.5, 0.3, 0.9], "median")
+    assert median["value"] == pytest.approx(0.4)
+    assert median["spread"] == pytest.approx((0.6 - 0.25) / 2)  # half the IQR (np.percentile, linear)
+    assert (median["low"], median["high"]) == (0.1, 0.9)
+    with pytest.raises(ValueError, match="median"):
+        summarise_repeats([1.0], "mode")
+
+
+def test_run_repeats_uses_seeds_and_the_profile_count(tmp_path):
+    """Repeats are ordinary runs with consecutive seeds; ``repeats`` never enters a run's key."""
+    from dataclasses import replace
+
+    from mecore import loso as loso_module
+
+    spec = replace(LINEAR, configs={"smoke": {**LINEAR.configs["smoke"], "repeats": 2}})
+    assert loso_module.repeat_count(spec, DATA, "smoke") == 2
+    results = loso_module.run_repeats(spec, DATA, "smoke", seed=5, scheduler="sync", results_dir=tmp_path,
+                                      progress=False)
+    assert [r.key for r in results] == [loso(tmp_path, seed=s).key for s in (5, 6)]
+    assert results[0].predictions["confidence"].tolist() != results[1].predictions["confidence"].tolist()
+    assert all("repeats" not in json.loads((r.folder / "config.json").read_text())["config"] for r in results)
+    table = loso_module.repeats_table(results)
+    assert table.loc["uf1", "runs"] == 2 and table.loc["uf1", "how"] == "mean"
+    assert table.loc["uf1", "value"] == pytest.approx(np.mean([r.metrics.loc["pooled", "uf1"] for r in results]))
+    with pytest.raises(ValueError, match="repeats"):
+        loso_module.repeat_count(spec, DATA, "smoke", config={"repeats": 0})
+    assert LosoFold(DATA, "s0", ["s1"], {"lr": 0.1, "repeats": 3}, tmp_path).config == {"lr": 0.1}
+
+
+def test_every_neural_profile_states_mixed_precision():
+    """Each trained network's profiles say whether it trains under autocast on CUDA (issue: no implicit AMP)."""
+    neural = ("mecore.models.mesnet", "mecore.models.bifpn_i3d", "mecore.models.stsnet", "mecore.models.yap3dcnn",
+              "mecore.models.fr")
+    for name in models.available_models():
+        spec = get_model(name)
+        if spec.run_fold.__module__ in neural:
+            for profile in spec.configs:
+                assert isinstance(spec.config(profile).get("mixed_precision"), bool), (name, profile)
+
+
+# ------------------------------------------------------------------ what a run key sees, where a fold lives
+def framed_dataset(folder: Path, shade: int, annotations: pd.DataFrame = DATA.annotations) -> Dataset:
+    """DATA with a frame folder per clip under ``folder`` (two tiny frames of grey ``shade``)."""
+    from mecore.data.model import Video
+
+    videos = {}
+    for row in annotations.drop_duplicates("video").itertuples():
+        clip = folder / row.video
+        clip.mkdir(parents=True, exist_ok=True)
+        for number in (1, 2):
+            cv2.imwrite(str(clip / f"img{number:03d}.png"), np.full((8, 8), shade, np.uint8))
+        videos[row.video] = Video("fake_casme2", row.subject, row.video, clip, 200.0)
+    return Dataset("fake_casme2", folder, annotations, videos, kind="recognition")
+
+
+def test_another_copy_with_the_same_workbook_but_other_frames_never_reuses_folds(tmp_path):
+    """The key sees the frames the folds read (the preprocessing cache's fingerprint: file names, sizes and
+    modification times), not only the annotations and video names."""
+    options = dict(scheduler="sync", results_dir=tmp_path / "runs", progress=False)
+    first = run_loso(LINEAR, framed_dataset(tmp_path / "copy_a", 100), "smoke", **options)
+    other = run_loso(LINEAR, framed_dataset(tmp_path / "copy_b", 200), "smoke", **options)
+    assert other.key != first.key and other.computed == SUBJECTS
+    again = run_loso(LINEAR, _reloaded(tmp_path / "copy_a"), "smoke", **options)
+    assert again.key == first.key and again.computed == []  # the same frames: its folds are reused
+    cv2.imwrite(str(tmp_path / "copy_a" / "s0_clip00" / "img002.png"), np.eye(8, dtype=np.uint8) * 255)
+    assert run_loso(LINEAR, _reloaded(tmp_path / "copy_a"), "smoke", **options).key != first.key
+    assert len(json.loads((first.folder / "config.json").read_text())["frames"]) == 64
+
+
+def _reloaded(folder: Path) -> Dataset:
+    """The dataset of ``folder`` read again (frame files as they are now, not rewritten)."""
+    from mecore.data.model import Video
+
+    videos = {row.video: Video("fake_casme2", row.subject, row.video, folder / row.video, 200.0)
+              for row in DATA.annotations.drop_duplicates("video").itertuples()}
+    return Dataset("fake_casme2", folder, DATA.annotations, videos, kind="recognition")
+
+
+def test_subjects_whose_names_map_to_one_file_name_get_their_own_folds(tmp_path, monkeypatch):
+    """``李`` and ``王`` both became ``_``: one fold file and one checkpoint folder for two subjects."""
+    from mecore import loso as loso_module
+    from mecore.loso import LosoError
+
+    names = {"s0": "李", "s1": "王", "s2": "S2", "s3": "s2"}  # and two names equal but for case
+    annotations = DATA.annotations.assign(subject=DATA.annotations["subject"].map(names).astype("string"))
+    dataset = Dataset("fake_casme2", Path("/nonexistent"), annotations, videos={}, kind="recognition")
+    result = run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
+    files = sorted(p.name.lower() for p in (result.folder / "folds").iterdir())
+    assert len(set(files)) == 4 and len(list((result.folder / "checkpoints").iterdir())) == 4
+    assert safe_name("李") != safe_name("王") and safe_name("李").startswith("_-")
+    again = run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
+    assert again.computed == []
+    pd.testing.assert_frame_equal(again.predictions, result.predictions)
+    monkeypatch.setattr(loso_module, "safe_name", lambda subject: "same")
+    with pytest.raises(LosoError, match="subjects 'S2' and 's2' map to one file name 'same'; rename one"):
+        run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path / "clash", progress=False)
+
+
+def test_a_synthetic_sets_seed_is_in_the_key_and_the_report(tmp_path):
+    keys = {}
+    for seed in (0, 7):
+        root = tmp_path / f"seed{seed}"
+        root.mkdir()
+        (root / "mecore_synthetic.json").write_text(json.dumps({"profile": "smoke", "seed": seed, "version": 3,
+                                                                "dataset": "casme2", "spec": {}}))
+        dataset = Dataset("fake_casme2", root, DATA.annotations, videos={}, kind="recognition")
+        result = run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path / "runs", progress=False,
+                          folds=1)
+        keys[seed] = result.key
+        assert json.loads((result.folder / "config.json").read_text())["synthetic"]["seed"] == seed
+        assert f"synthetic seed {seed}" in result.report()
+    assert keys[0] != keys[7]
+
+
+def test_checkpoint_folders_name_their_subjects_back(tmp_path):
+    from mecore.loso import subjects_by_file_name
+
+    result = loso(tmp_path)
+    names = subjects_by_file_name(result.folder)
+    assert sorted(names[p.name] for p in (result.folder / "checkpoints").iterdir()) == SUBJECTS

@@ -295,3 +295,25 @@ def test_fold_with_max_steps_trains_that_many_steps(tmp_path, smoke_root, monkey
     assert checkpoint["steps"] == 2 and checkpoint["finished"]
     assert list(result.predictions.columns)[:5] == ["subject", "video", "onset", "offset", "type"]
     assert set(result.predictions["subject"]) <= {dataset.subjects[0]}
+
+
+def test_one_step_under_bfloat16_autocast_matches_float32(precision_step):
+    """Eq. 8 (pre-training) and Eq. 14 (MESNet) from float32 logits: a bfloat16 autocast step stays within 5 %
+    of the float32 loss and keeps the gradient's direction (cosine >= 0.95)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    pretrain = PretrainNet(2, 32, n_pre=16)
+    precision_step(pretrain, F.cross_entropy, torch.randn(4, 16, 2, 32, 32), torch.tensor([0, 1, 0, 1]))
+    net = MESNet(2, 32, t_cpn=0.0, max_proposals=4)
+    targets = torch.tensor([[[10.0, 20.0], [float("nan")] * 2], [[50.0, 58.0], [70.0, 80.0]]])
+    precision_step(net, MESNetLoss(net), torch.randn(2, 60, 2, 32, 32), targets)
+
+
+def test_paper_profile_settings_per_dataset():
+    """Sec. IV-C's three divisions on CAS(ME)^2, one on SAMM; SAMM's flow spans 7 frames at 200 fps; AMP on."""
+    spec = get_model("mesnet_crn")
+    casme, samm = spec.config("paper", "casme_sq"), spec.config("paper", "samm_lv")
+    assert (casme["repeats"], samm["repeats"]) == (3, 1)
+    assert (casme["flow_step"], samm["flow_step"], samm["clip_length"]) == (1, 7, 670)
+    assert casme["mixed_precision"] and spec.config("default")["repeats"] == 1

@@ -1,4 +1,6 @@
 """Spotting and recognition metrics: worked examples, paper tables recomputed, properties."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +20,10 @@ from mecore.metrics import (
     spotting_log,
     stsnet_ratios,
 )
+
+# The generated examples spot in videos without ground truth on purpose (false positives count there); the
+# warning that names such videos is tested once, in test_spotted_intervals_nothing_can_score_are_named_in_a_warning.
+pytestmark = pytest.mark.filterwarnings("ignore:.*spotted intervals are in videos not in:UserWarning")
 
 # Printed in MESNet (Wang et al. 2021) Table X: dataset, selection, method, MEs (m),
 # Prediction (n), TP (b), Find (a), Recall, Precision, F1-score. References, not outputs.
@@ -317,3 +323,118 @@ def test_absent_class_is_reported_or_raises():
     assert result.uar == pytest.approx(0.5)
     with pytest.raises(ValueError, match="absent"):
         recognition_metrics(["a", "b"], ["a", "a"], classes=["a", "b", "c"], on_absent="raise")
+
+
+def test_interval_iou_rounds_fractional_bounds():
+    """A resampled clip's bounds are fractional: they are rounded to the nearest frame, never truncated."""
+    assert interval_iou(0.6, 2.4, 1, 2) == 1.0  # [1, 2] against [1, 2]; truncation would give [0, 2]: 2/3
+    assert interval_iou(2.5, 3.49, 2, 3) == 1.0  # 2.5 rounds half to even: [2, 3]
+
+
+# ------------------------------------------------------------- edges (differential against the MEGC 2020 code)
+def megc2020_baseline(gt: pd.DataFrame, spotted: pd.DataFrame, t_eval: float = 0.5) -> dict[str, float]:
+    """The MEGC 2020 baseline's arithmetic, as a reference: per video and type, found = ground truths hit by any
+    spotted interval; summed; precision = found / spotted, recall = found / ground truths."""
+    found = n_spotted = n_gt = 0
+    for (video, kind), rows in gt.groupby(["video", "type"]):
+        sp = spotted[(spotted["video"] == video) & (spotted["type"] == kind)]
+        found += int((iou_matrix(sp, rows) >= t_eval).any(axis=0).sum()) if len(sp) else 0
+    n_spotted, n_gt = len(spotted), len(gt)
+    precision, recall = found / n_spotted, found / n_gt
+    return {"tp": found, "precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall)}
+
+
+def one_interval_finds_two():
+    """Video v: two overlapping ground truths, one spotted interval hitting both (IoU 1 and 19/21); video w: a
+    ground truth missed by a false positive."""
+    gt = pd.concat([intervals([(10, 30), (12, 30)], video="v"), intervals([(200, 210)], video="w")],
+                   ignore_index=True)
+    spotted = pd.concat([intervals([(10, 30)], video="v", score=[0.9]),
+                         intervals([(100, 110)], video="w", score=[0.5])], ignore_index=True)
+    return gt, spotted
+
+
+def test_megc2020_follows_the_baseline_when_one_spotted_interval_finds_two_ground_truths():
+    gt, spotted = one_interval_finds_two()
+    table = spotting_counts(gt, spotted, "megc2020")
+    reference = megc2020_baseline(gt, spotted)
+    assert table.loc["micro", "tp"] == reference["tp"] == 2
+    assert table.loc["micro", "fp"] == 0  # v: 1 - 2 = -1 (the baseline's FP, not clipped to 0), w: 1
+    assert table.loc["micro", "precision"] == pytest.approx(2 / 2)  # clipped FP gave 2 / 3
+    for name in ("precision", "recall", "f1"):
+        assert table.loc["micro", name] == pytest.approx(reference[name]), name
+
+
+def test_megc2020_log_shows_every_counted_true_positive():
+    gt, spotted = one_interval_finds_two()
+    log = spotting_log(gt, spotted, "megc2020")
+    table = spotting_counts(gt, spotted, "megc2020")
+    tps = log[log["verdict"] == "TP"]
+    assert len(tps) == table.loc["micro", "tp"] == 2
+    assert sorted(tps["gt_onset"].tolist()) == [10, 12] and tps["spot_onset"].tolist() == [10, 10]
+    assert (log["verdict"] == "FN").sum() == table.loc["micro", "fn"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(ground_truth_and_spotted(), st.sampled_from([0.2, 0.3, 0.5]))
+def test_megc2020_log_and_counts_reconcile_at_any_threshold(data, t_eval):
+    gt, spotted = data
+    twins = gt.assign(onset=gt["onset"] + 1)  # overlapping ground truths: one spotted interval can find two
+    gt = pd.concat([gt, twins[twins["onset"] <= twins["offset"]]], ignore_index=True)
+    # identical spotted intervals cannot be told apart in the log, so the count of extra TP rows below needs
+    # distinct ones
+    spotted = spotted.drop_duplicates(["video", "onset", "offset", "type", "score"]).reset_index(drop=True)
+    log, table = spotting_log(gt, spotted, "megc2020", t_eval), spotting_counts(gt, spotted, "megc2020", t_eval)
+    for kind in ("micro", "macro"):
+        rows = log[log["type"] == kind]
+        tp_rows = rows[rows["verdict"] == "TP"]
+        assert len(tp_rows) == table.loc[kind, "tp"]
+        assert (rows["verdict"] == "FN").sum() == table.loc[kind, "fn"]
+        extra = len(tp_rows) - len(tp_rows.drop_duplicates(["video", "spot_onset", "spot_offset", "score"]))
+        assert rows["verdict"].str.startswith("FP").sum() == table.loc[kind, "fp"] + extra
+
+
+def test_spotted_intervals_nothing_can_score_are_named_in_a_warning():
+    gt = intervals([(10, 20)], video="15_0101")
+    typo = intervals([(10, 20)], video="15_O101")
+    with pytest.warns(UserWarning, match="1 spotted intervals are in videos not in the ground truth.*'15_O101'"):
+        spotting_counts(gt, typo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spotting_counts(gt, typo, videos=["15_0101", "15_O101"])  # a video known to have no expression
+    odd_type = intervals([(10, 20)], video="15_0101", expression_type="mikro")
+    with pytest.warns(UserWarning, match="type other than micro/macro and are not scored: types 'mikro'"):
+        table = spotting_counts(gt, odd_type)
+    assert table.loc["overall", "n_spotted"] == 0
+
+
+def test_an_interval_ending_before_it_starts_is_an_error_naming_the_row():
+    gt = intervals([(10, 20)], video="a")
+    with pytest.raises(ValueError, match=r"spotted interval row 1, video 'a': offset 5 is before onset 9"):
+        spotting_counts(gt, intervals([(10, 20), (9, 5)], video="a"))
+    with pytest.raises(ValueError, match=r"ground truth row 0, video 'a': offset 3 is before onset 4"):
+        spotting_log(intervals([(4, 3)], video="a"), gt)
+    missing = intervals([(10, 20)], video="a").astype({"onset": float})
+    missing.loc[0, "onset"] = np.nan
+    with pytest.raises(ValueError, match="onset nan is not a frame number"):
+        spotting_counts(gt, missing)
+
+
+def test_fractional_frame_numbers_are_rounded_in_the_counts():
+    gt = intervals([(2, 3)])
+    spotted = intervals([(1.6, 2.6)])  # [2, 3] rounded; truncated it was [1, 2], IoU 1/3, a miss
+    assert spotting_counts(gt, spotted).loc["micro", "tp"] == 1
+    assert spotting_log(gt, spotted)["spot_onset"].tolist() == [2]
+
+
+def test_interval_iou_differs_from_the_quoted_megc_formula_as_documented():
+    def quoted(on1, off1, on2, off2):  # (inter + 1) / (len1 + len2 - inter), exclusive lengths
+        len1, len2, inter = off1 - on1, off2 - on2, min(off1, off2) - max(on1, on2)
+        return (inter + 1) / (len1 + len2 - inter) if len1 + len2 - inter else float("inf")
+
+    assert interval_iou(5, 5, 5, 5) == 1.0 and quoted(5, 5, 5, 5) == float("inf")  # single frames: 1 / 0
+    assert interval_iou(1, 2, 2, 3) == pytest.approx(1 / 3) and quoted(1, 2, 2, 3) == 0.5  # touching
+    assert interval_iou(1, 2, 3, 4) == 0.0 == quoted(1, 2, 3, 4)  # adjacent
+    assert quoted(1, 2, 5, 6) < 0 == interval_iou(1, 2, 5, 6)
+    assert quoted(1, 10, 1, 10) == pytest.approx(10 / 9)  # identical, L = 10: L / (L - 1)
+    assert quoted(0, 9, 5, 14) == pytest.approx(interval_iou(0, 9, 5, 14) * 15 / 14)  # U / (U - 1) times

@@ -3,6 +3,7 @@ bad input and untrained models stop with a clear error; the LOSO run's saved fil
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,7 @@ import torch
 
 from mecore.__main__ import main
 from mecore.data import DatasetError, load_dataset
-from mecore.loso import run_loso
+from mecore.loso import fold_file, run_loso, safe_name
 from mecore.models import LosoFold, get_model
 from mecore.spot import SpotError, spot, trained_weights
 
@@ -64,7 +65,7 @@ def weights_folder(run, dataset) -> Path:
     """Where the fold of ``SUBJECT`` of ``run`` keeps its trained weights."""
     config = json.loads((run.folder / "config.json").read_text())["config"]
     fold = LosoFold(dataset, SUBJECT, [s for s in dataset.subjects if s != SUBJECT], config,
-                    run.folder / "checkpoints" / SUBJECT)
+                    run.folder / "checkpoints" / safe_name(SUBJECT))
     return trained_weights(get_model(run.model), fold)[0].parent
 
 
@@ -157,12 +158,12 @@ def test_c_bad_input_and_untrained_models_stop_with_a_clear_error(runs, dataset,
         spot(folder, subject="s99", **trained)
     unfinished = tmp_path / "mdmd_run"
     shutil.copytree(runs["mdmd"].folder, unfinished)
-    (unfinished / "folds" / f"{SUBJECT}.pkl").unlink()
+    fold_file(unfinished, SUBJECT).unlink()
     with pytest.raises(SpotError, match="the fold of 's15' is not finished"):
         spot(folder, "mdmd", checkpoint=unfinished, subject=SUBJECT, progress=False)
     copy = tmp_path / "stsnet_run"
     shutil.copytree(runs["stsnet_sw"].folder, copy)
-    (copy / "checkpoints" / SUBJECT / "checkpoint.pt").unlink()
+    (copy / "checkpoints" / safe_name(SUBJECT) / "checkpoint.pt").unlink()
     with pytest.raises(SpotError, match="trained weights of fold 's15'.* are missing"):
         spot(folder, "stsnet_sw", checkpoint=copy, subject=SUBJECT, progress=False)
     assert main(["spot", str(broken), "--model", "mdmd", "--profile", "smoke", "--results",
@@ -183,3 +184,80 @@ def test_d_spotting_leaves_the_loso_runs_byte_identical(runs, dataset, tmp_path,
     assert f"CSV: {tmp_path / '16_0101_stsnet_sw.csv'}" in capsys.readouterr().out
     spot(other_subject, "mesnet_crn", checkpoint=mesnet.folder, subject=SUBJECT, out_dir=tmp_path, progress=False)
     assert [tree_digest(folder) for folder in saved] == before
+
+
+def test_e_a_video_shorter_than_the_models_clip_overlap_is_refused_before_any_work(runs, dataset, tmp_path):
+    """MESNet cuts a video into clips overlapping by clip_overlap (20) frames: 20 frames or fewer gave
+    ``range() arg 3 must not be zero`` deep in the model; now one line says how many frames it needs."""
+    from mecore.spot import minimum_frames
+
+    config = json.loads((runs["mesnet_crn"].folder / "config.json").read_text())["config"]
+    assert minimum_frames(get_model("mesnet_crn"), config) == config["clip_overlap"] + 1 == 21
+    short = tmp_path / "short"
+    short.mkdir()
+    source = dataset.video(VIDEO)
+    for number, image in list(source.iter_frames())[:20]:
+        cv2.imwrite(str(short / f"{number:05d}.png"), image)
+    with pytest.raises(DatasetError, match=r"short: 20 frames; mesnet_crn needs at least 21 \(its clips overlap "
+                                           r"by 20 frames\)"):
+        spot(short, "mesnet_crn", checkpoint=runs["mesnet_crn"].folder, subject=SUBJECT, fps=30, out_dir=tmp_path,
+             progress=False)
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_f_outputs_of_two_sources_with_one_stem_are_both_kept(runs, dataset, tmp_path, monkeypatch):
+    """``control.avi`` after ``control.mp4`` (and a folder ``control`` elsewhere): each keeps its CSV, figure and
+    provenance; spotting one of them again rewrites its own outputs only."""
+    monkeypatch.setenv("MECORE_CACHE", str(tmp_path / "cache"))
+    frames = [image for _, image in dataset.video(VIDEO).iter_frames()]
+    write_mp4(frames, tmp_path / "control.mp4")
+    avi = tmp_path / "control.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, frames[0].shape[1::-1])
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    folder = tmp_path / "elsewhere" / "control"
+    shutil.copytree(dataset.video(VIDEO).folder, folder)
+    options = dict(checkpoint=runs["mdmd"].folder, subject=SUBJECT, out_dir=tmp_path / "out", progress=False)
+    first = spot(tmp_path / "control.mp4", "mdmd", **options)
+    second = spot(avi, "mdmd", **options)
+    third = spot(folder, "mdmd", fps=30, **options)
+    paths = [Path(result.attrs["csv"]) for result in (first, second, third)]
+    assert paths[0] == tmp_path / "out" / "control_mdmd.csv" and len(set(paths)) == 3
+    for path, source in zip(paths, (tmp_path / "control.mp4", avi, folder)):
+        assert path.is_file() and path.with_suffix(".png").is_file()
+        assert json.loads(path.with_suffix(".json").read_text())["source"] == str(source.resolve())
+    before = paths[0].stat().st_mtime_ns
+    again = spot(avi, "mdmd", **options)
+    assert Path(again.attrs["csv"]) == paths[1] and paths[0].stat().st_mtime_ns == before
+
+
+def test_g_two_faces_say_which_one_is_spotted(dataset, tmp_path):
+    """Two people side by side: the cropping takes the detector's most confident face; a warning says which
+    (its place from the left and its box), and the returned record carries it."""
+    from mecore.data.model import Video
+    from mecore.preprocess import detect_face
+    from mecore.spot import face_candidates, require_face
+
+    left, right = dataset.video(VIDEO), dataset.video("16_0101")
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for i, ((_, a), (_, b)) in enumerate(zip(left.iter_frames(), right.iter_frames())):
+        if i == 4:
+            break
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.hstack([a, b]))
+    video = Video("spot", "spot", "two", folder, 30.0)
+    frame = video.frame(0)
+    boxes = face_candidates(frame)
+    assert len(boxes) == 2 and boxes[0, 0] < boxes[1, 0]
+    with pytest.warns(UserWarning, match=r"2 faces in frame 0 of video 'two'; spotting the (left|right) one "
+                                         r"\(x \d+-\d+, y \d+-\d+ px, the detector's most confident\)"):
+        face = require_face(video, samples=2)
+    chosen = detect_face(frame)
+    assert face["faces_there"] == 2 and face["box"] == [round(float(v), 1) for v in chosen]
+    assert face["rank_there"] == (1 if chosen[0] < frame.shape[1] / 2 else 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = require_face(left)  # one face: no warning, rank 1 of 1
+    assert one["faces"] == 1 and one["rank"] == 1

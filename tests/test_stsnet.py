@@ -1,5 +1,7 @@
 """STSNet_SW (Fu et al. 2023): windows at video edges, shared frame features, top-M key frames,
 segment merging (Fig. 4) and duration relabelling (Table 4), training windows, a LOSO fold."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,8 @@ import torch
 import mecore.models.stsnet as stsnet
 from mecore.models import get_model
 from mecore.models.stsnet import (CONFIGS, STSNet, TrainingWindows, build_model, count_parameters,
-                                  select_key_frames, spot_from_labels, window_centres, window_indices)
+                                  load_backbone_weights, select_key_frames, spot_from_labels, window_centres,
+                                  window_indices)
 from mecore.spotting import labels_to_intervals, merge_label_gaps
 
 TINY = {"crop_size": 32, "widths": (4, 8, 8, 16), "blocks": (1, 1, 1, 1), "gru_hidden": 4}
@@ -144,7 +147,8 @@ def test_decision_weights_undo_the_balanced_sampling():
 
 def test_paper_profile_is_resnet18_with_a_64_channel_bigru():
     config = CONFIGS["paper"]
-    model = build_model(config)
+    with pytest.warns(UserWarning, match=r"backbone_weights.*NOT the paper's configuration"):
+        model = build_model(config)
     # ResNet-18 without its classifier, 1-channel 5x5 stem: 11,176,512 - 7*7*3*64 + 5*5*1*64
     assert count_parameters(model.backbone) == 11_168_704
     features = model.frame_features(torch.zeros(2, 128, 128))
@@ -152,6 +156,119 @@ def test_paper_profile_is_resnet18_with_a_64_channel_bigru():
     assert model.temporal.gru.input_size == 512 and 2 * model.temporal.gru.hidden_size == 64
     assert model.temporal.fc.in_features == 4 * 4 * 64 and model.temporal.fc.out_features == 3
     assert (config["k"], config["m"], config["epochs"], config["lr"], config["min_lr"]) == (5, 3, 30, 1e-3, 1e-8)
+    # the code's util.tr_epoch: one window a pass, loss / 8, a step every 8 windows
+    assert (config["batch_size"], config["micro_batch"]) == (8, 1)
+    assert all(c["mixed_precision"] for c in CONFIGS.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the other profiles build without the paper warning
+        build_model(CONFIGS["smoke"])
+
+
+def torchvision_resnet18_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state_dict named and shaped as torchvision's ``resnet18`` (``conv1`` 7x7 RGB, ``bn1``, ``layer1-4``
+    of two basic blocks, ``downsample`` on the first block of layers 2-4, ``fc`` 1000 x 512), written from that
+    published architecture, not from our model."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def conv(name, out, inp, k):
+        state[f"{name}.weight"] = torch.randn(out, inp, k, k, generator=g)
+
+    def bn(name, c):
+        state.update({f"{name}.weight": torch.rand(c, generator=g) + 0.5, f"{name}.bias": torch.randn(c, generator=g),
+                      f"{name}.running_mean": torch.randn(c, generator=g),
+                      f"{name}.running_var": torch.rand(c, generator=g) + 0.5,
+                      f"{name}.num_batches_tracked": torch.randint(1, 10**6, (), generator=g)})
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    inplanes = 64
+    for layer, planes in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            name = f"layer{layer}.{block}"
+            conv(f"{name}.conv1", planes, inplanes, 3)
+            bn(f"{name}.bn1", planes)
+            conv(f"{name}.conv2", planes, planes, 3)
+            bn(f"{name}.bn2", planes)
+            if block == 0 and layer > 1:
+                conv(f"{name}.downsample.0", planes, inplanes, 1)
+                bn(f"{name}.downsample.1", planes)
+            inplanes = planes
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512, generator=g), torch.randn(1000, generator=g)
+    assert len(state) == 122  # torchvision's resnet18().state_dict(): 20 convolutions, 20 batch norms x 5, fc x 2
+    return state
+
+
+def test_a_torchvision_resnet18_lands_in_the_backbone(tmp_path):
+    state = torchvision_resnet18_state()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(state, path)
+    config = {**CONFIGS["paper"], "backbone_weights": str(path)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # weights given: no paper warning
+        model = build_model(config)
+    own = model.backbone.state_dict()
+    report = model.backbone_report
+    assert report["format"] == "torchvision" and report["dropped"] == ["fc.bias", "fc.weight"]
+    assert report["loaded"] == len(state) - 2 == len(own)  # everything but the classifier, every entry of ours
+
+    def ours(name):  # torchvision name -> our name (the published ResNet layout onto mecore's)
+        name = name.replace("bn1.", "stem.1.", 1) if name.startswith("bn1.") else name
+        for layer in range(1, 5):
+            name = name.replace(f"layer{layer}.", f"stages.{layer - 1}.", 1) if name.startswith(f"layer{layer}.") \
+                else name
+        return name.replace(".downsample.", ".shortcut.")
+
+    for name, value in state.items():
+        if name.startswith("fc.") or name == "conv1.weight":
+            continue
+        assert torch.equal(own[ours(name)], value), name
+    # the stem: RGB summed to grey, 7x7 resampled bilinearly (corners on corners, taps at 0, 1.5, 3, 4.5, 6) x 49/25
+    stem, grey = own["stem.0.weight"], state["conv1.weight"].sum(dim=1)
+    assert stem.shape == (64, 1, 5, 5)
+    scale = 49 / 25
+    torch.testing.assert_close(stem[:, 0, ::2, ::2], grey[:, ::3, ::3] * scale)  # taps on the 7x7 grid
+    torch.testing.assert_close(stem[:, 0, 0, 1], (grey[:, 0, 1] + grey[:, 0, 2]) / 2 * scale)
+    torch.testing.assert_close(stem[:, 0, 1, 1], grey[:, 1:3, 1:3].mean(dim=(1, 2)) * scale)
+    direct = load_backbone_weights(build_model({**CONFIGS["paper"], "backbone_weights": None,
+                                              "expects_pretrained": False}).backbone, path)
+    assert direct["adapted"].startswith("conv1.weight (64, 3, 7, 7) -> stem.0.weight (64, 1, 5, 5)")
+    ones = {**state, "conv1.weight": torch.ones(64, 3, 7, 7)}
+    torch.save(ones, path)
+    backbone = build_model({**config, "backbone_weights": None, "expects_pretrained": False}).backbone
+    load_backbone_weights(backbone, path)
+    torch.testing.assert_close(backbone.state_dict()["stem.0.weight"].sum(dim=(1, 2, 3)), torch.full((64,), 147.0))
+
+
+def test_a_torchvision_resnet_of_other_widths_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "affectnet_resnet18.pt"
+    torch.save(torchvision_resnet18_state(), path)
+    with pytest.raises(ValueError, match=r"affectnet_resnet18\.pt: a torchvision ResNet of widths \[64, 128, 256, "):
+        build_model({**CONFIGS["smoke"], "backbone_weights": str(path)})  # widths 4-16
+    broken = {k: v for k, v in torchvision_resnet18_state().items() if not k.startswith("layer3.1.")}
+    torch.save(broken, path)
+    with pytest.raises(ValueError, match="affectnet_resnet18.pt"):
+        build_model({**CONFIGS["paper"], "backbone_weights": str(path)})
+
+
+def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_step):
+    """The smoke network on a training batch of the smoke set as :func:`mecore.train.fit` sees it (windows
+    (B, K, S, S) minus the sliding median, class codes): one step in float32 and one under CPU bfloat16 autocast
+    (coarser than CUDA's float16). Tolerances: losses within 1 %, gradient cosine at least 0.9."""
+    from mecore.data import load_dataset
+
+    torch.set_num_threads(1)
+    config = CONFIGS["smoke"]
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    videos = [(stsnet.video_input(dataset, name, config), stsnet.frame_labels(dataset, name))
+              for name in sorted(dataset.videos)[:2]]
+    windows = TrainingWindows(videos, config["k"], config["train_windows"], config["random_crop"])
+    torch.manual_seed(0)
+    inputs, targets = next(iter(torch.utils.data.DataLoader(windows, batch_size=config["batch_size"], shuffle=True)))
+    assert inputs.shape == (config["batch_size"], 5, 32, 32) and inputs.dtype == torch.float32
+    model = build_model(config)
+    result = precision_step(model, torch.nn.CrossEntropyLoss(), inputs, targets, loss_rtol=0.01, min_cosine=0.9)
+    assert result["loss_float32"] > 0
 
 
 def test_backbone_weights_are_loaded_or_rejected_by_name(tmp_path):

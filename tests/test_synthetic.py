@@ -1,6 +1,10 @@
 """The embedded synthetic datasets: real layouts, detectable faces, local motion, determinism."""
 from __future__ import annotations
 
+import json
+import os
+import time
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -108,3 +112,67 @@ def test_ensure_synthetic_is_idempotent_and_atomic(smoke_root):
     assert ensure_synthetic("smoke") == smoke_root
     assert (smoke_root / "casme2" / "mecore_synthetic.json").stat().st_mtime == stamp
     assert not list(smoke_root.glob(".*.partial*"))
+
+
+TINY = {"subjects": 2, "clips": 2}
+
+
+def dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_set_of_another_seed_is_read_as_it_is(tmp_path, monkeypatch):
+    """``data generate --seed 7`` then ``load_dataset``: the seed-7 set is read, not silently rewritten with
+    seed 0; the seed is in its stamp, which LOSO run keys carry."""
+    import warnings
+
+    from mecore.loso import synthetic_stamp
+
+    monkeypatch.setenv("MECORE_HOME", str(tmp_path))
+    monkeypatch.setitem(PROFILES["smoke"], "casme2", TINY)
+    root = ensure_synthetic("smoke", seed=7, datasets=("casme2",))
+    stamp_file = root / "casme2" / "mecore_synthetic.json"
+    written = stamp_file.stat().st_mtime_ns
+    frames = {p.name: p.stat().st_mtime_ns for p in (root / "casme2").rglob("*.jpg")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say: nothing is regenerated
+        data = load_dataset("synth_casme2", profile="smoke")
+    assert stamp_file.stat().st_mtime_ns == written
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "casme2").rglob("*.jpg")} == frames
+    assert synthetic_stamp(data)["seed"] == 7
+    with pytest.warns(UserWarning, match=r"casme2: regenerating synthetic casme2 with seed 0: seed 0 was asked "
+                                         r"for; it holds seed 7"):
+        ensure_synthetic("smoke", seed=0, datasets=("casme2",))  # asked for: rewritten, and said so
+    assert synthetic_stamp(load_dataset("synth_casme2", profile="smoke"))["seed"] == 0
+
+
+def test_a_set_is_regenerated_only_for_a_missing_stamp_or_a_new_generator_and_says_so(tmp_path, monkeypatch):
+    from mecore.data import synthetic
+
+    monkeypatch.setitem(PROFILES["smoke"], "casme2", TINY)
+    root = ensure_synthetic("smoke", root=tmp_path, seed=7, datasets=("casme2",))
+    monkeypatch.setattr(synthetic, "_GENERATOR_VERSION", synthetic._GENERATOR_VERSION + 1)
+    with pytest.warns(UserWarning, match=r"regenerating synthetic casme2 with seed 7: the generator changed"):
+        ensure_synthetic("smoke", root=tmp_path, datasets=("casme2",))
+    assert json.loads((root / "casme2" / "mecore_synthetic.json").read_text())["seed"] == 7  # its seed is kept
+    (root / "casme2" / "mecore_synthetic.json").unlink()
+    with pytest.warns(UserWarning, match="it has no readable mecore_synthetic.json"):
+        ensure_synthetic("smoke", root=tmp_path, datasets=("casme2",))
+
+
+def test_a_staging_folder_of_a_killed_generator_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setitem(PROFILES["smoke"], "casme2", TINY)
+    ensure_synthetic("smoke", root=tmp_path, datasets=("casme2",))
+    stale, alive = tmp_path / f".casme2.partial-{dead_pid()}", tmp_path / f".samm.partial-{os.getpid()}"
+    fresh = tmp_path / f".smic.partial-{dead_pid()}"  # just written: may be another machine's, still growing
+    for folder in (stale, alive, fresh):
+        (folder / "sub01").mkdir(parents=True)
+    old = time.time() - 3600
+    for folder in (stale, alive):
+        os.utime(folder, (old, old))
+    ensure_synthetic("smoke", root=tmp_path, datasets=("casme2",))
+    assert not stale.exists() and alive.exists() and fresh.exists()

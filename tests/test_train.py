@@ -355,3 +355,48 @@ def test_a_run_stopped_by_max_steps_is_validated_in_its_last_epoch():
     result = run(config)
     assert list(result.history["epoch"]) == [1, 2] and result.history["val_accuracy"].iloc[-1] >= 0
     assert result.best_value is not None
+
+
+def test_forward_loss_computes_the_loss_from_float32_outputs_under_autocast():
+    """Under autocast the model runs in low precision; the loss always sees float32 outputs, also inside a
+    dataclass or a tuple, and a loss that is not float32 is refused."""
+    from dataclasses import dataclass as make_dataclass
+
+    from mecore.train import forward_loss
+
+    @make_dataclass
+    class Output:
+        logits: torch.Tensor
+        extra: tuple
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            logits = self.linear(x)
+            return Output(logits, (logits * 2,))
+
+    torch.manual_seed(0)
+    model, inputs, targets = Net(), torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    seen = []
+
+    def loss_fn(output, target):
+        seen.append((output.logits.dtype, output.extra[0].dtype))
+        return nn.functional.cross_entropy(output.logits, target)
+
+    loss, output = forward_loss(model, loss_fn, inputs, targets, torch.bfloat16)
+    assert seen == [(torch.float32, torch.float32)] and loss.dtype == torch.float32
+    exact, _ = forward_loss(model, loss_fn, inputs, targets, None)
+    assert loss.item() != exact.item() and abs(loss.item() - exact.item()) < 0.05  # bf16 matmul, f32 loss
+    with pytest.raises(TypeError, match="float32"):
+        forward_loss(model, lambda o, t: o.logits.sum().half(), inputs, targets, None)
+
+
+def test_precision_check_compares_a_float32_and_an_autocast_step(precision_step):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    inputs, targets = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    result = precision_step(model, nn.functional.cross_entropy, inputs, targets, loss_rtol=0.02, min_cosine=0.99)
+    assert 0 < result["loss_rel_diff"] < 0.02 and model[0].weight.grad is None  # the model itself is untouched

@@ -1,7 +1,11 @@
-"""Yap et al. 2022 two-stream 3D-CNN: shared weights, outputs, Eq. 2, LCN invariance, k-th frame rule, a fold,
-crops streamed from the cache (Rows), micro-batches and step limits."""
+"""Yap et al. 2022 two-stream 3D-CNN: shared weights, logits, Eq. 2 from logits and under mixed precision, LCN
+invariance, k-th frame rule and test-skip choices, validation subjects, a fold, crops streamed from the cache
+(Rows), micro-batches and step limits."""
+import dataclasses
 import json
 import pickle
+import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,9 +13,10 @@ import pytest
 import torch
 
 from mecore.models import get_model
-from mecore.models.yap3dcnn import (CONFIGS, PAPER_KTH_SKIPS, ReferencePairs, WeightedLoss, Yap3DCNN,
-                                    augment_images, build_model, count_parameters, kth_frame_from_duration,
-                                    kth_frame_skips, spot, video_crops)
+from mecore.models.yap3dcnn import (CONFIGS, PAPER_KTH_SKIPS, PAPER_MANUAL_SKIPS, PAPER_SETTINGS, ReferencePairs,
+                                    WeightedLoss, Yap3DCNN, augment_images, build_model, choose_skips,
+                                    count_parameters, expression_frames, kth_frame_from_duration, kth_frame_skips,
+                                    loss_for, spot, validation_subjects, video_crops, video_labels)
 
 SMALL = {"filters": (4, 8, 8), "first_depth_multiplier": 2}
 
@@ -38,13 +43,18 @@ def test_two_streams_share_one_parameter_set():
     assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])
 
 
-def test_outputs_are_two_probabilities_per_sample():
+def test_outputs_are_two_logits_per_sample_and_scores_their_sigmoid():
     model = Yap3DCNN(**SMALL).eval()
     micro, macro = pairs(batch=5)
     for scale in (1.0, 1e4):
-        scores = model(micro * scale, macro * scale)
-        assert scores.shape == (5, 2)
+        logits = model(micro * scale, macro * scale)
+        assert logits.shape == (5, 2)
+        scores = model.scores(micro * scale, macro * scale)
+        assert torch.equal(scores, torch.sigmoid(logits))
         assert ((scores >= 0) & (scores <= 1)).all()
+    with torch.no_grad():
+        model.output.bias.fill_(-20.0)  # logits, not probabilities: nothing bounds them to [0, 1]
+    assert (model(micro, macro) < 0).all()
 
 
 def test_separable_convolution_has_fewer_parameters():
@@ -54,22 +64,98 @@ def test_separable_convolution_has_fewer_parameters():
 
 def test_weighted_loss_has_the_sign_the_text_describes():
     loss = WeightedLoss(w=0.9, m=(0.1, 0.9))
+    on = lambda probabilities: loss_of(loss, probabilities)
     targets = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    right = loss(torch.tensor([[0.9, 0.9], [0.1, 0.1]]), targets)
-    wrong = loss(torch.tensor([[0.1, 0.1], [0.9, 0.9]]), targets)
+    right = on(([[0.9, 0.9], [0.1, 0.1]], targets))
+    wrong = on(([[0.1, 0.1], [0.9, 0.9]], targets))
     assert right < wrong
     # W = 0.9: a missed expression costs more than a false alarm of the same confidence
-    missed = loss(torch.tensor([[0.5, 0.2]]), torch.tensor([[0.0, 1.0]]))
-    false_alarm = loss(torch.tensor([[0.5, 0.8]]), torch.tensor([[0.0, 0.0]]))
+    missed = on(([[0.5, 0.2]], [[0.0, 1.0]]))
+    false_alarm = on(([[0.5, 0.8]], [[0.0, 0.0]]))
     assert missed > false_alarm
     # M = (0.1, 0.9): macro errors weigh nine times micro errors
-    micro_error = loss(torch.tensor([[0.2, 0.99]]), torch.tensor([[1.0, 1.0]]))
-    macro_error = loss(torch.tensor([[0.99, 0.2]]), torch.tensor([[1.0, 1.0]]))
+    micro_error = on(([[0.2, 0.99]], [[1.0, 1.0]]))
+    macro_error = on(([[0.99, 0.2]], [[1.0, 1.0]]))
     assert macro_error > 5 * micro_error
     # unweighted: half the plain binary cross-entropy summed over the two labels
     scores = torch.tensor([[0.3, 0.6], [0.8, 0.1]])
     plain = torch.nn.functional.binary_cross_entropy(scores, targets, reduction="none").sum(1).mean()
-    assert torch.isclose(WeightedLoss(0.5, (1.0, 1.0))(scores, targets), plain / 2)
+    assert torch.isclose(loss_of(WeightedLoss(0.5, (1.0, 1.0)), (scores, targets)), plain / 2)
+
+
+def loss_of(loss, probabilities_and_targets):
+    """``loss`` at the logits of the given probabilities."""
+    probabilities, targets = (torch.as_tensor(x, dtype=torch.float32) for x in probabilities_and_targets)
+    return loss(torch.logit(probabilities), targets)
+
+
+def probability_formula(scores, targets, w, m, eps=1e-7):
+    """Eq. 2 as the model computed it before it returned logits: from clamped probabilities."""
+    s = scores.float().clamp(eps, 1 - eps)
+    per_label = w * targets * torch.log(s) + (1 - w) * (1 - targets) * torch.log(1 - s)
+    return -(per_label * torch.tensor(m)).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("w, m", [(0.9, (0.1, 0.9)), (0.75, (0.1, 0.9)), (0.5, (1.0, 1.0))])
+def test_loss_from_logits_equals_the_probability_formula(w, m):
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.rand(64, 2, generator=generator) - 0.5) * 16  # moderate: |z| < 8, no probability clamped
+    targets = (torch.rand(64, 2, generator=generator) < 0.3).float()
+    new = WeightedLoss(w, m)(logits, targets)
+    old = probability_formula(torch.sigmoid(logits), targets, w, m)
+    assert new.dtype == torch.float32
+    assert torch.isclose(new, old, rtol=1e-5, atol=1e-7), (float(new), float(old))
+    # soft labels too (the formula is linear in t)
+    soft = torch.rand(64, 2, generator=generator)
+    assert torch.isclose(WeightedLoss(w, m)(logits, soft), probability_formula(torch.sigmoid(logits), soft, w, m),
+                         rtol=1e-5, atol=1e-7)
+
+
+def test_a_confident_wrong_logit_keeps_a_finite_gradient():
+    w, m = PAPER_SETTINGS["casme_sq"]["w"], (0.1, 0.9)
+    targets = torch.tensor([[0.0, 1.0]])  # micro absent, macro present: both logits are confidently wrong
+    logits = torch.tensor([[12.0, -12.0]], dtype=torch.float16).float().requires_grad_()  # as autocast returns
+    WeightedLoss(w, m)(logits, targets).backward()
+    gradient = logits.grad[0]
+    assert torch.isfinite(gradient).all() and (gradient.abs() > 0).all()
+    # d/dz of -M (1 - W) log(1 - sigmoid z) is M (1 - W) sigmoid z; of -M W log sigmoid z, -M W sigmoid(-z)
+    expected = torch.tensor([m[0] * (1 - w) * torch.sigmoid(torch.tensor(12.0)),
+                             -m[1] * w * torch.sigmoid(torch.tensor(12.0))])
+    assert torch.allclose(gradient, expected, rtol=1e-5)
+    # the old formula on a float16 probability: sigmoid(12) rounds to 1, the clamp passes no gradient
+    half = logits.detach().half().requires_grad_()
+    probability_formula(torch.sigmoid(half).float(), targets, w, m).backward()
+    assert torch.sigmoid(half)[0, 0] == 1 and half.grad[0, 0] == 0
+
+
+def smoke_batch(smoke_root, batch=16):
+    """A training batch of the smoke CAS(ME)^2 twin as ``fit`` builds it: random skips, augmentation, LCN."""
+    from mecore.data import load_dataset
+
+    config = CONFIGS["smoke"]
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    names = sorted(dataset.videos)[:2]
+    data = ReferencePairs([(video_crops(dataset, n, config), video_labels(dataset, n)) for n in names],
+                          PAPER_SETTINGS["casme_sq"]["random_skips"], stride=config["train_stride"]["casme_sq"],
+                          augment=True)
+    torch.manual_seed(0)
+    positives = [i for i in range(len(data)) if data[i][1].any()][: batch // 2]  # expression frames in the batch
+    items = [data[i] for i in positives + list(range(0, len(data), max(1, len(data) // batch)))][:batch]
+    inputs = tuple(torch.stack([item[0][k] for item in items]) for k in range(2))
+    return inputs, torch.stack([item[1] for item in items])
+
+
+def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_step):
+    # tolerance: the loss within 1 % and the gradients' cosine at least 0.99 (bfloat16 keeps 8 bits of mantissa;
+    # the fixture's defaults are 5 % and 0.95)
+    inputs, targets = smoke_batch(smoke_root)
+    assert targets.shape == (16, 2) and targets.any() and inputs[0].shape[-1] == CONFIGS["smoke"]["crop"]["size"]
+    torch.manual_seed(0)
+    model = build_model(CONFIGS["smoke"])
+    assert CONFIGS["smoke"]["mixed_precision"] and CONFIGS["paper"]["mixed_precision"]
+    figures = precision_step(model, loss_for(CONFIGS["smoke"], "casme_sq"), inputs, targets,
+                             loss_rtol=0.01, min_cosine=0.99)
+    assert figures["loss_float32"] > 0
 
 
 def test_lcn_inputs_are_invariant_to_brightness_and_contrast():
@@ -131,6 +217,8 @@ def test_kth_frame_rule_reproduces_table3_from_table2():
     # Table 2 means (s) -> Table 3 k-th skips: SAMM-LV 0.37 / 2.17 s at 200 fps, CAS(ME)^2 0.42 / 1.25 s at 30 fps
     assert (kth_frame_from_duration(0.37, 200), kth_frame_from_duration(2.17, 200)) == PAPER_KTH_SKIPS["samm_lv"]
     assert (kth_frame_from_duration(0.42, 30), kth_frame_from_duration(1.25, 30)) == PAPER_KTH_SKIPS["casme_sq"]
+    # durations count offset - onset frames: an interval [100, 112] lasts 12 frames
+    assert expression_frames(annotations({"micro": [12]})).tolist() == [12.0]
     # from annotations: mean(offset - onset) 74 and 434 frames -> 37 and 217
     assert kth_frame_skips(annotations({"micro": [70, 78], "macro": [400, 468]})) == {"micro": 37, "macro": 217}
     # mean span 12.6 -> 6.3 -> 6; 37.5 -> 18.75 -> 19; a half rounds up (5 -> 2.5 -> 3)
@@ -138,6 +226,77 @@ def test_kth_frame_rule_reproduces_table3_from_table2():
     assert kth_frame_skips(annotations({"micro": [5], "macro": [5]}))["micro"] == 3
     with pytest.raises(ValueError, match="micro"):
         kth_frame_skips(annotations({"macro": [10]}))
+
+
+def test_test_skips_are_the_kth_rule_table3_or_given():
+    rows = annotations({"micro": [12, 13, 13, 12, 13], "macro": [37, 38]})
+    assert choose_skips("kth", "casme_sq", rows, 30.0) == kth_frame_skips(rows) == {"micro": 6, "macro": 19}
+    assert choose_skips("table3_kth", "casme_sq", rows, 30.0) == {"micro": 6, "macro": 19}
+    assert choose_skips("table3_manual", "casme_sq", rows, 30.0) == dict(zip(("micro", "macro"),
+                                                                            PAPER_MANUAL_SKIPS["casme_sq"]))
+    assert choose_skips("table3_manual", "samm_lv", rows, 200.0) == {"micro": 30, "macro": 310}
+    # Table 3's skips are frames at the paper's frame rate: SAMM-LV read at 40 fps takes a fifth of them
+    assert choose_skips("table3_manual", "samm_lv", rows, 40.0) == {"micro": 6, "macro": 62}
+    assert choose_skips({"micro": 4, "macro": 20}, "casme_sq", rows, 30.0) == {"micro": 4, "macro": 20}
+    for bad in ("table3", {"micro": 4}, {"micro": 0, "macro": 3}):
+        with pytest.raises(ValueError):
+            choose_skips(bad, "casme_sq", rows, 30.0)
+    assert all(config["skips"] == "kth" for config in CONFIGS.values())
+
+
+def subjects_table(types_by_subject: dict[str, str]) -> pd.DataFrame:
+    """A hand-made annotation table: each subject with its expressions ("m" micro, "M" macro)."""
+    names = {"m": "micro", "M": "macro"}
+    return pd.DataFrame([{"subject": s, "type": names[c], "onset": 10, "offset": 20}
+                         for s, kinds in types_by_subject.items() for c in kinds],
+                        columns=["subject", "type", "onset", "offset"])
+
+
+def test_validation_subjects_hold_both_types():
+    table = subjects_table({"a": "mM", "b": "M", "c": "MM", "d": "mM", "e": "M", "f": ""})
+    everyone = ["a", "b", "c", "d", "e", "f"]
+    train = lambda test: [s for s in everyone if s != test]
+    # the next subject holds both types: it alone, as before
+    assert validation_subjects(table, "c", train("c")) == (["d"], [])
+    # the next subject has no micro-expression: the next one with a micro-expression joins it
+    assert validation_subjects(table, "a", train("a")) == (["b", "d"], [])
+    # wrapping round past the last subject; a subject with no expression at all needs both types added
+    assert validation_subjects(table, "e", train("e")) == (["f", "a"], [])
+    assert validation_subjects(table, "d", train("d")) == (["e", "a"], [])
+    # only the training rows count (the test subject's own expressions are never looked at)
+    assert validation_subjects(table[table["subject"] != "a"], "a", train("a")) == (["b", "d"], [])
+    # no training subject has a micro-expression: reported, not filled in
+    none_left = subjects_table({"a": "mM", "b": "M", "c": "M"})
+    assert validation_subjects(none_left[none_left["subject"] != "a"], "a", ["b", "c"]) == (["b"], ["micro"])
+    # never every training subject: one is left to train on, and the missing type is reported
+    two = subjects_table({"a": "mM", "b": "M", "c": "m"})
+    assert validation_subjects(two[two["subject"] != "a"], "a", ["b", "c"]) == (["b"], ["micro"])
+
+
+def test_a_fold_whose_validation_lacks_a_type_warns_and_records_it(tmp_path, smoke_root):
+    from mecore.data import load_dataset
+    from mecore.models import LosoFold
+    from mecore.models.yap3dcnn import run_fold
+
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    test, *train = dataset.subjects
+    keep = (dataset.annotations["type"] == "macro") | (dataset.annotations["subject"] == test)
+    dataset = dataclasses.replace(dataset, annotations=dataset.annotations[keep].reset_index(drop=True))
+    # no training subject has a micro-expression; given skips, since the k-th rule needs some
+    config = {**CONFIGS["smoke"], "epochs": 1, "max_steps": 2, "skips": {"micro": 3, "macro": 10}}
+    fold = LosoFold(dataset=dataset, test_subject=test, train_subjects=train, config=config, workdir=tmp_path,
+                    resume=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictions = run_fold(fold)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any(re.search(f"test subject {test}: the validation subjects .* hold no micro", m) for m in messages)
+    assert any(re.search(f"test subject {test}: no subject left to train on .* micro", m) for m in messages)
+    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
+    assert saved["validation_subjects"] == [train[0]]
+    assert saved["validation_missing"] == ["micro"] and saved["fit_missing"] == ["micro"]
+    assert saved["skips"] == {"micro": 3, "macro": 10}
+    assert saved["thresholds"]["automated", "micro"] == 1.0 and (predictions["type"] != "micro").all()
 
 
 def test_both_iou_methods_turn_a_bump_into_its_interval():
@@ -173,6 +332,7 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
     assert scores[["micro_score", "macro_score"]].to_numpy().min() >= 0
     assert scores[["micro_score", "macro_score"]].to_numpy().max() <= 1
     assert saved["history"]["train_loss"].notna().all()
+    assert saved["validation_subjects"] == [subjects[1]] and saved["validation_missing"] == []
 
 
 def rows_and_array(tmp_path, frames=45, size=20, seed=3):

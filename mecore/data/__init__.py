@@ -39,8 +39,8 @@ def load_dataset(name: str, root: str | Path | None = None, profile: str | None 
 
     ``root``: the folder of a real copy (required for real names). For ``synth_*`` names it
     defaults to the embedded synthetic set of ``profile`` (``$MECORE_PROFILE``, else ``default``),
-    which is generated if absent. ``options`` go to the loader (e.g. ``frames_dir``,
-    ``component_roots`` for ``cde``).
+    which is generated if absent. ``options`` go to the loader (e.g. ``frames_dir``, ``workbook`` to read
+    another annotation workbook than the newest release found, ``component_roots`` for ``cde``).
     """
     if name in SYNTHETIC:
         real = SYNTHETIC[name]

@@ -15,9 +15,16 @@ YAP_TABLE2 = pd.DataFrame(
 YAP_MOVE_TO_NEUTRAL = {"SAMM-LV": 0.40, "CAS(ME)^2": 0.05}
 
 
+def expression_frames(annotations: pd.DataFrame) -> pd.Series:
+    """Each interval's duration in frames, ``offset - onset``: the count with which Yap et al.'s Table 2 mean
+    durations give their Table 3 k-th frame skips (counting ``+ 1`` would make CAS(ME)^2's MaE skip 18, not 19).
+    Every duration in mecore (tables, the k-th rule) counts this way."""
+    return (annotations["offset"] - annotations["onset"]).astype(float)
+
+
 def durations_s(annotations: pd.DataFrame) -> pd.Series:
-    """Inclusive duration of each annotated interval in seconds: (offset - onset + 1) / fps."""
-    return (annotations["offset"] - annotations["onset"] + 1).astype(float) / annotations["fps"]
+    """Each annotated interval's duration in seconds: :func:`expression_frames` / fps."""
+    return expression_frames(annotations) / annotations["fps"]
 
 
 def counts(annotations: pd.DataFrame, videos: dict | None = None) -> pd.DataFrame:
@@ -65,11 +72,26 @@ def move_to_neutral(dataset: Dataset) -> pd.Series:
     return ratio
 
 
+def frame_gaps(dataset: Dataset, shown: int = 12) -> list[str]:
+    """One line per video whose frame numbering has gaps (frames missing inside it), at most ``shown``."""
+    lines = []
+    for name, video in {**dataset.videos, **dataset.spot_videos}.items():
+        gaps = video.gaps
+        if gaps:
+            runs = [f"{a}" if a == b else f"{a}-{b}" for a, b in gaps]
+            missing = sum(b - a + 1 for a, b in gaps)
+            lines.append(f"  {name} ({video.folder}): {missing} frame number{'s' if missing > 1 else ''} missing: "
+                         + ", ".join(runs[:8]) + (f", and {len(runs) - 8} more runs" if len(runs) > 8 else ""))
+    return lines[:shown] + ([f"  ... and {len(lines) - shown} more videos"] if len(lines) > shown else [])
+
+
 def describe(dataset: Dataset, with_frames: bool = True) -> str:
-    """The text report of ``python -m mecore data check``."""
-    lines = [repr(dataset), "", "Expressions per subject and type:",
+    """The text report of ``python -m mecore data check``: what was read, counts, durations, frame numbering gaps
+    and every repair or skip."""
+    read = ", ".join(str(path) for path in dataset.sources) or f"the folder names under {dataset.root}"
+    lines = [repr(dataset), f"Annotations read from: {read}", "", "Expressions per subject and type:",
              counts(dataset.annotations, dataset.videos if dataset.kind == "spotting" else None).to_string(), "",
-             "Durations (inclusive frames / fps):", duration_table(dataset.annotations).to_string()]
+             "Durations (offset - onset frames / fps):", duration_table(dataset.annotations).to_string()]
     if "emotion" in dataset.annotations and dataset.annotations["emotion"].notna().any():
         lines += ["", "Emotions:", dataset.annotations["emotion"].value_counts().to_string()]
     if with_frames and dataset.kind == "spotting":
@@ -77,5 +99,8 @@ def describe(dataset: Dataset, with_frames: bool = True) -> str:
         lines += ["", f"Move-to-neutral ratio (Yap Sec. 3.2): mean {ratio.mean():.3f} over {len(ratio)} subjects",
                   "Video lengths (s): " + ", ".join(f"{v.duration_s:.1f}" for v in list(dataset.videos.values())[:12])
                   + (" ..." if len(dataset.videos) > 12 else "")]
+    if with_frames:
+        gaps = frame_gaps(dataset)
+        lines += ["", "Gaps in frame numbering:"] + (gaps or ["  (none)"])
     lines += ["", "Repairs and skips:"] + ([f"  - {r}" for r in dataset.repairs] or ["  (none)"])
     return "\n".join(lines)

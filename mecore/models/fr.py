@@ -28,6 +28,18 @@ Where the paper is silent or ambiguous, the reading implemented:
 * **Optimiser**: SGD (only lr and momentum are stated), lr 0.001 for the ablation and CDE (Sec. 6.1.1-6.1.2), lr
   0.0005 with momentum 0.8 for CDMER and single databases (Sec. 6.1.3-6.1.4, :data:`SINGLE_DATABASE_OVERRIDES`);
   batch 32; ``paper`` trains 100 epochs (not given), last weights; batch-mean losses (Keras), not Eqs. 4, 7's sums.
+* **Attention scale** (``attention_norm``): Eq. 2's softmax makes each ``a_k`` sum to 1 over the D = 1024 features,
+  so ``z*_k`` is about ``z / D`` and everything after the attention gets about 1/D of the gradient it would get
+  without it. Under that SGD, FR as written stays at the class prior for 100 epochs, and so it does with the open
+  choices tried (batch sums as Eqs. 4 and 7 write them, momentum 0.8, lr 0.01); with batch sums, 300 epochs left
+  the prior for one seed in three. ``paper`` therefore uses ``"mean"``: ``D * softmax``, so each ``a_k`` averages 1
+  (not in the paper). The Adam profiles keep Eq. 2 as written (``"sum"``). Measured in notebook 14, section 4b.
+* **Precision**: float32 in every profile (``mixed_precision`` False): the paper trained in float32 Keras, and with
+  28x28 inputs and batch 32 float16 autocast would save little time.
+* **Rounds** (Sec. 4.2, "the average of at least ten rounds"): ``repeats`` runs with seeds ``seed, seed + 1, ...``
+  (``paper`` and ``large`` 10, ``default`` and ``smoke`` 1 to fit their time budgets), through
+  :func:`mecore.loso.run_repeats` and :func:`cdmer_repeats`. :func:`train` seeds the generators before drawing
+  the weights, so a seed gives one network in any process.
 * **CDMER** (Table 10): :func:`run_cdmer` trains on the whole source database and scores the target over five
   stratified folds (:func:`mecore.data.splits.kfold_splits`), pooled and averaged; classes by ``cdmer3`` (Table 11).
 * **Initialisation**: Keras 2.2.4's defaults (Glorot-uniform, zero biases; Sec. 4.2); measured in notebook 14.
@@ -58,9 +70,10 @@ from mecore.preprocess import CropSpec, onset_apex_flow, onset_apex_flows
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.face import to_gray
 from mecore.preprocess.pipeline import run_parallel
-from mecore.train import OptimizerSpec, TrainConfig, fit, predict
+from mecore.train import OptimizerSpec, TrainConfig, fit, predict, seed_everything
 
 VARIANTS = ("fr", "fr_fc", "fr_concatenated", "basic")
+ATTENTION_NORMS = ("sum", "mean")  # a_k sums to 1 (Eq. 2 as written) or averages 1 (the paper profile)
 APEX_RULES = ("annotated", "mid")
 STREAM_FILTERS = (6, 16)  # Sec. 3.1, after LeNet
 INPUT_SIZE = 28  # Sec. 4.2
@@ -182,19 +195,26 @@ class TwoStreamInception(nn.Module):
 
 
 class ProposalModule(nn.Module):
-    """Sec. 3.2: K attention units (Eqs. 2-3, or plain FC layers for FR-fc) and K detectors (FC - FC - sigmoid)."""
+    """Sec. 3.2: K attention units (Eqs. 2-3, or plain FC layers for FR-fc) and K detectors (FC - FC - sigmoid).
 
-    def __init__(self, features: int, n_classes: int, detector_width: int, attention: bool = True):
+    ``attention_norm``: ``"sum"``, Eq. 2 as written (each ``a_k`` sums to 1, so ``z*_k`` is about ``z / D``);
+    ``"mean"``, ``D`` times that (each ``a_k`` averages 1, ``z*_k`` keeps the scale of ``z``)."""
+
+    def __init__(self, features: int, n_classes: int, detector_width: int, attention: bool = True,
+                 attention_norm: str = "sum"):
         super().__init__()
+        if attention_norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
         self.attention = attention
+        self.gain = 1.0 if attention_norm == "sum" else float(features)
         self.units = nn.ModuleList([nn.Linear(features, features) for _ in range(n_classes)])
         self.detectors = nn.ModuleList([
             nn.Sequential(nn.Linear(features, detector_width), nn.ReLU(), nn.Linear(detector_width, 1))
             for _ in range(n_classes)])
 
     def attention_weights(self, z: torch.Tensor) -> torch.Tensor:
-        """``a_k = softmax(W_k z + b_k)`` over the feature dimension: (batch, K, features)."""
-        return torch.stack([torch.softmax(unit(z), dim=1) for unit in self.units], dim=1)
+        """``a_k = softmax(W_k z + b_k)`` over the feature dimension (times ``D`` for ``"mean"``): (batch, K, D)."""
+        return torch.stack([torch.softmax(unit(z), dim=1) for unit in self.units], dim=1) * self.gain
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expression-specific features ``z*_k`` (batch, K, features) and detector logits (batch, K)."""
@@ -225,7 +245,8 @@ class FRNet(nn.Module):
     the features the classifier sees: refined ``z'`` for FR variants, the stream concatenation for Basic)."""
 
     def __init__(self, n_classes: int, variant: str = "fr", shared_width: int = 1024, detector_width: int = 128,
-                 classifier_width: int = 256, dropout: float = 0.5, filters=STREAM_FILTERS):
+                 classifier_width: int = 256, dropout: float = 0.5, filters=STREAM_FILTERS,
+                 attention_norm: str = "sum"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown FR variant {variant!r}; choose one of {VARIANTS}")
@@ -236,7 +257,8 @@ class FRNet(nn.Module):
             self.classifier = classifier(self.backbone.out_features, shared_width, n_classes, dropout)
             return
         self.shared = nn.Sequential(nn.Linear(self.backbone.out_features, shared_width), nn.ReLU())
-        self.proposal = ProposalModule(shared_width, n_classes, detector_width, attention=variant != "fr_fc")
+        self.proposal = ProposalModule(shared_width, n_classes, detector_width, attention=variant != "fr_fc",
+                                       attention_norm=attention_norm)
         fused = shared_width * (n_classes if variant == "fr_concatenated" else 1)
         self.classifier = classifier(fused, classifier_width, n_classes, dropout)
 
@@ -260,7 +282,8 @@ def keras_initialise(model: nn.Module) -> nn.Module:
 
 def build_model(config: dict, n_classes: int) -> FRNet:
     return keras_initialise(FRNet(n_classes, config["variant"], config["shared_width"], config["detector_width"],
-                                  config["classifier_width"], config["dropout"], tuple(config["filters"])))
+                                  config["classifier_width"], config["dropout"], tuple(config["filters"]),
+                                  config["attention_norm"]))
 
 
 def parameter_table(config: dict | None = None) -> pd.DataFrame:
@@ -323,14 +346,17 @@ def _tensors(flows: np.ndarray, labels, scale: np.ndarray) -> torch.utils.data.T
 
 def train(dataset: Dataset, rows: pd.DataFrame, classes: list[str], config: dict, seed: int = 0,
           workdir: Path | None = None, resume="auto", progress: bool = False) -> TrainedFR:
-    """Train the configured variant on ``rows`` of ``dataset`` (labels from ``emotion``)."""
+    """Train the configured variant on ``rows`` of ``dataset`` (labels from ``emotion``); the generators are
+    seeded with ``seed`` before the weights are drawn, so a seed gives the same network in any process."""
     flows = clip_flows(dataset, rows, config)
     scale = flows.std(axis=(0, 2, 3)) + 1e-6
     labels = [classes.index(e) for e in rows["emotion"].astype(str)]
     train_config = TrainConfig(
         optimizer=OptimizerSpec(config["optimizer"], config["lr"], momentum=config["momentum"]),
         epochs=config["epochs"], batch_size=config["batch_size"], monitor="train_loss", restore_best=False,
-        seed=seed, micro_batch=config["micro_batch"], max_steps=config.get("max_steps"))
+        seed=seed, mixed_precision=config["mixed_precision"], micro_batch=config["micro_batch"],
+        max_steps=config.get("max_steps"))
+    seed_everything(seed)
     model = build_model(config, len(classes))
     result = fit(model, FRLoss(config["lambda"]), _tensors(flows, labels, scale), None, train_config,
                  checkpoint_dir=workdir, resume=resume if workdir is not None else False, progress=progress)
@@ -388,11 +414,13 @@ def run_cdmer(model: str, source: Dataset, target: Dataset, profile: str | None 
     """One CDMER experiment (Table 10): train on the ``cdmer3``-regrouped source, predict the target.
 
     Returns the target's predictions with a ``fold`` column (the stratified five folds, see the module
-    docstring); cached under ``runs/fr_cdmer/`` by the source's and target's content and the configuration.
+    docstring); cached under ``runs/fr_cdmer/`` by the source's and target's content, the configuration and
+    ``seed`` (which seeds the weights, the training and the folds). Repeated rounds: :func:`cdmer_repeats`.
     """
     spec = get_model(model)
     profile = paths.profile(profile)
     run_config = {**spec.config(profile), **(config or {})}
+    run_config.pop("repeats", None)  # how many runs, not what one run computes
     source, target = regrouped(source, "cdmer3"), regrouped(target, "cdmer3")
     source_key, _ = run_key(spec, source, profile, run_config, seed)
     target_key, _ = run_key(spec, target, profile, {"n_folds": n_folds}, seed)
@@ -412,6 +440,22 @@ def run_cdmer(model: str, source: Dataset, target: Dataset, profile: str | None 
     table.to_pickle(path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
     return table
+
+
+def cdmer_repeats(model: str, source: Dataset, target: Dataset, profile: str | None = None,
+                  config: dict | None = None, *, repeats: int | None = None, seed: int = 0, n_folds: int = 5,
+                  progress: bool = False) -> pd.DataFrame:
+    """Sec. 4.2 ("the average of at least ten rounds"): ``repeats`` CDMER runs (default: the profile's
+    ``repeats``, else 1) with seeds ``seed, seed + 1, ...``; one row of :func:`cdmer_scores` per run."""
+    count = repeats if repeats is not None else {**get_model(model).config(paths.profile(profile)),
+                                                 **(config or {})}.get("repeats", 1)
+    if count < 1:
+        raise ValueError(f"repeats must be >= 1, got {count}")
+    rows = []
+    for run_seed in range(seed, seed + count):
+        table = run_cdmer(model, source, target, profile, config, run_seed, n_folds, progress)
+        rows.append({"seed": run_seed, "n": len(table), **cdmer_scores(table)})
+    return pd.DataFrame(rows)
 
 
 def cdmer_scores(table: pd.DataFrame) -> dict[str, float]:
@@ -443,15 +487,17 @@ def chance_baselines(labels, classes) -> pd.DataFrame:
 _PAPER = {"variant": "fr", "apex": "annotated", "flow": "tvl1", "crop_size": 128, "filters": list(STREAM_FILTERS),
           "shared_width": 1024, "detector_width": 128, "classifier_width": 256, "dropout": 0.5, "lambda": LAMBDA,
           "optimizer": "sgd", "lr": 1e-3, "momentum": 0.0, "batch_size": 32, "epochs": 100, "eval_batch_size": 256,
-          "micro_batch": None}  # 32 flows of 28 x 28: one pass on any device
+          "micro_batch": None,  # 32 flows of 28 x 28: one pass on any device
+          "attention_norm": "mean", "mixed_precision": False, "repeats": 10}
+_ADAM = {"optimizer": "adam", "lr": 1e-3, "epochs": 10, "attention_norm": "sum"}
 CONFIGS = {
     "paper": _PAPER,
-    "default": {**_PAPER, "shared_width": 256, "detector_width": 64, "classifier_width": 128, "optimizer": "adam",
-                "lr": 1e-3, "epochs": 10},
-    "smoke": {**_PAPER, "flow": "tvl1_reduced", "crop_size": 64, "shared_width": 64, "detector_width": 16,
-              "classifier_width": 32, "optimizer": "adam", "lr": 1e-3, "epochs": 2},
+    "default": {**_PAPER, **_ADAM, "shared_width": 256, "detector_width": 64, "classifier_width": 128,
+                "repeats": 1},
+    "smoke": {**_PAPER, **_ADAM, "flow": "tvl1_reduced", "crop_size": 64, "shared_width": 64, "detector_width": 16,
+              "classifier_width": 32, "epochs": 2, "repeats": 1},
 }
-CONFIGS["large"] = {**_PAPER, "optimizer": "adam", "lr": 1e-3, "epochs": 10}
+CONFIGS["large"] = {**_PAPER, **_ADAM}
 # Sec. 6.1.3-6.1.4: CDMER and single-database experiments (SGD profiles only; Adam has no momentum).
 SINGLE_DATABASE_OVERRIDES = {"paper": {"lr": 5e-4, "momentum": 0.8}}
 MODELS = {"fr": {}, "fr_fc": {"variant": "fr_fc"}, "fr_concatenated": {"variant": "fr_concatenated"},

@@ -27,8 +27,16 @@ Readings where the paper is ambiguous:
   fixed box per video, area-averaged to the input size, divided by the training std; cached float16
   (:func:`mecore.inputs.flow_rows`), read clip by clip (:class:`VideoFlow`). ``paper``: TV-L1, step 1;
   ``default``: reduced TV-L1, step 4. Box, flow, optimiser and CRN balance measured in notebook 10.
-* **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given); other profiles read
+* **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given) at 200 fps; its flow
+  spans 7 frames (``flow_step`` 7, 35 ms, CAS(ME)^2's 33 ms between consecutive frames): the 670-frame clip is
+  resampled to 100 rows, about every 7th, so each row's flow reaches the next row the network sees, and a
+  1-frame flow at 200 fps would carry a seventh of the motion at the same TV-L1 noise. Other profiles read
   SAMM-LV at every 7th frame (``max_fps`` 30), so frame counts keep their meaning in seconds.
+* **Resampled targets**: an ME's bounds in a resampled clip are fractional; labels (Eq. 10) round them to the
+  nearest resampled frame (:func:`mecore.metrics.interval_iou` rounds), regression targets keep the fractions.
+* **Repeats** (Sec. IV-C): on CAS(ME)^2 the paper reports the median of three train/validation divisions
+  (``repeats`` 3 in ``paper``, :func:`mecore.loso.run_repeats`); on SAMM one (the spread is "negligible").
+* **Mixed precision**: on CUDA (float16 autocast); every loss is a cross-entropy from float32 logits.
 * **Optimiser** (Sec. III-D): ``paper`` plain SGD, batch 2, lr 1e-4, lambda 0.01; ``default`` Adam, lambda 1e-4
   and a **balanced CRN loss** (``balance_crn``, not in the paper): Eq. 11's mask M on the CRN's proposals too.
 * **Splits and samplers** (Sec. IV-A-3, III-D): :func:`mecore.data.splits.mesnet_train_val_split`; clips of
@@ -253,7 +261,7 @@ class MESNet(nn.Module):
         windows = self.cpn.windows(n_frames)
         rows = []
         for logits, bounds in zip(cpn_logits, windows):
-            probability = logits.softmax(dim=1)[:, ME].cpu().numpy()
+            probability = logits.float().softmax(dim=1)[:, ME].cpu().numpy()  # float32 under autocast too
             clip, index = np.nonzero(probability >= t_cpn)
             rows.append(np.column_stack([clip, bounds[index], probability[clip, index]]))
         table = pd.DataFrame(np.concatenate(rows), columns=["video", "onset", "offset", "score"])
@@ -508,7 +516,8 @@ def pretrain_backbone(flows: dict[str, VideoFlow], expressions: pd.DataFrame, tr
                                batch_size=config["batch_size"], micro_batch=config.get("micro_batch"),
                                max_steps=config.get("max_steps"),
                                l2=L2Penalty(config["l2"], exclude=("output.",)), monitor="val_accuracy",
-                               maximize=True, validate_every=config["validate_every"], restore_best=True, seed=seed)
+                               maximize=True, validate_every=config["validate_every"], restore_best=True, seed=seed,
+                               mixed_precision=config["mixed_precision"])
     frame_size = config["input_size"]
     seeds = [seed * 1000 + i for i in range(config["pretrain_candidates"])]
     result, table = select_by_validation(
@@ -549,7 +558,8 @@ def train_mesnet(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_v
     train_config = TrainConfig(optimizer_spec(config), epochs=config["epochs"], batch_size=config["batch_size"],
                                micro_batch=config.get("micro_batch"), max_steps=config.get("max_steps"),
                                l2=L2Penalty(config["l2"], exclude=("crn.classify.", "crn.regress.")),
-                               monitor="train_loss", restore_best=False, seed=seed)
+                               monitor="train_loss", restore_best=False, seed=seed,
+                               mixed_precision=config["mixed_precision"])
     return fit(model, MESNetLoss(model, config["iou_positive"], config["balance_crn"]), data, None, train_config,
                checkpoint_dir=checkpoint_dir, resume=resume if checkpoint_dir else False, progress=progress)
 
@@ -599,8 +609,8 @@ def scored_proposals(model: MESNet, batches: Iterable[ClipBatch], n_frames: int,
         offset = np.asarray(batch.starts, float)[proposals[:, 0].astype(int)][:, None]
         bounds = proposals[:, 1:3]
         cpn_rows.append(np.column_stack([offset + bounds * scale, proposals[:, 3]]))
-        refined = apply_regression(bounds, crn_regression.cpu().numpy())
-        probability = crn_logits.softmax(dim=1)[:, ME].cpu().numpy()
+        refined = apply_regression(bounds, crn_regression.float().cpu().numpy())
+        probability = crn_logits.float().softmax(dim=1)[:, ME].cpu().numpy()
         crn_rows.append(np.column_stack([offset + refined * scale, probability]))
     return np.concatenate(cpn_rows), np.concatenate(crn_rows)
 
@@ -634,7 +644,7 @@ def spot_video(model: MESNet, flow: VideoFlow, frame_numbers, video: str, config
 # only by float rounding; it keys the folder all the same, since the checkpoint's TrainConfig records it and a
 # pre-training checkpoint written under another micro_batch would be refused on resume.
 PRETRAIN_KEYS = ("crop", "flow_method", "flow_step", "input_size", "optimizer", "lr", "momentum", "batch_size", "l2",
-                 "micro_batch", "max_steps", "pretrain_epochs",
+                 "mixed_precision", "micro_batch", "max_steps", "pretrain_epochs",
                  "validate_every", "pretrain_candidates", "pretrain_good_enough", "n_pre", "l_nol", "r_nol", "r_mae",
                  "macro_k", "split_reference", "split_min_train", "split_min_val")
 PREDICTION_ONLY_KEYS = ("output", "t_crn")  # change the spotted intervals, not the trained network
@@ -760,7 +770,8 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
 _PAPER = {  # Wang et al. 2021, CAS(ME)^2 settings (Sec. III, IV-A-3, IV-C)
     "crop": {"size": 128, "box": "median", "detect_every": 15}, "flow_method": "tvl1", "flow_step": 1,
     "input_size": 64,
-    "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0, "batch_size": 2, "l2": 0.01,
+    "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0, "batch_size": 2, "l2": 0.01, "mixed_precision": True,
+    "repeats": 3,  # Sec. IV-C: the median of three divisions on CAS(ME)^2
     # batch 2 fits any device: no micro-batches. They would change MESNet's gradient, not only its rounding:
     # Eq. 11's mask M is drawn from each pass's own ME / non-ME ratio and the CPN (and CRN) masked means are per pass.
     "micro_batch": None,
@@ -774,7 +785,7 @@ _PAPER = {  # Wang et al. 2021, CAS(ME)^2 settings (Sec. III, IV-A-3, IV-C)
 _DEFAULT = {**_PAPER, "flow_method": "tvl1_reduced",
             "flow_step": 4, "input_size": 32, "optimizer": "adam", "lr": 1e-4, "l2": 1e-4, "pretrain_epochs": 20,
             "validate_every": 2, "pretrain_candidates": 2, "epochs": 10, "r_tme": 4, "r_tmae": 2, "r_tnl": 2,
-            "max_proposals": 32, "balance_crn": True, "split_reference": "fold"}
+            "max_proposals": 32, "balance_crn": True, "split_reference": "fold", "repeats": 1}
 _SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis", "lr": 1e-3,
           "pretrain_epochs": 4, "validate_every": 1, "pretrain_candidates": 1, "epochs": 3,
           "r_tme": 1, "r_tmae": 1, "r_tnl": 1, "max_proposals": 8,
@@ -783,7 +794,8 @@ _SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15},
 # the paper gives no r_MaE / r_tMaE for SAMM (no macro samples) and no k (8 frames at 30 fps -> 53 at 200 fps).
 # Other profiles read SAMM-LV at every 7th frame (28.6 fps), where the CAS(ME)^2 frame counts apply as they are.
 _PAPER_SAMM = {"l_nol": 100, "r_mae": 0.0, "macro_k": 53, "r_tmae": 0, "r_tnl": 4, "clip_length": 670,
-               "clip_overlap": 134, "epochs": 85}
+               "clip_overlap": 134, "epochs": 85, "repeats": 1,
+               "flow_step": 7}  # see "SAMM" in the module docstring
 DATASET_OVERRIDES = {"paper": {"samm_lv": _PAPER_SAMM},
                      "default": {"samm_lv": {"max_fps": 30}}, "large": {"samm_lv": {"max_fps": 30}},
                      # the smoke SAMM-LV twin's 4 s videos hold no 100-frame clip free of expressions

@@ -26,37 +26,53 @@ Choices where the paper is silent or ambiguous (published code cited where it se
   ``ToTorchFormatTensor(div=True)``; training crops as ``GroupScaleRandomCrop`` (:func:`random_crop`).
 * **Reference** (not paper; stand-in for missing pre-training): ``"sliding_median"`` subtracts the median within
   ``reference_half_s`` = 1 s (:func:`sliding_median`, cached; :class:`VideoInput`); offline; measured in notebook 13.
-* **Pre-training** (ImageNet, AffectNet, Sec. 2.1): unavailable; from scratch or ``config["backbone_weights"]``.
-* **Training windows.** ``"all"`` (``paper``, batch 1 as the code) or ``n`` class-balanced per class per epoch, with
+* **Pre-training** (ImageNet, then AffectNet, Sec. 2.1): no weights are bundled or downloaded.
+  ``config["backbone_weights"]`` takes our :class:`ResNet`'s ``state_dict`` or a torchvision ResNet-18's
+  (:func:`load_backbone_weights`): RGB kernels summed to grey (exact for a grey frame copied to three channels; the
+  checkpoint's ImageNet mean / std are not applied, inputs stay as below), 7x7 resampled bilinearly to our 5x5
+  stem and scaled by 49 / 25 (the whole Gabor-like filter kept at 5/7 scale, its response to a flat patch
+  unchanged; a centre crop would cut it), ``fc`` dropped. The code's ``premodel`` keeps only same-name same-shape
+  entries, so there a 7x7 RGB ``conv1`` would stay random. ``paper`` without weights warns (``expects_pretrained``).
+* **Training windows.** ``"all"`` (``paper``) or ``n`` class-balanced per class per epoch, with
   ``decision_prior="training"`` (Bayes reweighting, :meth:`TrainingWindows.decision_weights`); measured in notebook 13.
+* **Batch.** The code loads one window at a time, divides each loss by 8 and steps every 8 windows (the last
+  1-7 windows of an epoch one step, their mean; ``util.tr_epoch``): ``paper`` = batch 8 in passes of one window
+  (``micro_batch`` 1, no dropped batch), the same gradients (batch norm sees a window's K frames either way).
+* **Mixed precision** (``mixed_precision``, CUDA float16): on; K ResNet passes per window dominate the memory
+  and time. Logits reach Eq. 7 in float32; the key-frame scorer runs in float32 (its top-M choice compares scores).
 * **Post-processing order.** Duration rule on merged labels (Table 4 vs 3); score = mean class probability; registered
   is merging (the paper's conclusion). **No model selection**: final weights (``main.py`` picks by test accuracy).
 
-Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 1, lr 1e-3. ``default``: same depth, K, M,
-bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016 (linear
-scaling), sliding-median reference (minutes on two CPU cores). ``smoke``: two tiny epochs (tests). Inference shares
+Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 8, lr 1e-3. ``default``: same depth, K, M,
+bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016 (chosen
+when the code was read as batch 1; linear scaling from its batch 8 would give 2e-3), sliding-median reference
+(minutes on two CPU cores). ``smoke``: two tiny epochs (tests). Inference shares
 frame features across windows (:meth:`STSNet.video_probabilities`, same outputs as :meth:`STSNet.forward`).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import re
+import warnings
 
 import cv2
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mecore import paths
 from mecore.data.model import Dataset, dataset_family
 from mecore.inputs import Rows, crop_rows
-from mecore.models import LosoFold, ModelSpec, count_parameters, register
+from mecore.loso import load_frame_scores  # noqa: F401  (re-exported: notebooks read a run's frame scores here)
+from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.spotting import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
                              merge_label_gaps, relabel_by_duration)
 from mecore.train import OptimizerSpec, ScheduleSpec, TrainConfig, fit
+from mecore.weights import load_mapped, read_state_dict
 
 CLASSES = ("none", "micro", "macro")  # indices = TYPE_CODES (0 none, 1 micro, 2 macro)
 POSTPROCESSING = ("none", "merge", "duration")  # Tables 1-2, Table 3, Table 4
@@ -109,6 +125,7 @@ class ResNet(nn.Module):
 
     def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
         super().__init__()
+        self.widths, self.blocks = tuple(widths), tuple(blocks)
         self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 5, 2, padding=2, bias=False), nn.BatchNorm2d(widths[0]),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
         stages, in_channels = [], widths[0]
@@ -207,8 +224,10 @@ class STSNet(nn.Module):
         return self.backbone(frames.unsqueeze(1))
 
     def classify_windows(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, K, C, H, W) window features -> logits (B, 3), key-frame scores (B, K), key frames (B, M)."""
-        scores = self.key_frames(features.mean(dim=(3, 4)))
+        """(B, K, C, H, W) window features -> logits (B, 3), key-frame scores (B, K), key frames (B, M).
+        The scorer runs in float32 under autocast: the top-M choice compares scores."""
+        with torch.autocast(features.device.type, enabled=False):
+            scores = self.key_frames(features.float().mean(dim=(3, 4)))
         indices, gates = select_key_frames(scores, self.m)
         picked = indices[:, :, None, None, None].expand(-1, -1, *features.shape[2:])
         keys = features.gather(1, picked) * gates[:, :, None, None, None]
@@ -279,20 +298,90 @@ class STSNet(nn.Module):
 
 
 def build_model(config: dict) -> STSNet:
-    """The network of a profile's configuration, with ``backbone_weights`` loaded when given."""
+    """The network of a profile's configuration, with ``backbone_weights`` loaded when given
+    (:func:`load_backbone_weights`; its report in ``model.backbone_report``). A profile with
+    ``expects_pretrained`` (``paper``) and no weights warns: the paper starts from pre-trained weights."""
     model = STSNet(config["crop"]["size"], config["widths"], config["blocks"], config["k"], config["m"],
                    config["gru_hidden"], config["gru_layers"], config["dropout"], config["key_dropout"])
+    model.backbone_report = None
     if config.get("backbone_weights"):
-        path = Path(config["backbone_weights"])
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: backbone_weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.backbone.load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a state_dict of mecore.models.stsnet.ResNet with widths "
-                             f"{config['widths']} ({error})") from error
+        model.backbone_report = load_backbone_weights(model.backbone, config["backbone_weights"])
+    elif config.get("expects_pretrained"):
+        warnings.warn("stsnet_sw: config['backbone_weights'] is None, so the ResNet-18 starts from random weights; "
+                      "Fu et al. 2023 (Sec. 2.1) start from ImageNet, then AffectNet weights: this is NOT the paper's "
+                      "configuration (give a torchvision ResNet-18 state_dict file as backbone_weights)",
+                      UserWarning, stacklevel=2)
     return model
+
+
+def torchvision_resnet_names(blocks=(2, 2, 2, 2)) -> dict[str, str]:
+    """Our :class:`ResNet` module prefix of each torchvision ResNet module prefix (``bn1`` -> ``stem.1``,
+    ``layer2.0.downsample.1`` -> ``stages.1.0.shortcut.1``, ...); ``conv1`` -> ``stem.0`` needs adapting."""
+    names = {"conv1": "stem.0", "bn1": "stem.1"}
+    for stage, count in enumerate(blocks):
+        for block in range(count):
+            ours, theirs = f"stages.{stage}.{block}", f"layer{stage + 1}.{block}"
+            for layer in ("conv1", "bn1", "conv2", "bn2"):
+                names[f"{theirs}.{layer}"] = f"{ours}.{layer}"
+            names[f"{theirs}.downsample.0"] = f"{ours}.shortcut.0"
+            names[f"{theirs}.downsample.1"] = f"{ours}.shortcut.1"
+    return names
+
+
+def adapt_stem_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """A torchvision first-convolution kernel (C_out, 3, k, k) for our grey stem (C_out, 1, size, size): summed over
+    the input channels (a grey frame copied to R, G and B gives exactly that), then resampled bilinearly (corners on
+    corners) to ``size`` and multiplied by k^2 / size^2, so that a flat kernel keeps its sum."""
+    grey = weight.float().sum(dim=1, keepdim=True)
+    if grey.shape[-1] != size:
+        grey = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=True)
+        grey = grey * (weight.shape[-1] ** 2 / size ** 2)
+    return grey
+
+
+def load_torchvision_resnet(backbone: ResNet, state: dict, source: str = "state_dict") -> dict:
+    """Load a torchvision ResNet ``state_dict`` (``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``fc``) into ``backbone``:
+    names mapped by :func:`torchvision_resnet_names`, ``conv1`` adapted (:func:`adapt_stem_kernel`), ``fc.*`` dropped
+    (our network has no ImageNet classifier). A checkpoint without ``num_batches_tracked`` keeps ours. Raises one
+    line naming ``source`` when its widths or depths differ from the backbone's or an entry fits nowhere.
+    Returns a report: format, entries loaded, entries dropped, the adaptation."""
+    widths = [tuple(state[k].shape)[0] if k in state else None
+              for k in ("conv1.weight", *(f"layer{i}.0.conv2.weight" for i in range(1, 5)))]
+    blocks = tuple(len({m.group(1) for k in state if (m := re.match(rf"layer{i}\.(\d+)\.", k))})
+                   for i in range(1, 5))
+    if widths[0] != backbone.widths[0] or tuple(widths[1:]) != backbone.widths or blocks != backbone.blocks:
+        raise ValueError(f"{source}: a torchvision ResNet of widths {widths[1:]} and blocks {list(blocks)}; the "
+                         f"model's ResNet has widths {list(backbone.widths)} and blocks {list(backbone.blocks)} "
+                         f"(set the config's widths and blocks to the checkpoint's)")
+    names, own_stem = torchvision_resnet_names(backbone.blocks), tuple(backbone.state_dict()["stem.0.weight"].shape)
+    dropped = sorted(k for k in state if k.startswith("fc."))
+
+    def target_of(key: str) -> str | None:
+        module, _, field = key.rpartition(".")
+        return f"{names[module]}.{field}" if module in names else None
+
+    def adapt(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return adapt_stem_kernel(value, shape[-1]) if key == "conv1.weight" else value
+
+    loaded = load_mapped(backbone, state, source, target_of, dropped, "torchvision ResNet-18 state_dict", adapt)
+    return {"format": "torchvision", "source": source, "loaded": loaded, "dropped": dropped,
+            "adapted": f"conv1.weight {tuple(state['conv1.weight'].shape)} -> stem.0.weight "
+                       f"{own_stem}: summed over RGB, bilinear resampling x k^2 / size^2"}
+
+
+def load_backbone_weights(backbone: ResNet, path) -> dict:
+    """Load ``path``, a ``state_dict`` file of our :class:`ResNet` (keys ``stem.*``, ``stages.*``) or of a torchvision
+    ResNet-18 (keys ``conv1.*``, ``layer1.*``, ...: :func:`load_torchvision_resnet`), told apart by the key names.
+    Never downloads. Returns the loading report; raises naming the file when it is missing or does not fit."""
+    state = read_state_dict(path, "backbone_weights")
+    if "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
+        return load_torchvision_resnet(backbone, state, str(path))
+    try:
+        backbone.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: neither a state_dict of mecore.models.stsnet.ResNet with widths "
+                         f"{list(backbone.widths)} nor a torchvision ResNet-18's ({error})") from error
+    return {"format": "mecore", "source": str(path), "loaded": len(state), "dropped": [], "adapted": None}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -547,7 +636,7 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     """Train on the training subjects' videos, label every frame of the test subject's videos, spot.
 
     Saves the test videos' per-frame probabilities, labels and key-frame scores and the training
-    history to ``fold.workdir / "frame_scores.pkl"`` (:func:`load_frame_scores`), from which every
+    history to ``fold.workdir / "frame_scores.pkl"`` (:func:`mecore.loso.load_frame_scores`), from which every
     post-processing can be recomputed.
     """
     fold = fold.at_most_fps()
@@ -558,8 +647,9 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     train_config = TrainConfig(
         optimizer=OptimizerSpec("sgd", config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]),
         schedule=ScheduleSpec("cosine", config["min_lr"]), epochs=config["epochs"], batch_size=config["batch_size"],
-        monitor="train_loss", restore_best=False, seed=fold.seed, drop_last=config["batch_size"] > 1,
-        micro_batch=config["micro_batch"], max_steps=config.get("max_steps"))
+        monitor="train_loss", restore_best=False, seed=fold.seed,
+        drop_last=False,  # as the code; a pass of one window still gives batch norm its K frames
+        micro_batch=config["micro_batch"], max_steps=config.get("max_steps"), mixed_precision=config["mixed_precision"])
     windows = TrainingWindows(videos, config["k"], per_class, config["random_crop"])
     result = fit(build_model(config), nn.CrossEntropyLoss(), windows, None,
                  train_config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
@@ -581,13 +671,8 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def load_frame_scores(folder) -> dict[str, dict]:
-    """What each fold of a finished LOSO run (its results ``folder``) saved: subject -> record."""
-    return {path.parent.name: pd.read_pickle(path) for path in sorted(Path(folder, "checkpoints").glob("*/frame_scores.pkl"))}
-
-
 def respot(records: dict[str, dict], postprocess: str) -> pd.DataFrame:
-    """Intervals of every test video of a LOSO run (:func:`load_frame_scores`) under another post-processing."""
+    """Intervals of every test video of a LOSO run (:func:`mecore.loso.load_frame_scores`) under another post-processing."""
     tables = []
     for subject, record in records.items():
         for name, video in record["videos"].items():
@@ -602,17 +687,18 @@ def respot(records: dict[str, dict], postprocess: str) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ registration
 _PAPER = {"k": 5, "m": 3, "widths": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "gru_hidden": 32, "gru_layers": 2,
           "dropout": 0.5, "key_dropout": 0.5, "lr": 1e-3, "min_lr": 1e-8, "momentum": 0.9, "weight_decay": 5e-4,
-          "postprocess": "merge", "decision_prior": "training", "random_crop": 144 / 128, "reference": None, "backbone_weights": None, "eval_batch_size": 256,
-          "micro_batch": None}
+          "postprocess": "merge", "decision_prior": "training", "random_crop": 144 / 128, "reference": None,
+          "backbone_weights": None, "expects_pretrained": True, "eval_batch_size": 256, "micro_batch": None,
+          "mixed_precision": True}
 CONFIGS = {
     "paper": {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "epochs": 30,
-              "train_windows": "all", "batch_size": 1},
+              "train_windows": "all", "batch_size": 8, "micro_batch": 1},
     "default": {**_PAPER, "crop": {"size": 64, "box": "median", "detect_every": 15}, "widths": [8, 16, 32, 64],
                 "epochs": 12, "train_windows": 320, "batch_size": 16, "lr": 0.016, "reference": "sliding_median",
-                "reference_half_s": 1.0},
+                "reference_half_s": 1.0, "expects_pretrained": False},
     "smoke": {**_PAPER, "crop": {"size": 32, "box": "median", "detect_every": 15}, "widths": [4, 8, 8, 16],
               "blocks": [1, 1, 1, 1], "gru_hidden": 8, "epochs": 2, "train_windows": 16, "batch_size": 8, "lr": 0.008,
-              "reference": "sliding_median", "reference_half_s": 1.0},
+              "reference": "sliding_median", "reference_half_s": 1.0, "expects_pretrained": False},
 }
 
 # 200 fps SAMM-LV read at every 7th frame (28.6 fps) outside the paper profile: five consecutive frames at

@@ -4,10 +4,13 @@ Each frame ``t`` is compared with ``t - s_micro`` (stream 1) and ``t - s_macro``
 Both pairs are Local-Contrast-Normalised (Sec. 2.1, Eq. 1, :func:`mecore.preprocess.lcn`) and go through the
 *same* stream: three blocks of depthwise separable 3D convolution + batch norm + dropout, global average pooling
 and a residual dense layer. Two sigmoid nodes, "micro present" and "macro present" (multi-label); loss Eq. 2.
+The network returns the two nodes' logits: Eq. 2 is computed from them (:class:`WeightedLoss`) and the sigmoid
+is applied where scores are produced (:func:`score_videos`).
 
 Training (Sec. 3.3, Table 3): random skips per sample, augmentation (contrast, gamma, gain, flip, rotation),
 early stopping after 5 epochs, LOSO. Testing: k-th frame skips of Moilanen et al. (:func:`kth_frame_skips`),
-then intervals by the automated IoU method (Sec. 4.1) or the manual IoU method (Sec. 4.2).
+or Table 3's published or manual ("Ours**", Tables 5-7) skips, or given ones (config ``skips``,
+:func:`choose_skips`), then intervals by the automated IoU method (Sec. 4.1) or the manual IoU method (Sec. 4.2).
 
 Choices where the paper is silent:
 
@@ -22,11 +25,18 @@ Choices where the paper is silent:
   follows the augmentation (Fig. 2), so it is computed per sample from the cached crops.
 * **Optimiser.** Not named. ``paper``: SGD, momentum 0.9, Table 3's learning rates; ``default`` and ``smoke``:
   Adam at 1e-3 (measured in notebook 11).
-* **Validation and thresholds.** One training subject (the one after the test subject) is held out for early
-  stopping (last weights kept, as Keras) and for the ROC thresholds of both IoU methods, never the test labels.
-* **k-th frame rule.** k = round(mean(offset - onset) / 2) on the training annotations; on Table 2's durations
-  it gives Table 3's 37 / 217 and 6 / 19.
+* **Validation and thresholds.** Sec. 3.3 validates but names no validation set. Training subjects are held out
+  for early stopping (last weights kept, as Keras) and for the ROC thresholds of both IoU methods, never the
+  test labels: the subject after the test subject, plus, for a type it has no expression of, the next subject
+  that has one (:func:`validation_subjects`; subjects differ widely in movements, Sec. 3.2). A type no choice
+  can hold is warned about and recorded in the fold's saved results (its thresholds are then 1: not spotted).
+* **k-th frame rule.** k = round(mean(offset - onset) / 2) on the training annotations: durations count
+  ``offset - onset`` frames (:func:`mecore.data.summary.expression_frames`), the count with which Table 2's means give Table 3's
+  37 / 217 and 6 / 19 (``offset - onset + 1`` would give 18, not 19, for CAS(ME)^2's MaE).
 * **Manual IoU.** Savitzky-Golay window 2k + 1, order 2, merge gap k, ROC threshold on the validation videos.
+* **Mixed precision** (``mixed_precision``, float16 autocast on CUDA only): on in every profile, since Eq. 2 is
+  computed in float32 from the logits (a float16 probability rounds to 1 above a logit of about 8.3, and a clamp
+  there passes no gradient); the per-model test compares a step under bfloat16 autocast with float32.
 
 Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture and recipe
 with Adam, 48 px crops, one random frame per 8 training frames, at most 8 epochs (a LOSO run in minutes on two
@@ -35,7 +45,7 @@ CPU cores; measured in notebook 11); ``smoke`` trains a few batches (tests).
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import warnings
 
 import cv2
 import numpy as np
@@ -44,9 +54,11 @@ import torch
 from torch import nn
 
 from mecore.data.model import Dataset, dataset_family
+from mecore.data.summary import expression_frames
 from mecore.inputs import Rows, crop_rows
 from mecore.metrics import roc_threshold
-from mecore.models import LosoFold, ModelSpec, count_parameters, register
+from mecore.loso import load_frame_scores  # noqa: F401  (re-exported: notebooks read a run's frame scores here)
+from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec, lcn
 from mecore.spotting import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
                              normalise, savgol_smooth)
@@ -54,14 +66,15 @@ from mecore.train import OptimizerSpec, TrainConfig, fit, predict
 
 TYPES = ("micro", "macro")
 # Table 3 and Sec. 2.2 per dataset family: learning rate, random training skips (stream 1, stream 2) at
-# the dataset's frame rate, W of Eq. 2 (batch size 16 for both). The k-th and manual skips of Table 3
-# are printed references only: the k-th skips are computed from the annotations.
+# the dataset's frame rate, W of Eq. 2 (batch size 16 for both). Table 3's k-th and manual test skips are
+# used when the configuration's "skips" names them ("kth" computes the k-th skips from the annotations).
 PAPER_SETTINGS = {
     "samm_lv": {"fps": 200.0, "lr": 0.007, "random_skips": [[25, 75], [200, 400]], "w": 0.75},
     "casme_sq": {"fps": 30.0, "lr": 0.015, "random_skips": [[3, 9], [16, 50]], "w": 0.9},
 }
-PAPER_KTH_SKIPS = {"samm_lv": (37, 217), "casme_sq": (6, 19)}  # Table 3, test skips
-PAPER_MANUAL_SKIPS = {"samm_lv": (30, 310), "casme_sq": (10, 33)}  # Table 3, hand-tuned
+PAPER_KTH_SKIPS = {"samm_lv": (37, 217), "casme_sq": (6, 19)}  # Table 3, "k-th frame skip" (Ours*)
+PAPER_MANUAL_SKIPS = {"samm_lv": (30, 310), "casme_sq": (10, 33)}  # Table 3, "Manual frame skip" (Ours**)
+SKIP_CHOICES = {"table3_kth": PAPER_KTH_SKIPS, "table3_manual": PAPER_MANUAL_SKIPS}
 PAPER_M = (0.1, 0.9)  # Sec. 2.2: M_0 (micro), M_1 (macro)
 AUGMENT_RANGE = (0.5, 1.5)  # Sec. 3.3: contrast, gamma and gain
 ROTATION_DEGREES = 10.0
@@ -125,7 +138,8 @@ class Stream(nn.Module):
 
 
 class Yap3DCNN(nn.Module):
-    """The two-stream network of Fig. 1: ``model(micro_pair, macro_pair)`` -> (batch, 2) sigmoid scores.
+    """The two-stream network of Fig. 1: ``model(micro_pair, macro_pair)`` -> (batch, 2) logits of the two
+    sigmoid output nodes (Sec. 2.2, "Output Layer"); :meth:`scores` applies the sigmoid.
 
     Each pair is (batch, 1, 2, H, W): the frame and its reference frame. One :class:`Stream` (one
     parameter set) processes both pairs; column 0 of the output is "micro present", column 1 "macro".
@@ -139,7 +153,11 @@ class Yap3DCNN(nn.Module):
 
     def forward(self, micro_pair: torch.Tensor, macro_pair: torch.Tensor) -> torch.Tensor:
         features = torch.cat([self.stream(micro_pair), self.stream(macro_pair)], dim=1)
-        return torch.sigmoid(self.output(features))
+        return self.output(features)
+
+    def scores(self, micro_pair: torch.Tensor, macro_pair: torch.Tensor) -> torch.Tensor:
+        """The sigmoid outputs in [0, 1], computed in float32."""
+        return torch.sigmoid(self(micro_pair, macro_pair).float())
 
 
 def build_model(config: dict, separable: bool = True) -> Yap3DCNN:
@@ -150,19 +168,20 @@ def build_model(config: dict, separable: bool = True) -> Yap3DCNN:
 
 class WeightedLoss(nn.Module):
     """Eq. 2 with the sign the text describes: ``-sum_i M_i [W t log s + (1 - W)(1 - t) log(1 - s)]``,
-    averaged over the batch. ``w=0.5, m=(1, 1)`` is plain binary cross-entropy (the ablation), up to a
-    factor 1/2."""
+    averaged over the batch, from the logits ``z`` (``s = sigmoid(z)``): ``log s = logsigmoid(z)`` and
+    ``log(1 - s) = logsigmoid(-z)``, in float32, so no probability is clamped and a confident wrong logit
+    keeps its gradient. ``w=0.5, m=(1, 1)`` is plain binary cross-entropy (the ablation), up to a factor 1/2."""
 
-    def __init__(self, w: float, m=PAPER_M, eps: float = 1e-7):
+    def __init__(self, w: float, m=PAPER_M):
         super().__init__()
-        self.w, self.eps = w, eps
+        self.w = w
         self.register_buffer("m", torch.tensor(m, dtype=torch.float32))
 
-    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        s = scores.float().clamp(self.eps, 1 - self.eps)
-        t = targets.float()
-        per_label = self.w * t * torch.log(s) + (1 - self.w) * (1 - t) * torch.log(1 - s)
-        return -(per_label * self.m.to(s.device)).sum(dim=1).mean()
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z, t = logits.float(), targets.float()
+        logsigmoid = torch.nn.functional.logsigmoid
+        per_label = self.w * t * logsigmoid(z) + (1 - self.w) * (1 - t) * logsigmoid(-z)
+        return -(per_label * self.m.to(z.device)).sum(dim=1).mean()
 
 
 def loss_for(config: dict, family: str) -> WeightedLoss:
@@ -180,9 +199,25 @@ def kth_frame_skips(annotations: pd.DataFrame) -> dict[str, int]:
         rows = annotations[annotations["type"] == expression_type]
         if rows.empty:
             raise ValueError(f"no {expression_type} annotations to compute the k-th frame from")
-        mean_span = float((rows["offset"] - rows["onset"]).astype(float).mean())
-        skips[expression_type] = max(1, math.floor(mean_span / 2 + 0.5))
+        skips[expression_type] = max(1, math.floor(float(expression_frames(rows).mean()) / 2 + 0.5))
     return skips
+
+
+def choose_skips(choice, family: str, annotations: pd.DataFrame, fps: float) -> dict[str, int]:
+    """The test skips (Sec. 3.3, Table 3) a configuration's ``skips`` names: ``"kth"``, the k-th frame rule on
+    ``annotations`` (the training subjects'); ``"table3_kth"`` / ``"table3_manual"``, Table 3's published
+    k-th (Ours*) / manual (Ours**, Tables 5-7) skips of the dataset family, scaled from the paper's frame
+    rate to ``fps``; or ``{"micro": k, "macro": k}``, frames at ``fps``."""
+    if isinstance(choice, dict):
+        if set(choice) != set(TYPES) or not all(isinstance(choice[t], int) and choice[t] >= 1 for t in TYPES):
+            raise ValueError(f"skips {choice!r}: give a whole number of frames >= 1 for each of {TYPES}")
+        return {t: int(choice[t]) for t in TYPES}
+    if choice == "kth":
+        return kth_frame_skips(annotations)
+    if choice in SKIP_CHOICES:
+        scale = fps / PAPER_SETTINGS[family]["fps"]
+        return {t: max(1, round(k * scale)) for t, k in zip(TYPES, SKIP_CHOICES[choice][family])}
+    raise ValueError(f"unknown skips {choice!r}: 'kth', {', '.join(map(repr, SKIP_CHOICES))} or a dict per type")
 
 
 def kth_frame_from_duration(mean_seconds: float, fps: float) -> int:
@@ -320,12 +355,13 @@ def spot(frame_scores: pd.DataFrame, method: str, thresholds: dict, skips: dict[
 # ------------------------------------------------------------------------------------ one LOSO fold
 def score_videos(model: nn.Module, dataset: Dataset, names: list[str], crops: dict, skips: dict[str, int],
                  config: dict) -> pd.DataFrame:
-    """Per-frame scores and labels of whole videos at the test skips: one row per frame."""
+    """Per-frame scores (the sigmoid of the logits) and labels of whole videos at the test skips: one row per
+    frame."""
     tables = []
     for name in names:
         labels = video_labels(dataset, name)
         data = ReferencePairs([(crops[name], labels)], [[skips[t], skips[t]] for t in TYPES], use_lcn=config["lcn"])
-        scores = predict(model, data, batch_size=config["eval_batch_size"]).numpy()
+        scores = torch.sigmoid(predict(model, data, batch_size=config["eval_batch_size"]).float()).numpy()
         tables.append(pd.DataFrame({
             "video": name, "frame": dataset.video(name).frame_numbers,
             **{f"{t}_score": scores[:, i] for i, t in enumerate(TYPES)},
@@ -340,25 +376,60 @@ def family_of(dataset: Dataset) -> str:
     return family
 
 
-def run_fold(fold: LosoFold) -> pd.DataFrame:
-    """Train on ``fold.train_subjects`` (one held out for validation), spot the test subject's videos.
+def validation_subjects(annotations: pd.DataFrame, test_subject: str, train_subjects: list[str]
+                        ) -> tuple[list[str], list[str]]:
+    """The training subjects held out for early stopping and thresholds, and the types they hold no expression of.
 
-    Writes the test videos' per-frame scores, the skips and the thresholds to
-    ``fold.workdir / "frame_scores.pkl"`` (:func:`load_frame_scores` reads them back).
+    The subject after ``test_subject`` (all subjects sorted, wrapping round); then, for each type it has no
+    expression of (in ``annotations``), the next subject in the same order that has one, unless that would
+    leave no subject to train on. The paper validates (Sec. 3.3) without naming how; a validation set without
+    a type gives that type no ROC threshold, and subjects differ widely in movements (Sec. 3.2, Fig. 3).
+    """
+    subjects = sorted([*train_subjects, test_subject])
+    start = subjects.index(test_subject)
+    order = [subjects[(start + i) % len(subjects)] for i in range(1, len(subjects))]
+    held = {s: set(annotations.loc[annotations["subject"] == s, "type"]) for s in order}
+    chosen = order[:1]
+    for expression_type in TYPES:
+        if any(expression_type in held[s] for s in chosen):
+            continue
+        candidate = next((s for s in order if s not in chosen and expression_type in held[s]), None)
+        if candidate is not None and len(chosen) + 1 < len(order):
+            chosen.append(candidate)
+    missing = [t for t in TYPES if not any(t in held[s] for s in chosen)]
+    return chosen, missing
+
+
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train on ``fold.train_subjects`` (some held out for validation, :func:`validation_subjects`), spot the
+    test subject's videos.
+
+    Writes the test videos' per-frame scores, the skips, the thresholds, the validation subjects and the types
+    they (``validation_missing``) or the remaining training subjects (``fit_missing``) lack, each warned about,
+    to ``fold.workdir / "frame_scores.pkl"`` (:func:`mecore.loso.load_frame_scores` reads them back).
     """
     config, dataset = fold.config, fold.dataset
     family = family_of(dataset)
     settings = PAPER_SETTINGS[family]
     subjects = sorted(fold.train_subjects + [fold.test_subject])
-    val_subject = subjects[(subjects.index(fold.test_subject) + 1) % len(subjects)]
+    val_subjects, val_missing = validation_subjects(fold.train_rows, fold.test_subject, fold.train_subjects)
+    if val_missing:
+        warnings.warn(f"yap3dcnn on {dataset.name}, test subject {fold.test_subject}: the validation subjects "
+                      f"{val_subjects} hold no {' or '.join(val_missing)} expression and no other training subject "
+                      f"with one can be spared; {', '.join(val_missing)}: threshold 1, no intervals", stacklevel=2)
+    fit_types = set(fold.train_rows.loc[~fold.train_rows["subject"].isin(val_subjects), "type"])
+    fit_missing = [t for t in TYPES if t not in fit_types]
+    if fit_missing:
+        warnings.warn(f"yap3dcnn on {dataset.name}, test subject {fold.test_subject}: no subject left to train on "
+                      f"(validation: {val_subjects}) has a {' or '.join(fit_missing)} expression", stacklevel=2)
     by_subject = {s: sorted(n for n, v in dataset.videos.items() if v.subject == s) for s in subjects}
-    fit_names = [n for s in fold.train_subjects if s != val_subject for n in by_subject[s]]
-    val_names, test_names = by_subject[val_subject], fold.test_videos
+    fit_names = [n for s in fold.train_subjects if s not in val_subjects for n in by_subject[s]]
+    val_names, test_names = [n for s in val_subjects for n in by_subject[s]], fold.test_videos
     crops = {n: video_crops(dataset, n, config) for n in fit_names + val_names + test_names}
     fps = float(dataset.video(test_names[0]).fps)
     scale = fps / settings["fps"]
     random_skips = [[max(1, round(lo * scale)), max(1, round(hi * scale))] for lo, hi in settings["random_skips"]]
-    skips = kth_frame_skips(fold.train_rows)
+    skips = choose_skips(config["skips"], family, fold.train_rows, fps)
     stride = config["train_stride"][family]
 
     def pairs(names, augment):
@@ -368,7 +439,8 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     train_config = TrainConfig(
         optimizer=OptimizerSpec(config["optimizer"], config["lr"] or settings["lr"], momentum=config["momentum"]),
         epochs=config["epochs"], batch_size=config["batch_size"], patience=config["patience"], restore_best=False,
-        seed=fold.seed, drop_last=True, micro_batch=config["micro_batch"], max_steps=config.get("max_steps"))
+        seed=fold.seed, drop_last=True, micro_batch=config["micro_batch"], max_steps=config.get("max_steps"),
+        mixed_precision=config["mixed_precision"])
     model = build_model(config)
     result = fit(model, loss_for(config, family), pairs(fit_names, True), pairs(val_names, False), train_config,
                  checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
@@ -376,16 +448,10 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     frame_scores = score_videos(result.model, dataset, test_names, crops, skips, config)
     if not fold.dataset.spot_videos:  # mecore.spot keeps what the LOSO run saved
         pd.to_pickle({"frame_scores": frame_scores, "skips": skips, "thresholds": thresholds, "fps": fps,
-                      "history": result.history, "validation_subject": val_subject}, fold.workdir / "frame_scores.pkl")
+                      "history": result.history, "validation_subjects": val_subjects,
+                      "validation_missing": val_missing, "fit_missing": fit_missing},
+                      fold.workdir / "frame_scores.pkl")
     return spot(frame_scores, config["postprocess"], thresholds, skips, fps)
-
-
-def load_frame_scores(folder) -> dict[str, dict]:
-    """What each fold of a finished LOSO run (its results ``folder``) saved: subject -> record."""
-    records = {}
-    for path in sorted(Path(folder, "checkpoints").glob("*/frame_scores.pkl")):
-        records[path.parent.name] = pd.read_pickle(path)
-    return records
 
 
 # ------------------------------------------------------------------------------------ registration
@@ -395,7 +461,12 @@ _COMMON = {"filters": [32, 64, 128], "first_depth_multiplier": 8, "dropout": 0.2
            # The paper's batch of 16 samples (two 2 x 112 x 112 pairs each) fits any device in one pass. The
            # network has batch normalisation: micro-batches would normalise each pass's samples alone (other
            # statistics and running averages than the whole batch's), so None keeps one pass per batch.
-           "micro_batch": None}
+           "micro_batch": None,
+           # Test skips (Sec. 3.3, Table 3): "kth" from the training annotations (Ours*), "table3_kth",
+           # "table3_manual" (Ours**) or {"micro": k, "macro": k} (choose_skips).
+           "skips": "kth",
+           # float16 autocast on CUDA: safe since Eq. 2 reads float32 logits (module docstring).
+           "mixed_precision": True}
 CONFIGS = {
     "smoke": {**_COMMON, "crop": {"size": 32, "box": "median", "detect_every": 15, "register": True},
               "filters": [8, 16, 32], "train_stride": {"casme_sq": 8, "samm_lv": 40}, "epochs": 2},

@@ -7,6 +7,12 @@ cache-format versions, the array's shape and dtype, the file size and a CRC-32 o
 only when all of these match; otherwise it is reported (logged) and rebuilt. Arrays are streamed to a
 temporary file in the same folder, then renamed over the entry, then the sidecar is renamed into place: a
 crash leaves either the old valid entry, or an ``.npy`` without a matching sidecar, which is rebuilt.
+
+Temporary files are named ``.<name>.<pid>.tmp`` (here, in LOSO results and checkpoints, in ``mecore spot``'s
+decoded frames). One left by a process killed with ``kill -9`` or stopped by a full disk is *stale* when its
+owner pid no longer runs on this machine and it has not been written to for :data:`STALE_AFTER_S` seconds (a
+temporary file of a process on another machine sharing the folder is still growing); :func:`remove_stale`
+deletes such files, and the writers call it on their folder before writing.
 """
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import time
 import zlib
 from pathlib import Path
 
@@ -23,11 +32,71 @@ import numpy as np
 from mecore.data.model import Video
 
 CACHE_FORMAT = 1
+STALE_AFTER_S = 60.0
+TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<name>.<pid>.tmp
 _READ_BLOCK = 1 << 24
 log = logging.getLogger(__name__)
 USED: dict[str, dict] = {}
 """Every entry this process opened or wrote, by path: kind, parameters, bytes and rows (``mecore plan`` sizes a
 dataset's cache from the entries a trial used); one record per entry, however often it is opened."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts as running; a zombie does not)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return False
+    try:  # a zombie (killed, not yet reaped by its parent) runs no more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def is_stale(path: Path, pid: int, now: float | None = None) -> bool:
+    """A temporary file or folder of process ``pid`` is stale: the process is gone and the path has not been
+    written to for :data:`STALE_AFTER_S` seconds."""
+    try:
+        age = (time.time() if now is None else now) - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age >= STALE_AFTER_S and not pid_alive(pid)
+
+
+def remove_stale(folder: Path, pattern: re.Pattern = TEMPORARY) -> list[Path]:
+    """Delete the stale temporaries in ``folder`` whose names match ``pattern`` (group 1: the owner pid);
+    returns what was removed, each logged at warning level."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for path in entries:
+        match = pattern.match(path.name)
+        if match is None or not is_stale(path, int(match.group(1))):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            log.warning("could not remove the stale temporary %s (%s)", path, error)
+            continue
+        log.warning("removed %s, left by process %s, which is gone (killed, or stopped by a full disk)",
+                    path, match.group(1))
+        removed.append(path)
+    return removed
 
 
 def _record(path: Path, kind: str, params: dict, nbytes: int, rows: int) -> None:
@@ -79,6 +148,7 @@ def _file_crc(path: Path) -> int:
 def open_entry(path: Path, kind: str, params: dict, source: str) -> np.ndarray | None:
     """The entry as a read-only memory map, or None when it is missing, stale, truncated or corrupted."""
     sidecar = path.with_suffix(".json")
+    remove_stale(path.parent)
     if not path.exists() or not sidecar.exists():
         return None
     try:
@@ -125,6 +195,7 @@ class EntryWriter:
 
     def __enter__(self) -> EntryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.path.parent)
         self.file = open(self.tmp, "wb")
         np.lib.format.write_array_header_1_0(
             self.file, {"descr": self.dtype.str, "fortran_order": False, "shape": self.shape})
@@ -139,7 +210,12 @@ class EntryWriter:
         self.rows += len(rows)
 
     def __exit__(self, error_type, error, traceback) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except BaseException:  # a full disk can fail the last flush: leave no temporary behind
+            self.tmp.unlink(missing_ok=True)
+            if error_type is None:
+                raise
         if error_type is None and self.rows != self.shape[0]:
             self.tmp.unlink(missing_ok=True)
             raise ValueError(f"{self.path}: {self.rows} rows written, the entry declares {self.shape[0]}")
@@ -152,6 +228,10 @@ class EntryWriter:
                   "nbytes": self.tmp.stat().st_size, "crc32": _file_crc(self.tmp)}
         os.replace(self.tmp, self.path)
         sidecar_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-        sidecar_tmp.write_text(json.dumps(record, default=str, indent=1))
-        os.replace(sidecar_tmp, sidecar)
+        try:
+            sidecar_tmp.write_text(json.dumps(record, default=str, indent=1))
+            os.replace(sidecar_tmp, sidecar)
+        except BaseException:  # a full disk: the entry stays without a sidecar and is rebuilt next time
+            sidecar_tmp.unlink(missing_ok=True)
+            raise
         _record(self.path, self.kind, self.params, record["nbytes"], self.shape[0])
