@@ -103,6 +103,7 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     wrong checkpoint, :class:`mecore.data.DatasetError` for an unreadable file, an empty folder or a video
     without a detectable face.
     """
+    check_fps(video, fps)
     spec = get_model(model)
     if spec.task != "spotting":
         raise SpotError(f"model {spec.name!r} is a {spec.task} model; spotting models: "
@@ -255,11 +256,16 @@ def trained_weights(spec: ModelSpec, fold: LosoFold) -> list[Path]:
     return [fold.workdir / CHECKPOINT_NAME]
 
 
+def check_fps(path, fps: float | None) -> None:
+    """A given frame rate must be a positive number (checked before any model or video work)."""
+    if fps is not None and not (isinstance(fps, (int, float)) and fps > 0):
+        raise DatasetError(f"{path}: --fps must be a positive number of frames per second, got {fps}")
+
+
 def user_video(path: Path, dataset: Dataset, fps: float | None = None, progress: bool = False) -> Video:
     """The :class:`Video` to spot: a video of ``dataset`` (its own frame folder, as LOSO reads it), another
     frame folder, or a video file decoded by :func:`decode_video`."""
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    check_fps(path, fps)
     if path.is_dir():
         resolved = path.resolve()
         for video in dataset.videos.values():

@@ -366,3 +366,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
 def test_fold_errors_and_loso_errors_are_distinct_classes():
     assert issubclass(ResultsWriteError, LosoError) and issubclass(RunLockedError, LosoError)
     assert issubclass(LosoError, ValueError) and not issubclass(FoldError, LosoError)
+
+
+def test_spot_with_a_frame_rate_of_zero_is_one_line(capsys, tmp_path):
+    """``--fps 0`` is refused before any model or video work, naming the value."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert main(["spot", str(video), "--model", "mdmd", "--dataset", "synth_casme_sq", "--profile", "smoke",
+                 "--fps", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "clip.mp4: --fps must be a positive number of frames per second, got 0" in err[0], err
