@@ -1,21 +1,16 @@
 """Leave-one-subject-out (LOSO) evaluation: one fold per subject, resumable, fanned out over Dask.
 
 MESNet (Wang et al. 2021, Sec. IV-A-3), Yap et al. 2022 (Sec. 3.3), STSNet_SW (Fu et al. 2023, Sec. 3.2) and
-Feature Refinement (Zhou et al., Sec. 4.2) evaluate this way: each subject in turn is the test set, the others
-train. He et al. 2023 (BiFPN-I3D) state no protocol; LOSO is our choice for it, so that all four spotters are
-compared on the same folds.
+Feature Refinement (Zhou et al., Sec. 4.2) evaluate this way; He et al. 2023 (BiFPN-I3D) state no protocol, and
+LOSO is our choice for it, so that all four spotters are compared on the same folds. Repeats
+(:func:`run_repeats`): a paper that summarises several runs (MESNet: the median of three train/validation
+divisions, Sec. IV-C; FR: the mean of at least ten rounds, Sec. 4.2) is rerun with seeds ``seed, seed + 1, ...``
+(divisions, samplers and initial weights); a profile's ``repeats`` gives the count and is in no run's key.
 
-Repeats (:func:`run_repeats`): a paper that reports a summary over several runs (MESNet: the median of three
-train/validation divisions, Sec. IV-C; FR: the mean of at least ten rounds, Sec. 4.2) is rerun with seeds
-``seed, seed + 1, ...``; the seed decides the divisions, the samplers and the initial weights. A profile's
-``repeats`` entry gives the count; it does not enter a single run's key. :func:`summarise_repeats` gives the
-median or mean and the spread.
-
-A fold is a pure task (model spec, dataset, configuration, left-out subject) -> predictions. Each
-finished fold is written at once, atomically, to the results folder, which is named by a hash of
-everything that decides the predictions (model, dataset content, profile, configuration, seed,
-mecore version), so a rerun skips finished folds and a changed configuration never reuses stale
-ones::
+A fold is a pure task (model spec, dataset, configuration, left-out subject) -> predictions, written at once,
+atomically, to a results folder named by a hash of everything that decides the predictions (model, dataset
+content, profile, configuration, seed, mecore version), so a rerun skips finished folds and a changed
+configuration never reuses stale ones::
 
     <results_dir>/<model>/<dataset>/<profile>-<key>/
         config.json              what the key was computed from
@@ -24,28 +19,18 @@ ones::
         checkpoints/<subject>/   the fold's training checkpoints (mecore.train)
         predictions.csv folds.csv metrics.csv    pooled results, rewritten after every run
 
-"Dataset content" is the annotation table, the video names and the fingerprint of every video's frames
-(:func:`mecore.preprocess.cache.source_fingerprint`: the frame folder, the frame files' names, sizes and
-modification times, what the preprocessing cache keys its entries by), so another copy of a dataset with the
-same workbook but other frames never gets this copy's folds; for a synthetic set the key also holds its
-stamp (generator seed, sizes, version). ``<subject>`` is :func:`safe_name`: the subject's name made safe
-for a file name plus a hash of the exact name, so two subjects never share a fold file or checkpoints.
+Dataset content is the annotation table, the video names and the frames' fingerprint
+(:func:`mecore.preprocess.cache.source_fingerprint`: folder, file names, sizes, modification times), plus a
+synthetic set's stamp; ``<subject>`` is :func:`safe_name` (readable name + hash of the exact name). One run
+computes in a folder at a time (a second waits for the ``.lock`` or stops naming its owner; a lock of a dead pid
+is taken over); temporary files of a killed run are removed by the next; an unwritable results folder stops the
+run at once, naming the path.
 
-One run computes in a results folder at a time: a second run on the same folder waits (``wait`` seconds)
-for the ``.lock`` of the first and then reuses its finished folds, or stops with an error naming the owner;
-a lock whose owner pid no longer runs on this machine is stale and taken over. Temporary files that a killed
-run left (``folds/.<subject>.pkl.<pid>.tmp``, ``checkpoints/*/.checkpoint.pt.<pid>.tmp``) are removed by
-the next run. A results folder that cannot be written (read-only, full) stops the run at once with the
-path: the folds still to compute are not computed only to be lost.
-
-Folds run in this process (``scheduler="sync"``), on a ``LocalCluster`` sized to the machine (the
-default), or on any running Dask cluster given by its scheduler address (for example
-dask-jobqueue's ``SLURMCluster`` on an HPC system; workers need the same mecore installation and
-the dataset at the same path, i.e. a shared file system; several GPUs on one machine: start
-dask-cuda's ``LocalCUDACluster``, one worker per GPU, and pass its address). On CPU the fold results
-are the same on every path (one thread a fold, :func:`fold_threads`). Predictions are pooled over
-folds and scored once by :mod:`mecore.metrics` (the LOSO standard of the field's papers);
-per-fold scores are reported beside them.
+Folds run in this process (``scheduler="sync"``), on a ``LocalCluster`` sized to the machine (the default), or
+on any running Dask cluster given by its address (dask-jobqueue's ``SLURMCluster``; dask-cuda's
+``LocalCUDACluster`` for several GPUs; workers need the same installation and the data at the same path). On CPU
+the results are the same on every path (one thread a fold, :func:`fold_threads`). Predictions are pooled over
+folds and scored once by :mod:`mecore.metrics`; per-fold scores are reported beside them.
 """
 from __future__ import annotations
 

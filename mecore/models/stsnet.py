@@ -1,53 +1,41 @@
 """Fu et al. 2023, STSNet_SW: ResNet frame features, key-frame attention, per-pixel bi-GRU, sliding windows.
 
-Per-frame classification (Sec. 2, Fig. 1): a K = 5 window centred on each frame (the first / last K // 2 are "none",
-Sec. 2.1) says if its centre shows none / micro / macro (codes 0 / 1 / 2 of :data:`mecore.spotting.TYPE_CODES`).
-
-* **Spatial module** (Sec. 2.1): ResNet-18 per frame (:class:`ResNet`; grey input, 5x5 stride-2 stem, as the code's
-  ``models/resnet.py``), ``p_k`` of C x H x W. **Key frames** (Sec. 2.2, Eqs. 1-6, Fig. 2; :class:`KeyFrameScorer`):
-  VASNet-style attention and score ``z_k``; the M = 3 highest are the key frames, kept in time order.
-* **Temporal module** (Sec. 2.3, Fig. 3; :class:`TemporalModule`): a bi-GRU shared by all H x W positions over the key
-  frames, averaged over steps, dropout 0.5, FC softmax; loss Eq. 7. **Training** (Sec. 3.2): SGD 0.9, wd 5e-4,
-  lr 1e-3 cosine to 1e-8, 30 epochs, LOSO.
-* **Post-processing** (Sec. 2.4, 3.2; :func:`spot_from_labels`): "none" (Tables 1-2), Fig. 4 merging (Table 3), then
-  duration relabelling (Table 4: micro if <= 15 frames CAS(ME)^2, 100 SAMM-LV). Metrics: ``"stsnet"`` (Eqs. 8-15), MEGC.
+Per-frame classification (Sec. 2, Fig. 1): a K = 5 window centred on each frame (first / last K // 2 "none",
+Sec. 2.1) says if its centre shows none / micro / macro. ResNet-18 per frame (Sec. 2.1; grey, 5x5 stride-2 stem as the
+code's ``models/resnet.py``), ``p_k`` of C x H x W; VASNet-style key-frame scores ``z_k``, the M = 3 highest kept in
+time order (Sec. 2.2, Eqs. 1-6, Fig. 2); a bi-GRU shared by all H x W positions over the key frames, averaged over
+steps, dropout 0.5, FC softmax, loss Eq. 7 (Sec. 2.3, Fig. 3). SGD 0.9, wd 5e-4, lr 1e-3 cosine to 1e-8, 30 epochs,
+LOSO (Sec. 3.2). Post-processing (Sec. 2.4, 3.2): "none" (Tables 1-2), Fig. 4 merging (Table 3), duration relabelling
+(Table 4: micro if <= 15 frames CAS(ME)^2, 100 SAMM-LV). Metrics: ``"stsnet"`` (Eqs. 8-15), MEGC.
 
 Choices where the paper is silent or ambiguous (published code cited where it settles one):
 
-* **SAMM-LV's 200 fps.** ``paper`` windows consecutive frames; other profiles read every 7th (``max_fps`` 30,
-  :meth:`mecore.data.model.Dataset.at_most_fps`). Table 4 durations stay in the video's own frame numbers.
+* **SAMM-LV's 200 fps.** ``paper`` windows consecutive frames, other profiles every 7th (``max_fps`` 30).
+  Table 4 durations stay in the video's own frame numbers.
 * **Key-frame features.** Eqs. 1-6 need vectors: ``p_k`` averaged over H x W (as ``resnet.py``'s commented code).
-* **Eq. 4**: ``W3 p_i`` (printed ``W3 p_k`` ignores attention); ``1 / sqrt(C)`` scaling; dropout 0.5, no bias (VASNet).
+  **Eq. 4**: ``W3 p_i`` (printed ``W3 p_k`` ignores attention); ``1 / sqrt(C)`` scaling; dropout 0.5, no bias.
 * **Trainable selection.** Straight-through gate ``1 + z_k - stopgrad(z_k)`` on the top-M maps (the code reads
   offline masks; ``BinarizedF`` commented out). Ties go to the earlier frame.
-* **Temporal module.** "two ... bi-GRUs", C' = 64: ``nn.GRU(512, 32, 2, bidirectional=True)`` as the code.
-* **Classes.** Three, as the paper; the code trains one two-class network per type.
-* **Inputs.** Grey crops in one fixed box per video (``box="median"``, :mod:`mecore.preprocess.face`), in [0, 1] as
-  ``ToTorchFormatTensor(div=True)``; training crops as ``GroupScaleRandomCrop`` (:func:`random_crop`).
-* **Reference** (not paper; stand-in for missing pre-training): ``"sliding_median"`` subtracts the median within
-  ``reference_half_s`` = 1 s (:func:`sliding_median`, cached; :class:`VideoInput`); offline; measured in notebook 13.
-* **Pre-training** (ImageNet, then AffectNet, Sec. 2.1): no weights are bundled or downloaded.
-  ``config["backbone_weights"]`` takes our :class:`ResNet`'s ``state_dict`` or a torchvision ResNet-18's
-  (:func:`load_backbone_weights`): RGB kernels summed to grey (exact for a grey frame copied to three channels; the
-  checkpoint's ImageNet mean / std are not applied, inputs stay as below), 7x7 resampled bilinearly to our 5x5
-  stem and scaled by 49 / 25 (the whole Gabor-like filter kept at 5/7 scale, its response to a flat patch
-  unchanged; a centre crop would cut it), ``fc`` dropped. The code's ``premodel`` keeps only same-name same-shape
-  entries, so there a 7x7 RGB ``conv1`` would stay random. ``paper`` without weights warns (``expects_pretrained``).
-* **Training windows.** ``"all"`` (``paper``) or ``n`` class-balanced per class per epoch, with
-  ``decision_prior="training"`` (Bayes reweighting, :meth:`TrainingWindows.decision_weights`); measured in notebook 13.
-* **Batch.** The code loads one window at a time, divides each loss by 8 and steps every 8 windows (the last
-  1-7 windows of an epoch one step, their mean; ``util.tr_epoch``): ``paper`` = batch 8 in passes of one window
-  (``micro_batch`` 1, no dropped batch), the same gradients (batch norm sees a window's K frames either way).
-* **Mixed precision** (``mixed_precision``, CUDA float16): on; K ResNet passes per window dominate the memory
-  and time. Logits reach Eq. 7 in float32; the key-frame scorer runs in float32 (its top-M choice compares scores).
-* **Post-processing order.** Duration rule on merged labels (Table 4 vs 3); score = mean class probability; registered
-  is merging (the paper's conclusion). **No model selection**: final weights (``main.py`` picks by test accuracy).
+* **Temporal module.** "two ... bi-GRUs", C' = 64: ``nn.GRU(512, 32, 2, bidirectional=True)`` as the code. Three
+  classes, as the paper (the code trains one two-class network per type).
+* **Inputs.** Grey crops in one fixed box per video, in [0, 1] as ``ToTorchFormatTensor(div=True)``; training
+  crops as ``GroupScaleRandomCrop``. **Reference** (not paper; stand-in for missing pre-training):
+  ``"sliding_median"`` subtracts the median within ``reference_half_s`` = 1 s (offline, cached; notebook 13).
+* **Pre-training** (ImageNet, then AffectNet, Sec. 2.1): nothing bundled or downloaded. ``config["backbone_weights"]``
+  takes our ResNet's or a torchvision ResNet-18's ``state_dict``: RGB kernels summed to grey (exact for a grey frame
+  copied to three channels; ImageNet mean / std not applied), 7x7 resampled bilinearly to our 5x5 stem and scaled
+  by 49 / 25 (the whole filter at 5/7 scale, flat-patch response kept; a centre crop would cut it). The code's
+  ``premodel`` keeps only same-name same-shape entries, so there a 7x7 RGB ``conv1`` would stay random.
+* **Training windows.** ``"all"`` (``paper``) or ``n`` per class per epoch, Bayes-reweighted (notebook 13).
+* **Batch.** The code loads one window at a time, divides each loss by 8 and steps every 8 windows (an epoch's last
+  1-7 one step, their mean; ``util.tr_epoch``): ``paper`` = batch 8 in passes of one window, the same gradients.
+* **Mixed precision** (CUDA float16) on; Eq. 7's logits and the key-frame scorer (top-M compares scores) in float32.
+* **Post-processing order.** Duration rule on merged labels (Table 4 vs 3); score = mean class probability; merging
+  registered (the paper's conclusion). **No model selection**: final weights (``main.py`` picks by test accuracy).
 
-Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 8, lr 1e-3. ``default``: same depth, K, M,
-bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016 (chosen
-when the code was read as batch 1; linear scaling from its batch 8 would give 2e-3), sliding-median reference
-(minutes on two CPU cores). ``smoke``: two tiny epochs (tests). Inference shares
-frame features across windows (:meth:`STSNet.video_probabilities`, same outputs as :meth:`STSNet.forward`).
+Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 8, lr 1e-3. ``default``: same depth, K,
+M, bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016,
+sliding-median reference. ``smoke``: two tiny epochs (tests).
 """
 from __future__ import annotations
 

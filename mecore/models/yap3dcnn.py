@@ -1,16 +1,14 @@
 """Yap et al. 2022: two-stream 3D-CNN with temporal oriented reference frames and LCN (spotting).
 
 Each frame ``t`` is compared with ``t - s_micro`` (stream 1) and ``t - s_macro`` (stream 2) (Sec. 2.2, Fig. 1).
-Both pairs are Local-Contrast-Normalised (Sec. 2.1, Eq. 1, :func:`mecore.preprocess.lcn`) and go through the
-*same* stream: three blocks of depthwise separable 3D convolution + batch norm + dropout, global average pooling
-and a residual dense layer. Two sigmoid nodes, "micro present" and "macro present" (multi-label); loss Eq. 2.
-The network returns the two nodes' logits: Eq. 2 is computed from them (:class:`WeightedLoss`) and the sigmoid
-is applied where scores are produced (:func:`score_videos`).
+Both pairs are Local-Contrast-Normalised (Sec. 2.1, Eq. 1) and go through the *same* stream: three blocks of
+depthwise separable 3D convolution + batch norm + dropout, global average pooling and a residual dense layer. Two
+sigmoid nodes, "micro present" and "macro present" (multi-label); loss Eq. 2, computed from the logits.
 
 Training (Sec. 3.3, Table 3): random skips per sample, augmentation (contrast, gamma, gain, flip, rotation),
-early stopping after 5 epochs, LOSO. Testing: k-th frame skips of Moilanen et al. (:func:`kth_frame_skips`),
-or Table 3's published or manual ("Ours**", Tables 5-7) skips, or given ones (config ``skips``,
-:func:`choose_skips`), then intervals by the automated IoU method (Sec. 4.1) or the manual IoU method (Sec. 4.2).
+early stopping after 5 epochs, LOSO. Testing: k-th frame skips of Moilanen et al., Table 3's published or manual
+("Ours**", Tables 5-7) skips, or given ones (config ``skips``), then intervals by the automated (Sec. 4.1) or
+manual (Sec. 4.2) IoU method.
 
 Choices where the paper is silent:
 
@@ -20,27 +18,24 @@ Choices where the paper is silent:
 * **Layers.** Kernels 3x3x3, padding 1; the depthwise convolution strides 2 in space (no pooling named); ReLU
   after batch norm; dropout 0.25; filters 32/64/128 (none given); first block depth multiplier 8 (one grey
   channel), later 1. Residual dense ``relu(x + fc2(relu(fc1(x))))`` in the shared stream; outputs read both.
-* **Input.** Grey faces, one fixed (median Haar) box per video, registered to the first crop (affine ECC,
-  :mod:`mecore.preprocess.face`) in place of OpenFace's per-frame alignment (measured in notebook 11). LCN
-  follows the augmentation (Fig. 2), so it is computed per sample from the cached crops.
-* **Optimiser.** Not named. ``paper``: SGD, momentum 0.9, Table 3's learning rates; ``default`` and ``smoke``:
-  Adam at 1e-3 (measured in notebook 11).
+* **Input.** Grey faces, one fixed (median Haar) box per video, registered to the first crop (affine ECC) in place
+  of OpenFace's per-frame alignment (notebook 11). LCN follows the augmentation (Fig. 2), so it is computed per
+  sample from the cached crops.
+* **Optimiser.** Not named: ``paper`` SGD, momentum 0.9, Table 3's learning rates; other profiles Adam at 1e-3.
 * **Validation and thresholds.** Sec. 3.3 validates but names no validation set. Training subjects are held out
-  for early stopping (last weights kept, as Keras) and for the ROC thresholds of both IoU methods, never the
-  test labels: the subject after the test subject, plus, for a type it has no expression of, the next subject
-  that has one (:func:`validation_subjects`; subjects differ widely in movements, Sec. 3.2). A type no choice
-  can hold is warned about and recorded in the fold's saved results (its thresholds are then 1: not spotted).
+  for early stopping (last weights kept, as Keras) and the ROC thresholds of both IoU methods, never test labels:
+  the subject after the test subject plus, for a type it has none of, the next subject that has one (subjects
+  differ widely, Sec. 3.2). A type no choice can hold is warned about and recorded (thresholds 1: not spotted).
 * **k-th frame rule.** k = round(mean(offset - onset) / 2) on the training annotations: durations count
-  ``offset - onset`` frames (:func:`mecore.data.summary.expression_frames`), the count with which Table 2's means give Table 3's
-  37 / 217 and 6 / 19 (``offset - onset + 1`` would give 18, not 19, for CAS(ME)^2's MaE).
+  ``offset - onset`` frames, the count with which Table 2's means give Table 3's 37 / 217 and 6 / 19
+  (``offset - onset + 1`` would give 18, not 19, for CAS(ME)^2's MaE).
 * **Manual IoU.** Savitzky-Golay window 2k + 1, order 2, merge gap k, ROC threshold on the validation videos.
-* **Mixed precision** (``mixed_precision``, float16 autocast on CUDA only): on in every profile, since Eq. 2 is
-  computed in float32 from the logits (a float16 probability rounds to 1 above a logit of about 8.3, and a clamp
-  there passes no gradient); the per-model test compares a step under bfloat16 autocast with float32.
+* **Mixed precision** (float16 autocast, CUDA only): on in every profile, as Eq. 2 is computed in float32 from the
+  logits (a float16 probability rounds to 1 above a logit of about 8.3, where a clamp passes no gradient).
 
 Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture and recipe
 with Adam, 48 px crops, one random frame per 8 training frames, at most 8 epochs (a LOSO run in minutes on two
-CPU cores; measured in notebook 11); ``smoke`` trains a few batches (tests).
+CPU cores; notebook 11); ``smoke`` trains a few batches (tests).
 """
 from __future__ import annotations
 
