@@ -432,14 +432,24 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it (also inside lists, tuples, dicts and dataclasses)."""
     if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=device.type == "cuda")
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        copied = copy.copy(value)
+        for item in dataclasses.fields(value):
+            object.__setattr__(copied, item.name, _map_tensors(getattr(value, item.name), fn))
+        return copied
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
+        return type(value)(_map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     return value
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    return _map_tensors(value, lambda t: t.to(device, non_blocking=device.type == "cuda"))
 
 
 def _call(model: nn.Module, inputs: Any) -> Any:
@@ -447,19 +457,8 @@ def _call(model: nn.Module, inputs: Any) -> Any:
 
 
 def _float32(value: Any) -> Any:
-    """``value`` with every floating tensor in it (also inside lists, tuples, dicts and dataclasses) in float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        copied = copy.copy(value)
-        for item in dataclasses.fields(value):
-            object.__setattr__(copied, item.name, _float32(getattr(value, item.name)))
-        return copied
-    if isinstance(value, (list, tuple)):
-        return type(value)(_float32(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _float32(v) for k, v in value.items()}
-    return value
+    """``value`` with every floating tensor in it in float32."""
+    return _map_tensors(value, lambda t: t.float() if t.is_floating_point() else t)
 
 
 def forward_loss(model: nn.Module, loss_fn: Callable, inputs: Any, targets: Any,

@@ -26,8 +26,8 @@ Readings where the paper is ambiguous:
   ``default``: reduced TV-L1, step 4 (box, flow, optimiser and CRN balance chosen in notebook 10).
 * **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given) at 200 fps with
   ``flow_step`` 7 (35 ms, near CAS(ME)^2's 33 ms): the 670-frame clip is resampled to 100 rows, about every 7th, so
-  each row's flow reaches the next row seen (a 1-frame flow would carry a seventh of the motion at the same TV-L1
-  noise). Other profiles read SAMM-LV at every 7th frame (``max_fps`` 30).
+  each row's flow reaches the next row seen (a 1-frame flow spans a seventh of that motion: expected, not
+  measured, to lose subtle MEs in TV-L1's noise). Other profiles read SAMM-LV at every 7th frame (``max_fps`` 30).
 * **Resampled targets**: an ME's fractional bounds in a resampled clip are rounded to the nearest frame for the
   labels (Eq. 10); regression targets keep the fractions.
 * **Repeats** (Sec. IV-C): median of three train/validation divisions on CAS(ME)^2, one on SAMM ("negligible").
