@@ -50,7 +50,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import cv2
 import numpy as np
@@ -60,8 +60,9 @@ from tqdm.auto import tqdm
 
 import mecore
 from mecore import metrics, paths
+from mecore.config import Config, ConfigError, parse_overrides
 from mecore.data.model import Dataset, DatasetError
-from mecore.models import RUN_ONLY_KEYS, LosoFold, ModelSpec, UnknownModelError, available_models, get_model
+from mecore.models import LosoFold, ModelSpec, UnknownModelError, available_models, get_model
 from mecore.preprocess.cache import STALE_AFTER_S, pid_alive, remove_stale, source_fingerprint
 from mecore.train import CheckpointError, seed_everything
 
@@ -109,7 +110,8 @@ class LosoResult:
     ``metrics``: for recognition one row of pooled accuracy, UF1 and UAR; for spotting the
     :func:`mecore.metrics.spotting_counts` table (micro, macro, overall). ``recognition`` holds the
     full :class:`mecore.metrics.RecognitionResult` (confusion matrix, per class). ``computed`` lists
-    the subjects whose folds this call ran; the others were read from the results folder. ``data_stamp`` is a
+    the subjects whose folds this call ran; the others were read from the results folder. ``checkpoints`` holds a
+    folder per fold (weights, frame scores), shared by runs that differ only in ``test`` settings. ``data_stamp`` is a
     synthetic set's stamp (its generator seed, sizes and version; None for a real dataset).
     """
 
@@ -118,6 +120,7 @@ class LosoResult:
     profile: str
     key: str
     folder: Path
+    checkpoints: Path
     predictions: pd.DataFrame
     folds: pd.DataFrame
     metrics: pd.DataFrame
@@ -138,7 +141,7 @@ def run_loso(
     dataset: Dataset,
     profile: str | None = None,
     *,
-    config: dict | None = None,
+    config: Mapping[str, Any] | None = None,
     seed: int = 0,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -154,7 +157,8 @@ def run_loso(
 ) -> LosoResult:
     """Run (or finish) LOSO of ``model`` on ``dataset`` and score the pooled predictions.
 
-    ``config`` overrides entries of the model's configuration for ``profile``. ``scheduler``:
+    ``config`` overrides entries of the model's configuration for ``profile``: ``{"train.lr": 3e-4}``, checked
+    against the configuration's keys and types (:class:`mecore.config.Config`). ``scheduler``:
     ``"sync"`` runs folds one after another in this process; None or
     ``"local"`` starts a ``LocalCluster`` of ``n_workers`` workers (default: one per CPU core, or
     one sharing the GPU when CUDA is present; at most one per pending fold); any other string is the
@@ -167,7 +171,7 @@ def run_loso(
 
     A trial of a configuration on a large dataset: ``folds`` runs only the first ``folds`` subjects' folds (the
     tables then cover those subjects only) and ``max_steps`` stops every training after that many optimiser
-    steps. ``max_steps`` enters the configuration (``config["max_steps"]``, which every model passes to
+    steps. ``max_steps`` enters the configuration (``trial.max_steps``, which every model passes to
     :class:`mecore.train.TrainConfig`), so a trial's folds and checkpoints never stand in for a full run's.
 
     ``wait``: seconds to wait for another run computing in the same results folder (its ``.lock``) before
@@ -187,20 +191,22 @@ def run_loso(
     check_file_names(everyone, dataset.name)
     if folds is not None and folds < 1:
         raise LosoError(f"folds must be >= 1, got {folds}")
-    run_config = {**spec.config(profile, dataset.name), **(config or {})}
-    run_config = {k: v for k, v in run_config.items() if k not in RUN_ONLY_KEYS}  # see run_repeats
+    run_config = configuration(spec, dataset, profile, config)
     if max_steps is not None:
         if max_steps < 1:
             raise LosoError(f"max_steps must be >= 1, got {max_steps}")
-        run_config["max_steps"] = int(max_steps)
+        run_config = run_config.set({"trial.max_steps": int(max_steps)})
     key, description = run_key(spec, dataset, profile, run_config, seed)
     folder = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset.name / f"{profile}-{key}"
+    # checkpoints are keyed by the training groups only: runs that differ in `test` settings share them
+    trained = run_key(spec, dataset, profile, run_config.keyed(), seed)[0]
+    description["checkpoints"] = f"{profile}-trained-{trained}"
     with _writing(folder / "folds"):
         (folder / "folds").mkdir(parents=True, exist_ok=True)
     with run_lock(folder, wait):
-        _remove_stale_temporaries(folder)
         with _writing(folder / "config.json"):
             write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
+        _remove_stale_temporaries(folder)
         return _run_locked(spec, dataset, profile, key, folder, run_config, everyone, everyone[:folds], seed,
                            scheduler, n_workers, threads_per_fold, resume, convention, t_eval, progress,
                            description.get("synthetic"))
@@ -211,8 +217,9 @@ def _run_locked(spec, dataset, profile, key, folder, run_config, everyone, subje
     """The body of :func:`run_loso`, run while holding the results folder's lock."""
     records = {s: _read_fold(fold_file(folder, s)) for s in subjects if fold_file(folder, s).exists()}
     pending = [s for s in subjects if s not in records]
+    checkpoints = checkpoints_folder(folder)
     tasks = [dict(spec=spec, config=run_config, subject=s, train_subjects=[t for t in everyone if t != s],
-                  workdir=folder / "checkpoints" / safe_name(s), seed=seed, resume=resume) for s in pending]
+                  workdir=checkpoints / safe_name(s), seed=seed, resume=resume) for s in pending]
 
     def finished(record: dict) -> None:
         path = fold_file(folder, record["subject"])
@@ -261,7 +268,7 @@ def _run_locked(spec, dataset, profile, key, folder, run_config, everyone, subje
                                ("metrics.csv", pooled, True)):
         with _writing(folder / name):
             write_atomically(folder / name, table.to_csv(index=index).encode())
-    return LosoResult(spec.name, dataset.name, profile, key, folder, predictions, fold_table, pooled,
+    return LosoResult(spec.name, dataset.name, profile, key, folder, checkpoints, predictions, fold_table, pooled,
                       recognition, pending, data_stamp)
 
 
@@ -288,18 +295,27 @@ def check_file_names(subjects: list, dataset_name: str) -> None:
         seen[name] = subject
 
 
+def configuration(spec: ModelSpec, dataset: Dataset, profile: str, overrides: Mapping[str, Any] | None = None):
+    """The model's configuration for ``profile`` on ``dataset`` with ``overrides``; a wrong key or type is a
+    :class:`LosoError` naming it and the valid choices."""
+    try:
+        return spec.config(profile, dataset.name, overrides)
+    except ConfigError as error:
+        raise LosoError(f"model {spec.name!r}: {error}") from None
+
+
 def repeat_count(model: str | ModelSpec, dataset: Dataset, profile: str | None = None,
-                 config: dict | None = None) -> int:
-    """The number of runs the profile's ``repeats`` entry asks for (1 when it has none)."""
+                 config: Mapping[str, Any] | None = None) -> int:
+    """The number of runs the profile's ``run.repeats`` asks for."""
     spec = get_model(model) if isinstance(model, str) else model
-    value = {**spec.config(paths.profile(profile), dataset.name), **(config or {})}.get("repeats", 1)
+    value = configuration(spec, dataset, paths.profile(profile), config).run.repeats
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise LosoError(f"model {spec.name!r}: 'repeats' must be a positive integer, got {value!r}")
     return value
 
 
 def run_repeats(model: str | ModelSpec, dataset: Dataset, profile: str | None = None, *,
-                repeats: int | None = None, seed: int = 0, config: dict | None = None,
+                repeats: int | None = None, seed: int = 0, config: Mapping[str, Any] | None = None,
                 **run_loso_kwargs) -> list[LosoResult]:
     """``repeats`` LOSO runs (default: the profile's ``repeats``) with seeds ``seed, seed + 1, ...``; each is an
     ordinary :func:`run_loso` run with its own results folder, so finished runs are reused."""
@@ -354,12 +370,27 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
             torch.set_num_threads(before[0])
             cv2.setNumThreads(before[1])
     _check_predictions(spec, subject, predictions)
+    frame_scores = predictions.attrs.pop(FRAME_SCORES, None)
     predictions = predictions.reset_index(drop=True)
     predictions.insert(0, "subject", subject)
-    return {
+    record = {
         "subject": subject, "predictions": predictions, "seconds": seconds,
         "started": started.isoformat(), "worker": f"{socket.gethostname()}:{os.getpid()}", "threads": threads,
     }
+    if frame_scores is not None:
+        record[FRAME_SCORES] = frame_scores
+    return record
+
+
+FRAME_SCORES = "frame_scores"
+
+
+def with_frame_scores(predictions: pd.DataFrame, record: dict) -> pd.DataFrame:
+    """``predictions`` carrying ``record`` (a fold's per-frame scores and what its post-processing chose), which
+    :func:`run_fold` stores in the fold's result file beside the predictions: it belongs to the run, whose
+    ``test`` settings may differ from another run's sharing the same checkpoints."""
+    predictions.attrs[FRAME_SCORES] = record
+    return predictions
 
 
 def fold_threads() -> int:
@@ -376,16 +407,19 @@ def fold_threads() -> int:
 
 
 def training_dir(spec: ModelSpec, fold: LosoFold, config: dict, folder: str) -> Path:
-    """A fold's checkpoint folder, ``runs/<folder>/<dataset>/<key>/<subject>``, keyed by the dataset, the seed and
-    ``config`` (the entries that decide the trained weights): runs that differ only in post-processing share
-    one training."""
+    """A fold's checkpoint folder, ``runs/<folder>/<dataset>/<key>/<subject>``, keyed by the dataset, the seed,
+    the model's code and ``config`` (the groups that decide the trained weights, e.g. ``fold.config.keyed()``):
+    runs that differ only in ``test`` settings share one training."""
     key, _ = run_key(spec, fold.dataset, "models", config, fold.seed)
     return paths.runs_dir() / folder / fold.dataset.name / key / safe_name(fold.test_subject)
 
 
-def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config: dict, seed: int) -> tuple[str, dict]:
+def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config, seed: int) -> tuple[str, dict]:
     """The results key: a hash of what decides the predictions, and the description it hashes.
 
+    ``config``: a :class:`mecore.config.Config` (its ``run`` group, how many runs, is left out) or the dict of
+    the groups a checkpoint depends on. ``code`` is :attr:`ModelSpec.code_version`: editing the model's module
+    never reuses results or checkpoints of the old code (they stay in their folders).
     The dataset enters by its annotation table and video names (``dataset_content``), the fingerprint of its
     videos' frames (``frames``, :func:`frames_fingerprint`) and, for a synthetic set, its stamp
     (``synthetic``: the generator seed, sizes and version)."""
@@ -394,7 +428,8 @@ def run_key(spec: ModelSpec, dataset: Dataset, profile: str, config: dict, seed:
     description = {
         "model": spec.name, "task": spec.task, "dataset": dataset.name, "dataset_content": content.hexdigest(),
         "frames": frames_fingerprint(dataset), "subjects": list(dataset.subjects), "profile": profile,
-        "config": config, "seed": seed, "mecore_version": mecore.__version__,
+        "config": config.keyed(("run",)) if isinstance(config, Config) else config, "seed": seed,
+        "mecore_version": mecore.__version__, "code": spec.code_version,
     }
     stamp = synthetic_stamp(dataset)
     if stamp is not None:
@@ -475,10 +510,14 @@ def score(spec: ModelSpec, predictions: pd.DataFrame, dataset: Dataset, conventi
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that name a run: model, dataset, root of a licensed copy, profile (``loso``, ``plan``)."""
-    parser.add_argument("--model", required=True, help="a registered model name")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="a registered model: " + ", ".join(available_models()))
     parser.add_argument("--dataset", required=True, help="a dataset name for mecore.data.load_dataset")
     parser.add_argument("--root", type=Path, help="folder of a licensed copy (real datasets; synth_* need none)")
     parser.add_argument("--profile", choices=paths.PROFILES, help="default: $MECORE_PROFILE or 'default'")
+    parser.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", dest="overrides",
+                        help="change one configuration entry, e.g. --set train.lr=3e-4 --set test.t_nms=0.4 "
+                             "(repeatable; values read as JSON: numbers, true/false, null, lists)")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -532,10 +571,12 @@ def _cli(args: argparse.Namespace) -> int:
             raise LosoError(f"dataset {args.dataset!r}: {_one_line(error)}") from error
         except ValueError as error:  # an unknown name, a missing root, a bad workbook (DatasetError)
             raise LosoError(_one_line(error)) from error
-        results = run_repeats(spec, dataset, profile, repeats=args.repeats, seed=args.seed, scheduler=args.scheduler,
+        overrides = parse_overrides(args.overrides)
+        results = run_repeats(spec, dataset, profile, repeats=args.repeats, seed=args.seed, config=overrides,
+                              scheduler=args.scheduler,
                               n_workers=args.workers, results_dir=args.results, convention=args.convention,
                               folds=args.folds, max_steps=args.max_steps, wait=args.wait)
-    except (UnknownModelError, LosoError, FoldError, DatasetError, CheckpointError) as error:
+    except (UnknownModelError, LosoError, FoldError, DatasetError, CheckpointError, ConfigError) as error:
         print(f"mecore loso: error: {_one_line(error)}", file=sys.stderr)
         return 2
     for result in results:
@@ -574,12 +615,7 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
                                dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
-        try:
-            client = Client(scheduler)
-        except (OSError, TimeoutError, ValueError, TypeError) as error:
-            raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler!r} ({_one_line(error)}); start "
-                                 f"it or correct the address, or run with --scheduler local (this machine) or "
-                                 f"sync (this process)") from None
+        client = _connect(scheduler)
     try:
         shared = client.scatter(dataset, broadcast=True)
         futures = {client.submit(run_fold, dataset=shared, num_threads=threads, pure=False, **task):
@@ -597,6 +633,36 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _connect(scheduler: str):
+    """A Dask client of the scheduler at ``scheduler``, or :class:`SchedulerError` within dask's connect timeout
+    (plus a grace) when nothing answers there, or something that is not a Dask scheduler does (an HTTP server
+    accepts the connection and never completes the handshake; other servers' replies decode as garbage)."""
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed import Client
+
+    seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    outcome: dict = {}
+
+    def connect() -> None:
+        try:
+            outcome["client"] = Client(scheduler, timeout=seconds)
+        except BaseException as error:  # anything a non-Dask reply raises (MemoryError from a garbage length)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=connect, daemon=True, name="mecore-dask-connect")
+    thread.start()
+    thread.join(seconds + 10)
+    hint = "start it or correct the address, or run with --scheduler local (this machine) or sync (this process)"
+    if thread.is_alive():
+        raise SchedulerError(f"the address {scheduler!r} accepted a connection but gave no Dask scheduler's answer "
+                             f"within {seconds + 10:g} s (another kind of server?); {hint}")
+    if "error" in outcome:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler!r} ({_one_line(outcome['error'])}); "
+                             f"{hint}")
+    return outcome["client"]
 
 
 def _check_predictions(spec: ModelSpec, subject: str, predictions) -> None:
@@ -628,16 +694,32 @@ def subjects_by_file_name(folder: Path) -> dict[str, str]:
     return {safe_name(subject): subject for subject in subjects}
 
 
+def checkpoints_folder(folder) -> Path:
+    """The checkpoint folder of the LOSO run in ``folder`` (one subfolder per fold, named by :func:`safe_name`):
+    ``<profile>-trained-<key of the training groups>`` beside it, named in its ``config.json``."""
+    folder = Path(folder)
+    try:
+        name = json.loads((folder / "config.json").read_text())["checkpoints"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FoldError(f"{folder / 'config.json'}: does not name the run's checkpoint folder ({error}); rerun "
+                        f"the LOSO") from None
+    return folder.parent / name
+
+
 def load_frame_scores(folder) -> dict[str, dict]:
-    """What each fold of a finished LOSO run (its results ``folder``) saved as ``checkpoints/<subject's file
-    name>/frame_scores.pkl`` (Yap et al.'s and STSNet_SW's per-frame scores): subject -> record."""
-    names = subjects_by_file_name(Path(folder))
+    """What each finished fold of the LOSO run in ``folder`` kept with :func:`with_frame_scores` (Yap et al.'s and
+    STSNet_SW's per-frame scores): subject -> record."""
+    folder = Path(folder)
+    subjects = json.loads((folder / "config.json").read_text())["subjects"]
     records = {}
-    for path in sorted(Path(folder, "checkpoints").glob("*/frame_scores.pkl")):
-        if path.parent.name not in names:
-            raise FoldError(f"{path}: no subject of the run in {folder} has the folder name {path.parent.name!r}; "
-                            f"delete that folder or rerun the LOSO")
-        records[names[path.parent.name]] = pd.read_pickle(path)
+    for subject in subjects:
+        path = fold_file(folder, subject)
+        if path.exists():
+            record = _read_fold(path)
+            if FRAME_SCORES not in record:
+                raise FoldError(f"{path}: the fold kept no frame scores (a model that saves none, or an older "
+                                f"mecore); delete it to recompute the fold")
+            records[subject] = record[FRAME_SCORES]
     return records
 
 
@@ -726,7 +808,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
     """Temporary files a killed or disk-full run left in the results folder, its folds and its checkpoints."""
     remove_stale(folder)
     remove_stale(folder / "folds")
-    checkpoints = folder / "checkpoints"
+    checkpoints = checkpoints_folder(folder)
     if checkpoints.is_dir():
         for sub in checkpoints.iterdir():
             if sub.is_dir():

@@ -120,3 +120,23 @@ def check_parameters(choices: dict[str, Iterable] | None = None, **parameters) -
         problem = rule(value)
         if problem:
             raise ParameterError(f"parameter {name} = {value!r}: {problem}")
+
+
+def check_overrides(overrides, models: Iterable[str]) -> dict:
+    """A chapter's ``overrides`` parameter (``{"group.key": value}``, as ``loso --set``) checked against the
+    configuration of each of ``models``; returns it as a dict. Raises :class:`ParameterError` naming the key and
+    the valid choices."""
+    from mecore.config import ConfigError
+    from mecore.models import get_model
+
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ParameterError(f"parameter overrides = {overrides!r}: must be a dict of 'group.key': value")
+    for model in models:
+        spec = get_model(model)
+        try:
+            spec.config("paper").set(overrides)
+        except ConfigError as error:
+            raise ParameterError(f"parameter overrides, model {model}: {error}") from None
+    return dict(overrides)

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Mapping
 
 from mecore import paths
 
@@ -56,7 +57,7 @@ def trial_dataset(dataset, frames: int, subjects: int | None = None):
 
 
 def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None, out: str,
-           subjects: int | None = None, config: dict | None = None) -> None:
+           subjects: int | None = None, config: Mapping[str, Any] | None = None) -> None:
     """Child process: one LOSO fold of the trial dataset; writes what it measured to ``out`` (JSON)."""
     import resource
 
@@ -85,7 +86,7 @@ def _trial(model: str, dataset, profile: str, frames: int, steps: int, device: s
 
 
 def run_trial(model: str, dataset, profile: str, frames: int, steps: int, device: str | None = None,
-              subjects: int | None = None, config: dict | None = None) -> dict:
+              subjects: int | None = None, config: Mapping[str, Any] | None = None) -> dict:
     """:func:`_trial` in a spawned process (its peak memory is its own); the record it wrote."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
@@ -129,14 +130,16 @@ def cache_sizes(dataset, entries: list[dict]) -> tuple[int, int, list[dict]]:
 
 
 def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int = 600,
-         trial_subjects: int | None = 4, device: str | None = None, config: dict | None = None) -> dict:
+         trial_subjects: int | None = 4, device: str | None = None,
+         config: Mapping[str, Any] | None = None) -> dict:
     """The plan of a LOSO run of ``model`` on ``dataset`` under ``profile`` (see the module docstring);
-    ``config`` overrides entries of the profile's configuration, as in :func:`mecore.loso.run_loso`."""
+    ``config`` overrides entries of the profile's configuration (``{"train.lr": 3e-4}``), as in
+    :func:`mecore.loso.run_loso`."""
     overrides = config
     from mecore.models import LosoFold, get_model
 
     spec = get_model(model)
-    config = {**spec.config(profile, dataset.name), **(overrides or {})}
+    config = spec.config(profile, dataset.name, overrides)
     view = LosoFold(dataset, "", [], config, Path(".")).at_most_fps().dataset
     subjects = view.subjects
     frames = {name: video.n_frames for name, video in view.videos.items()}
@@ -244,19 +247,22 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def _cli(args) -> int:
+    from mecore.config import ConfigError, parse_overrides
     from mecore.data import load_dataset
     from mecore.models import UnknownModelError, get_model
 
     try:
-        get_model(args.model)
-    except UnknownModelError as error:
-        print(f"mecore plan: {error.args[0]}", file=sys.stderr)
+        spec = get_model(args.model)
+        profile = paths.profile(args.profile)
+        dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
+        overrides = parse_overrides(args.overrides)
+        spec.config(profile, dataset.name, overrides)  # a wrong key or type: one line before any trial
+    except (UnknownModelError, ConfigError) as error:
+        print(f"mecore plan: error: {error.args[0]}", file=sys.stderr)
         return 2
-    profile = paths.profile(args.profile)
-    dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
     try:
         result = plan(args.model, dataset, profile, steps=args.steps, trial_frames=args.trial_frames,
-                      trial_subjects=args.trial_subjects or None, device=args.device)
+                      trial_subjects=args.trial_subjects or None, device=args.device, config=overrides)
     except RuntimeError as error:
         print(f"mecore plan: {error}", file=sys.stderr)
         return 2

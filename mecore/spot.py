@@ -29,6 +29,7 @@ Temporary decode folders that a killed run left are removed by the next decode.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -43,13 +44,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mecore import paths
+from mecore.config import Config, ConfigError
 from mecore.data import load_dataset
 from mecore.data.model import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
-from mecore.loso import fold_file, run_fold, run_key, safe_name, write_atomically
-from mecore.models import RUN_ONLY_KEYS, LosoFold, ModelSpec, available_models, get_model
+from mecore.loso import checkpoints_folder, fold_file, run_fold, run_key, safe_name, write_atomically
+from mecore.models import LosoFold, ModelSpec, available_models, get_model
 from mecore.preprocess.cache import remove_stale
 from mecore.preprocess.face import DETECT_MAX_SIDE, FACE_CASCADE, _cascade, detect_face, to_gray
-from mecore.train import CHECKPOINT_NAME
 
 OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset_s")
 SPOT_DATASET = "spot"  # Video.dataset of a user's video: its crops and flows are cached under <cache>/spot/
@@ -68,7 +69,7 @@ class TrainedRun:
     spec: ModelSpec
     dataset: Dataset
     profile: str
-    config: dict
+    config: Config
     seed: int
     folder: Path
 
@@ -114,13 +115,14 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     source = user_video(Path(video), run.dataset, fps, progress)
     needed = minimum_frames(spec, run.config)
     if source.n_frames < needed:
-        why = f" (its clips overlap by {run.config['clip_overlap']} frames)" if "clip_overlap" in run.config else ""
+        overlap = run.config.get_path("input.clip_overlap")
+        why = f" (its clips overlap by {overlap} frames)" if overlap is not None else ""
         raise DatasetError(f"{video}: {source.n_frames} frames; {spec.name} needs at least {needed}{why}; "
                            f"spot a longer video")
     face = require_face(source)
     fold = LosoFold(dataset=replace(run.dataset, spot_videos={source.name: source}), test_subject=subject,
                     train_subjects=[s for s in run.dataset.subjects if s != subject], config=run.config,
-                    workdir=run.folder / "checkpoints" / safe_name(subject), seed=run.seed, resume=True,
+                    workdir=checkpoints_folder(run.folder) / safe_name(subject), seed=run.seed, resume=True,
                     progress=progress)
     missing = [path for path in trained_weights(spec, fold) if not path.exists()]
     if missing:
@@ -162,15 +164,14 @@ def output_stem(out: Path, origin: str, name: str, model: str) -> str:
     return f"{name}-{hashlib.sha256(origin.encode()).hexdigest()[:8]}_{model}"
 
 
-def minimum_frames(spec: ModelSpec, config: dict) -> int:
-    """The fewest frames a video needs for ``spec`` under ``config``: more than a flow step, and for a model
-    that cuts videos into overlapping clips (MESNet: ``clip_overlap``), more than the overlap (a shorter video
-    would give clips that advance by zero frames)."""
+def minimum_frames(spec: ModelSpec, config: Config) -> int:
+    """The fewest frames a video needs for ``spec`` under ``config``: more than a flow step
+    (``input.flow_step``), and for a model that cuts videos into overlapping clips (MESNet:
+    ``input.clip_overlap``), more than the overlap (a shorter video would give clips that advance by zero frames)."""
     needed = 2
-    if "flow_step" in config:
-        needed = max(needed, int(config["flow_step"]) + 1)
-    if "clip_overlap" in config:
-        needed = max(needed, int(config["clip_overlap"]) + 1)
+    for key in ("input.flow_step", "input.clip_overlap"):
+        if config.get_path(key) is not None:
+            needed = max(needed, int(config.get_path(key)) + 1)
     return needed
 
 
@@ -182,7 +183,7 @@ def named_run(spec: ModelSpec, dataset: str, root, profile: str | None, results_
         raise SpotError(f"{runs}: no finished LOSO fold of {spec.name} on {dataset} under profile {profile}; "
                         f"train it first: {train_command(spec.name, dataset, profile)} (or run its notebook)")
     data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
-    config = {k: v for k, v in spec.config(profile, data.name).items() if k not in RUN_ONLY_KEYS}  # as run_loso
+    config = spec.config(profile, data.name)  # as run_loso
     key, _ = run_key(spec, data, profile, config, 0)
     return TrainedRun(spec, data, profile, config, 0, runs / f"{profile}-{key}")
 
@@ -204,7 +205,15 @@ def checkpoint_run(spec: ModelSpec, folder: Path, root=None) -> TrainedRun:
         raise SpotError(f"{folder}: a LOSO run of {name!r}, a {task} model; spot needs a spotting model's run")
     if name != spec.name:
         raise SpotError(f"{folder}: a LOSO run of {name!r}, not of {spec.name!r}; pass --model {name}")
+    if description.get("code") != spec.code_version:
+        raise SpotError(f"{folder}: trained by another version of {inspect.getsourcefile(spec.run_fold)} (code "
+                        f"{description.get('code')}, now {spec.code_version}); spot with the code that trained it "
+                        f"(a checkout of that version) or retrain: {train_command(name, dataset, profile, seed)}")
     data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
+    try:
+        config = spec.config(profile, data.name).set(Config(config).flat())
+    except ConfigError as error:
+        raise SpotError(f"{description_file}: its configuration does not fit {spec.name}'s ({error})") from None
     now = run_key(spec, data, profile, config, seed)[1]
     if now["dataset_content"] != content:
         raise SpotError(f"{folder}: trained on another copy of {dataset!r} than {data.root} (annotations or "
@@ -239,21 +248,10 @@ def finished_subject(run: TrainedRun, subject: str | None) -> str:
 
 
 def trained_weights(spec: ModelSpec, fold: LosoFold) -> list[Path]:
-    """The checkpoint files a finished fold of ``spec`` reloads (none for LBP-chi^2 and MDMD, whose ``p`` is
-    re-selected from cached curves): MESNet and BiFPN-I3D keep them in :func:`mecore.loso.training_dir`,
-    the others in the fold's ``workdir``. Checked before any input of the video is computed (flows can take
-    minutes); the trainers, resumed with ``resume=True``, would refuse a missing checkpoint only after that."""
-    module = spec.run_fold.__module__
-    fold = fold.at_most_fps()  # as the models' fold functions read it (their training keys see the frames read)
-    if module == "mecore.models.mesnet":
-        from mecore.models.mesnet import model_dir
-        return [model_dir(fold) / "mesnet" / CHECKPOINT_NAME]
-    if module == "mecore.models.bifpn_i3d":
-        from mecore.models.bifpn_i3d import model_dir
-        return [model_dir(fold) / CHECKPOINT_NAME]
-    if module == "mecore.models.classical":
-        return []
-    return [fold.workdir / CHECKPOINT_NAME]
+    """The checkpoint files a finished fold of ``spec`` reloads (:attr:`ModelSpec.checkpoints`), checked before
+    any input of the video is computed (flows can take minutes); the trainers, resumed with ``resume=True``,
+    would refuse a missing checkpoint only after that."""
+    return spec.checkpoints(fold.at_most_fps())  # as the fold functions read the dataset (their keys see the frames)
 
 
 def check_fps(path, fps: float | None) -> None:

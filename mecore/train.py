@@ -56,6 +56,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mecore.preprocess.cache import remove_stale
+
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
@@ -231,6 +233,8 @@ def fit(
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if resume and checkpoint is None:
         raise ValueError("resume needs a checkpoint_dir")
+    if checkpoint is not None and checkpoint.parent.is_dir():
+        remove_stale(checkpoint.parent)  # .checkpoint.pt.<pid>.tmp of runs killed while saving
 
     model.to(device)
     optimizer = config.optimizer.build(model.parameters())

@@ -126,10 +126,10 @@ def paper_inputs(dataset: str) -> dict[str, dict]:
                                      "frames": REAL[dataset]["frames"] // step, "models": []})["models"].append(model)
 
     for model in ("mesnet_crn", "bifpn_i3d", "yap3dcnn", "stsnet_sw"):
-        config = get_model(model).config("paper", dataset)
-        flow = ({"flow_steps": (config["flow_step"],), "flow_method": config["flow_method"], "flow_channels": "xy",
-                 "flow_size": config.get("load_size", config.get("input_size"))} if "flow_step" in config else {})
-        add(model, config["crop"], config.get("max_fps"), **flow)
+        inputs = get_model(model).config("paper", dataset).input
+        flow = ({"flow_steps": (inputs.flow_step,), "flow_method": inputs.flow_method, "flow_channels": "xy",
+                 "flow_size": inputs.get("load_size", inputs.get("input_size"))} if "flow_step" in inputs else {})
+        add(model, inputs.crop, inputs.max_fps, **flow)
     return entries
 
 

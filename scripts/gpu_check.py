@@ -5,7 +5,7 @@ For each model it runs
 
 1. ``mecore.plan.plan`` (one trial fold, ``--plan-steps`` steps): the device memory per micro-batch and the seconds
    per step that ``python -m mecore plan`` would print;
-2. ``mecore.loso.run_loso(..., folds=1, max_steps=--steps)`` twice, with ``mixed_precision`` off and on, from the
+2. ``mecore.loso.run_loso(..., folds=1, max_steps=--steps)`` twice, with the configuration's ``mixed_precision`` off and on, from the
    same seed (so the same weights and the same first batch), recording every training's per-step losses, step
    times and peak device memory (``mecore.train.FIT_LOG``).
 
@@ -35,7 +35,17 @@ MODELS = {"mesnet_crn": "synth_casme_sq", "bifpn_i3d": "synth_casme_sq", "stsnet
 TVL1_MODELS = ("mesnet_crn", "bifpn_i3d")
 # The smoke sets are tiny (3 subjects, one or two videos each): MESNet's train/validation split needs the smoke
 # profile's split settings there, as its smoke profile has.
-SMOKE_SET = {"mesnet_crn": {"split_reference": "fold", "split_min_train": 0.25}}
+SMOKE_SET = {"mesnet_crn": {"split.reference": "fold", "split.min_train": 0.25}}
+
+
+def precision_key(model: str) -> str:
+    """Where the model's configuration says whether it trains under autocast (``optim.`` or ``train.``)."""
+    from mecore.models import get_model
+
+    keys = [key for key in get_model(model).config("paper").flat() if key.endswith(".mixed_precision")]
+    if len(keys) != 1:
+        raise SystemExit(f"{model}: expected one mixed_precision entry in its configuration, found {keys}")
+    return keys[0]
 
 
 def falling(losses: list[float]) -> bool:
@@ -49,7 +59,7 @@ def run_model(model: str, dataset, steps: int, plan_steps: int, device: str, flo
     from mecore import loso, train
     from mecore.plan import plan
 
-    overrides = {**({"flow_method": flow} if model in TVL1_MODELS else {}), **SMOKE_SET.get(model, {})}
+    overrides = {**({"input.flow_method": flow} if model in TVL1_MODELS else {}), **SMOKE_SET.get(model, {})}
     row: dict = {"model": model, "dataset": dataset.name, "overrides": overrides}
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -64,7 +74,7 @@ def run_model(model: str, dataset, steps: int, plan_steps: int, device: str, flo
         train.FIT_LOG.clear()
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as results:
-            loso.run_loso(model, dataset, "paper", config={**overrides, "mixed_precision": amp}, folds=1,
+            loso.run_loso(model, dataset, "paper", config={**overrides, precision_key(model): amp}, folds=1,
                           max_steps=steps, scheduler="sync", results_dir=results, progress=False)
         fits = [{"losses": f["step_losses"], "seconds": f["step_seconds"], "amp": f["mixed_precision"],
                  "device GB": (f["peak_device_bytes"] or 0) / 1e9, "batch": f["batch_size"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import functools
 import json
 import logging
 import os
@@ -69,7 +70,8 @@ def cli(monkeypatch, capsys):
 
 
 def counting(spec: ModelSpec, calls: list) -> ModelSpec:
-    """``spec`` whose folds append their subject to ``calls`` when they start."""
+    """``spec`` whose folds append their subject to ``calls`` when they start (same code version: same keys)."""
+    @functools.wraps(spec.run_fold)
     def run_fold(fold: LosoFold) -> pd.DataFrame:
         calls.append(fold.test_subject)
         return spec.run_fold(fold)
@@ -112,13 +114,34 @@ def test_an_unreachable_scheduler_is_one_line(cli, tmp_path):
         one_line(err, "cannot reach the Dask scheduler at 'bogus'")
 
 
+def test_an_address_that_is_no_dask_scheduler_is_one_line_not_a_hang(cli, tmp_path):
+    """An HTTP server accepts the connection and never completes Dask's handshake: one line, within the connect
+    timeout and its grace, not a hang."""
+    import http.server
+
+    import dask
+    import distributed  # noqa: F401
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            started = time.monotonic()
+            code, err, _ = cli("--results", str(tmp_path), "--scheduler", f"tcp://127.0.0.1:{server.server_port}")
+        assert code == 2 and time.monotonic() - started < 60
+        line = one_line(err, f"'tcp://127.0.0.1:{server.server_port}'", "--scheduler local")
+        assert "cannot reach the Dask scheduler" in line or "gave no Dask scheduler's answer" in line
+    finally:
+        server.shutdown()
+
+
 def _not_run(fold: LosoFold) -> pd.DataFrame:
     raise AssertionError("a model of the other task must be refused before any fold")
 
 
 def test_a_model_of_the_other_task_is_one_line(cli, tmp_path):
     register(ModelSpec(name="test-spotter", task="spotting", paper="test", run_fold=_not_run,
-                       configs={"smoke": {}}))
+                       configs=LINEAR.configs))
     code, err, _ = cli("--results", str(tmp_path), model="test-spotter")
     assert code == 2
     one_line(err, "model 'test-spotter' is a spotting model but dataset 'fake_casme2' is a recognition dataset",
@@ -153,7 +176,7 @@ def test_a_corrupt_fold_file_is_one_line_naming_it(cli, tmp_path):
 
 def test_a_corrupt_checkpoint_is_one_line_naming_it(cli, tmp_path):
     first = run_loso(LINEAR, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
-    checkpoint = first.folder / "checkpoints" / safe_name("s1") / "checkpoint.pt"
+    checkpoint = first.checkpoints / safe_name("s1") / "checkpoint.pt"
     fold_file(first.folder, "s1").unlink()
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     code, err, _ = cli("--results", str(tmp_path))
@@ -304,9 +327,9 @@ def test_two_runs_started_together_compute_each_fold_once(tmp_path):
 
 # --------------------------------------------------------------------------- stale temporary files
 def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(tmp_path):
-    folder = run_loso(LINEAR, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False, folds=1).folder
-    gone, ours = dead_pid(), os.getpid()
-    checkpoints = folder / "checkpoints" / safe_name("s0")
+    first = run_loso(LINEAR, DATA, "smoke", scheduler="sync", results_dir=tmp_path, progress=False, folds=1)
+    folder, gone, ours = first.folder, dead_pid(), os.getpid()
+    checkpoints = first.checkpoints / safe_name("s0")
     stale = [folder / "folds" / f".{safe_name('s1')}.pkl.{gone}.tmp", checkpoints / f".checkpoint.pt.{gone}.tmp",
              folder / f".predictions.csv.{gone}.tmp"]
     kept = [folder / "folds" / f".notes.pkl.{ours}.tmp",  # this process's own: maybe being written
@@ -376,3 +399,22 @@ def test_spot_with_a_frame_rate_of_zero_is_one_line(capsys, tmp_path):
                  "--fps", "0"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "clip.mp4: --fps must be a positive number of frames per second, got 0" in err[0], err
+
+
+def test_a_checkpoint_half_saved_by_a_killed_training_is_removed_by_the_next_fit(tmp_path):
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from mecore.train import OptimizerSpec, TrainConfig, fit
+
+    gone = dead_pid()
+    stale = tmp_path / f".checkpoint.pt.{gone}.tmp"
+    recent = tmp_path / f".best.pt.{gone}.tmp"  # just written: maybe another machine's, kept
+    stale.write_bytes(b"half a checkpoint")
+    recent.write_bytes(b"half a checkpoint")
+    make_old(stale)
+    data = TensorDataset(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    fit(nn.Linear(3, 2), nn.CrossEntropyLoss(), data, None, TrainConfig(epochs=1, batch_size=2, optimizer=OptimizerSpec("sgd", lr=0.1), monitor="train_loss"),
+        checkpoint_dir=tmp_path, progress=False)
+    assert not stale.exists() and recent.exists() and (tmp_path / "checkpoint.pt").exists()

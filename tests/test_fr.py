@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import mecore.models.fr as fr
+from mecore.config import ConfigError
 from mecore.models import get_model
 
-SMALL = {**fr.CONFIGS["smoke"], "variant": "fr"}
+SMALL = fr.CONFIGS["smoke"].set({"model.variant": "fr"})
 
 
 def test_attention_weights_sum_to_one_per_branch():
@@ -51,11 +52,26 @@ def test_sum_fusion_keeps_the_feature_size_and_concatenation_multiplies_it():
 
 @pytest.mark.parametrize("variant,features", [("fr", 64), ("fr_fc", 64), ("fr_concatenated", 3 * 64), ("basic", 6272)])
 def test_every_variant_gives_class_and_detector_outputs(variant, features):
-    model = fr.build_model({**SMALL, "variant": variant}, n_classes=3).eval()
+    model = fr.build_model(SMALL.set({"model.variant": variant}).model, n_classes=3).eval()
     class_logits, detector_logits, refined = model(torch.randn(4, 2, 28, 28))
     assert class_logits.shape == (4, 3)
     assert detector_logits.shape == (4, 0 if variant == "basic" else 3)
     assert refined.shape == (4, features)
+
+
+def test_variants_are_deltas_of_one_configuration_and_paper_values_are_cited():
+    paper = get_model("fr").config("paper")
+    assert paper == fr.PAPER and paper.source("train.lambda") == "Sec. 6.1.1" and paper.train["lambda"] == fr.LAMBDA
+    assert paper.source("model.filters") == "Sec. 3.1" and paper.model.filters == list(fr.STREAM_FILTERS)
+    assert paper.source("run.repeats") == "Sec. 4.2" and paper.run.repeats == 10
+    dual = get_model("fr_dual_inception").config("paper").flat()
+    changed = {k: v for k, v in dual.items() if paper.flat()[k] != v}
+    assert changed == {"model.variant": "basic", "input.apex": "mid"}
+    for name in fr.MODELS:  # no dataset changes an FR configuration: CDMER / single-database SGD is a protocol's
+        assert get_model(name).dataset_overrides == {}
+    single = get_model("fr").config("paper", "synth_casme2", fr.SINGLE_DATABASE_OVERRIDES["paper"])
+    assert (single.train.lr, single.train.momentum) == (5e-4, 0.8)  # Sec. 6.1.3-6.1.4
+    assert fr.LARGE.source("train.lr") is None  # Adam's lr is ours, not the paper's SGD lr
 
 
 def test_parameter_counts_match_table7_within_half_a_percent():
@@ -104,7 +120,7 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
     spec = get_model("fr")
     dataset = load_dataset("synth_smic_hs", root=smoke_root / "smic")
     subjects = dataset.subjects
-    config = {**spec.config("smoke"), "epochs": 1}
+    config = spec.config("smoke", dataset.name, {"train.epochs": 1})
     record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
                       num_threads=None)
     predictions = record["predictions"]
@@ -128,13 +144,13 @@ def test_mean_attention_norm_scales_the_softmax_weights_by_the_feature_count():
 
 
 def test_the_loss_reads_float32_logits_and_no_softmax_comes_before_it():
-    model = fr.build_model(SMALL, n_classes=3).eval()
+    model = fr.build_model(SMALL.model, n_classes=3).eval()
     class_logits, detector_logits, _ = model(torch.randn(4, 2, 28, 28))
     for scores in (class_logits, class_logits.exp()):  # neither probabilities nor log-probabilities
         assert not torch.allclose(scores.sum(dim=1), torch.ones(4))
     targets = torch.tensor([0, 1, 2, 0])
     assert fr.FRLoss()((class_logits.bfloat16(), detector_logits.bfloat16(), None), targets).dtype == torch.float32
-    assert all(config["mixed_precision"] is False for config in fr.CONFIGS.values())  # fp32, as the paper's Keras
+    assert all(config.train.mixed_precision is False for config in fr.CONFIGS.values())  # fp32, as the paper's Keras
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +160,7 @@ def smoke_batch(smoke_root):
 
     dataset = load_dataset("synth_smic_hs", root=smoke_root / "smic")
     rows, classes = dataset.annotations, fr.dataset_classes(dataset)
-    flows = fr.clip_flows(dataset, rows, SMALL)
+    flows = fr.clip_flows(dataset, rows, SMALL.input)
     data = fr._tensors(flows, [classes.index(e) for e in rows["emotion"].astype(str)],
                        flows.std(axis=(0, 2, 3)) + 1e-6)
     return (*data.tensors, len(classes))
@@ -155,7 +171,8 @@ def test_bfloat16_autocast_step_matches_float32_on_a_real_batch(smoke_batch, pre
     """One step of the smoke-sized networks on the smoke SMIC-HS flows: losses within 1 %, gradient cosine >= 0.99."""
     inputs, targets, n_classes = smoke_batch
     torch.manual_seed(0)
-    model = fr.build_model({**SMALL, "variant": variant, "attention_norm": attention_norm}, n_classes)
+    model = fr.build_model(SMALL.set({"model.variant": variant, "model.attention_norm": attention_norm}).model,
+                           n_classes)
     result = precision_step(model, fr.FRLoss(), inputs, targets, loss_rtol=0.01, min_cosine=0.99)
     assert result["loss_float32"] > 0
 
@@ -172,7 +189,7 @@ def test_train_seeds_the_weights_and_passes_the_precision_setting(monkeypatch):
     monkeypatch.setattr(fr, "fit", fake_fit)
     for seed, precision in ((3, True), (3, False), (4, False)):
         torch.rand(11)  # the global generators' state before a call must not matter
-        fr.train(None, rows, ["x", "y"], {**SMALL, "mixed_precision": precision}, seed)
+        fr.train(None, rows, ["x", "y"], SMALL.set({"train.mixed_precision": precision}), seed)
     (first, config), (again, _), (other, _) = seen
     assert config.mixed_precision is True and config.seed == 3
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -184,7 +201,7 @@ def test_cdmer_is_seeded_and_repeats_use_consecutive_seeds(smoke_root, tmp_path,
 
     source = load_dataset("synth_smic_hs", root=smoke_root / "smic")
     target = load_dataset("synth_smic_vis", root=smoke_root / "smic")
-    config = {"epochs": 1}
+    config = {"train.epochs": 1}
 
     def run(folder, seed):
         monkeypatch.setattr(fr.paths, "runs_dir", lambda: tmp_path / folder)  # no cached result shared
@@ -200,4 +217,10 @@ def test_cdmer_is_seeded_and_repeats_use_consecutive_seeds(smoke_root, tmp_path,
     assert scores["seed"].tolist() == [0, 1]
     assert scores.loc[0, "uf1"] == fr.cdmer_scores(first)["uf1"]
     assert scores.loc[1, "uf1"] == fr.cdmer_scores(other)["uf1"]
-    assert len(fr.cdmer_repeats("fr", source, target, "smoke", config)) == fr.CONFIGS["smoke"]["repeats"] == 1
+    assert len(fr.cdmer_repeats("fr", source, target, "smoke", config)) == fr.CONFIGS["smoke"].run.repeats == 1
+    cached = sorted((tmp_path / "a").rglob("*.pkl"))
+    again = fr.run_cdmer("fr", source, target, "smoke", {**config, "run.repeats": 4}, 0)  # keyed without "run"
+    pd.testing.assert_frame_equal(again, first)
+    assert sorted((tmp_path / "a").rglob("*.pkl")) == cached
+    with pytest.raises(ConfigError, match="train.lrr"):
+        fr.run_cdmer("fr", source, target, "smoke", {"train.lrr": 1e-3}, 0)

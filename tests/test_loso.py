@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from mecore import metrics, models
+from mecore.config import Config
 from mecore.data import load_dataset
 from mecore.data.model import Dataset, annotation_frame
 from mecore.loso import FoldError, add_cli, fold_file, run_loso, safe_name, score
@@ -50,8 +51,8 @@ def classifier(fold: LosoFold, make_tensors, network: nn.Module, classes: list[s
                batch_size: int) -> pd.DataFrame:
     """Train ``network`` with cross-entropy on the fold's training rows with mecore.train; predict its test rows
     (with the winning class's probability, so that a change in the last bits of the weights shows)."""
-    config = TrainConfig(optimizer=optimizer, epochs=fold.config["epochs"], batch_size=batch_size,
-                         monitor="train_loss", seed=fold.seed, max_steps=fold.config.get("max_steps"))
+    config = TrainConfig(optimizer=optimizer, epochs=fold.config.train.epochs, batch_size=batch_size,
+                         monitor="train_loss", seed=fold.seed, max_steps=fold.config.trial.max_steps)
     result = fit(network, nn.CrossEntropyLoss(), make_tensors(fold.train_rows), None,
                  config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
     test = fold.test_rows
@@ -64,11 +65,17 @@ def classifier(fold: LosoFold, make_tensors, network: nn.Module, classes: list[s
 def linear_fold(fold: LosoFold) -> pd.DataFrame:
     """A genuine tiny model: softmax regression on the clip features."""
     return classifier(fold, tensors, nn.Linear(len(FEATURES), len(CLASSES)), CLASSES,
-                      OptimizerSpec("sgd", fold.config["lr"], momentum=0.9), batch_size=8)
+                      OptimizerSpec("sgd", fold.config.train.lr, momentum=0.9), batch_size=8)
+
+
+def small_config(**train) -> Config:
+    """A test model's configuration: ``train`` entries and the groups every model has."""
+    return Config({"input": {"max_fps": None}, "train": train, "test": {}, "trial": {"max_steps": None},
+                   "run": {"repeats": 1}})
 
 
 LINEAR = ModelSpec(name="test-linear", task="recognition", paper="test model (softmax regression)",
-                   run_fold=linear_fold, configs={"smoke": {"lr": 0.1, "epochs": 4}})
+                   run_fold=linear_fold, configs={"smoke": small_config(lr=0.1, epochs=4)})
 PROJECTION = torch.randn(len(FEATURES), 16 * 16, generator=torch.Generator().manual_seed(0))
 
 
@@ -82,12 +89,12 @@ def convolutional_fold(fold: LosoFold) -> pd.DataFrame:
     """A small CNN: on CPU its gradients are summed in an order that depends on PyTorch's thread count."""
     network = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                             nn.Linear(8, len(CLASSES)))
-    return classifier(fold, image_tensors, network, CLASSES, OptimizerSpec("sgd", fold.config["lr"], momentum=0.9),
+    return classifier(fold, image_tensors, network, CLASSES, OptimizerSpec("sgd", fold.config.train.lr, momentum=0.9),
                       batch_size=8)
 
 
 CONVOLUTIONAL = ModelSpec(name="test-cnn", task="recognition", paper="test model (small CNN)",
-                          run_fold=convolutional_fold, configs={"smoke": {"lr": 0.05, "epochs": 4}})
+                          run_fold=convolutional_fold, configs={"smoke": small_config(lr=0.05, epochs=4)})
 DATA = recognition_dataset()
 SUBJECTS = ["s0", "s1", "s2", "s3"]
 
@@ -129,7 +136,7 @@ def test_rerun_skips_finished_folds_and_recomputes_only_a_deleted_one(tmp_path):
     s2 = fold_file(first.folder, "s2")
     untouched = {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p != s2}
     s2.unlink()
-    (first.folder / "checkpoints" / safe_name("s2") / "checkpoint.pt").unlink()  # retrain, not just reload
+    (first.checkpoints / safe_name("s2") / "checkpoint.pt").unlink()  # retrain, not just reload
     again = loso(tmp_path)
     assert again.computed == ["s2"]
     assert {p.name: p.stat().st_mtime_ns for p in folds.iterdir() if p != s2} == untouched
@@ -139,7 +146,7 @@ def test_rerun_skips_finished_folds_and_recomputes_only_a_deleted_one(tmp_path):
 
 def test_changed_configuration_never_reuses_stale_folds(tmp_path):
     first = loso(tmp_path)
-    changed = loso(tmp_path, config={"epochs": 5})
+    changed = loso(tmp_path, config={"train.epochs": 5})
     assert changed.folder != first.folder and changed.key != first.key
     assert changed.computed == SUBJECTS
     reseeded = loso(tmp_path, seed=1)
@@ -211,13 +218,14 @@ def test_fold_that_must_resume_without_a_checkpoint_fails_clearly(tmp_path):
     for subject in SUBJECTS:
         assert f"{subject}: CheckpointError: " in message
         assert str(tmp_path / "test-linear" / "fake_casme2") in message
-    assert f"checkpoints/{safe_name(SUBJECTS[0])}/checkpoint.pt: no checkpoint to resume from" in message
-    assert not list((next((tmp_path / "test-linear" / "fake_casme2").iterdir()) / "folds").iterdir())
+    assert f"-trained-" in message and f"/{safe_name(SUBJECTS[0])}/checkpoint.pt: no checkpoint to resume" in message
+    folds, = (tmp_path / "test-linear" / "fake_casme2").glob("*/folds")
+    assert not list(folds.iterdir())
 
 
 def test_fold_on_a_corrupt_checkpoint_fails_instead_of_training_from_scratch(tmp_path):
     first = loso(tmp_path)
-    checkpoint = first.folder / "checkpoints" / safe_name("s1") / "checkpoint.pt"
+    checkpoint = first.checkpoints / safe_name("s1") / "checkpoint.pt"
     fold_file(first.folder, "s1").unlink()
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(FoldError, match=f"s1: CheckpointError: {checkpoint}: checkpoint is corrupt"):
@@ -331,12 +339,12 @@ def frame_difference_fold(fold: LosoFold) -> pd.DataFrame:
         labels = [classes.index(e) for e in rows["emotion"]]
         return TensorDataset(torch.tensor(np.stack(features)), torch.tensor(labels))
 
-    return classifier(fold, clip_tensors, nn.Linear(16, len(classes)), classes, OptimizerSpec("adam", fold.config["lr"]),
+    return classifier(fold, clip_tensors, nn.Linear(16, len(classes)), classes, OptimizerSpec("adam", fold.config.train.lr),
                       batch_size=4)
 
 
 FRAME_DIFFERENCE = ModelSpec(name="test-frame-difference", task="recognition", paper="test model",
-                             run_fold=frame_difference_fold, configs={"smoke": {"lr": 0.01, "epochs": 3}})
+                             run_fold=frame_difference_fold, configs={"smoke": small_config(lr=0.01, epochs=3)})
 
 
 def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
@@ -350,7 +358,7 @@ def test_cli_on_the_synthetic_smoke_set(monkeypatch, capsys, tmp_path):
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "LOSO test-frame-difference on synth_casme2 (profile smoke" in out
-    folder = next((tmp_path / "runs" / "loso" / "test-frame-difference" / "synth_casme2").iterdir())
+    folder = next((tmp_path / "runs" / "loso" / "test-frame-difference" / "synth_casme2").glob("*/folds")).parent
     predictions = pd.read_csv(folder / "predictions.csv", dtype=str)
     dataset = load_dataset("synth_casme2", profile="smoke")
     assert sorted(predictions["video"]) == sorted(dataset.annotations["video"])
@@ -362,11 +370,11 @@ def test_classical_baselines_are_registered_and_fit_p_on_training_subjects(smoke
 
     assert {"lbp_chi2", "mdmd"} <= set(models.available_models())
     spec = get_model("mdmd")
-    assert spec.task == "spotting" and spec.config("smoke")["p_grid"]
+    assert spec.task == "spotting" and spec.config("smoke").train.p_grid
     result = run_loso(spec, load_dataset("synth_casme_sq", profile="smoke"), "smoke", scheduler="sync",
                       results_dir=tmp_path, progress=False)
     assert set(result.folds["subject"]) == {"s15", "s16", "s17"}
-    assert result.predictions["p"].isin(spec.config("smoke")["p_grid"]).all()
+    assert result.predictions["p"].isin(spec.config("smoke").train.p_grid).all()
     assert result.predictions.groupby("subject")["p"].nunique().eq(1).all()  # one p per fold
     assert "overall" in result.metrics.index
 
@@ -375,9 +383,9 @@ def test_dataset_overrides_apply_to_their_family_and_read_fast_videos_at_most_ma
     from mecore.data import load_dataset
     spec = get_model("mesnet_crn")
     casme, samm = spec.config("default", "synth_casme_sq"), spec.config("default", "synth_samm_lv")
-    assert casme == spec.config("default") and "max_fps" not in casme  # CAS(ME)^2 keys stay as they were
-    assert samm == {**casme, "max_fps": 30}
-    assert spec.config("paper", "samm_lv")["clip_length"] == 670  # Wang et al. Sec. IV-A-3
+    assert casme == spec.config("default") and casme.input.max_fps is None  # CAS(ME)^2 keys stay as they were
+    assert samm == casme.set({"input.max_fps": 30})
+    assert spec.config("paper", "samm_lv").input.clip_length == 670  # Wang et al. Sec. IV-A-3
     data = load_dataset("synth_samm_lv", profile="smoke")
     view = data.at_most_fps(30)
     name = next(iter(data.videos))
@@ -392,10 +400,10 @@ def test_a_trial_runs_the_first_folds_with_capped_steps_apart_from_full_runs(tmp
     trial = loso(tmp_path, folds=2, max_steps=1)
     assert trial.folder != full.folder and trial.computed == SUBJECTS[:2]
     assert sorted(trial.predictions["subject"].unique()) == SUBJECTS[:2]
-    assert json.loads((trial.folder / "config.json").read_text())["config"]["max_steps"] == 1
+    assert json.loads((trial.folder / "config.json").read_text())["config"]["trial"]["max_steps"] == 1
     assert "pooled over 2 folds" in trial.report()
     for subject in SUBJECTS[:2]:
-        checkpoint = torch.load(trial.folder / "checkpoints" / safe_name(subject) / "checkpoint.pt",
+        checkpoint = torch.load(trial.checkpoints / safe_name(subject) / "checkpoint.pt",
                                 weights_only=True)
         assert checkpoint["steps"] == 1 and checkpoint["finished"]
     with pytest.raises(ValueError, match="max_steps"):
@@ -421,19 +429,18 @@ def test_run_repeats_uses_seeds_and_the_profile_count(tmp_path):
 
     from mecore import loso as loso_module
 
-    spec = replace(LINEAR, configs={"smoke": {**LINEAR.configs["smoke"], "repeats": 2}})
+    spec = replace(LINEAR, configs={"smoke": LINEAR.configs["smoke"].set({"run.repeats": 2})})
     assert loso_module.repeat_count(spec, DATA, "smoke") == 2
     results = loso_module.run_repeats(spec, DATA, "smoke", seed=5, scheduler="sync", results_dir=tmp_path,
                                       progress=False)
     assert [r.key for r in results] == [loso(tmp_path, seed=s).key for s in (5, 6)]
     assert results[0].predictions["confidence"].tolist() != results[1].predictions["confidence"].tolist()
-    assert all("repeats" not in json.loads((r.folder / "config.json").read_text())["config"] for r in results)
+    assert all("run" not in json.loads((r.folder / "config.json").read_text())["config"] for r in results)
     table = loso_module.repeats_table(results)
     assert table.loc["uf1", "runs"] == 2 and table.loc["uf1", "how"] == "mean"
     assert table.loc["uf1", "value"] == pytest.approx(np.mean([r.metrics.loc["pooled", "uf1"] for r in results]))
     with pytest.raises(ValueError, match="repeats"):
-        loso_module.repeat_count(spec, DATA, "smoke", config={"repeats": 0})
-    assert LosoFold(DATA, "s0", ["s1"], {"lr": 0.1, "repeats": 3}, tmp_path).config == {"lr": 0.1}
+        loso_module.repeat_count(spec, DATA, "smoke", config={"run.repeats": 0})
 
 
 def test_every_neural_profile_states_mixed_precision():
@@ -444,7 +451,9 @@ def test_every_neural_profile_states_mixed_precision():
         spec = get_model(name)
         if spec.run_fold.__module__ in neural:
             for profile in spec.configs:
-                assert isinstance(spec.config(profile).get("mixed_precision"), bool), (name, profile)
+                flat = spec.config(profile).flat()
+                precision = [v for k, v in flat.items() if k.endswith(".mixed_precision")]
+                assert len(precision) == 1 and isinstance(precision[0], bool), (name, profile)
 
 
 # ------------------------------------------------------------------ what a run key sees, where a fold lives
@@ -495,7 +504,7 @@ def test_subjects_whose_names_map_to_one_file_name_get_their_own_folds(tmp_path,
     dataset = Dataset("fake_casme2", Path("/nonexistent"), annotations, videos={}, kind="recognition")
     result = run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
     files = sorted(p.name.lower() for p in (result.folder / "folds").iterdir())
-    assert len(set(files)) == 4 and len(list((result.folder / "checkpoints").iterdir())) == 4
+    assert len(set(files)) == 4 and len(list(result.checkpoints.iterdir())) == 4
     assert safe_name("李") != safe_name("王") and safe_name("李").startswith("_-")
     again = run_loso(LINEAR, dataset, "smoke", scheduler="sync", results_dir=tmp_path, progress=False)
     assert again.computed == []
@@ -526,4 +535,4 @@ def test_checkpoint_folders_name_their_subjects_back(tmp_path):
 
     result = loso(tmp_path)
     names = subjects_by_file_name(result.folder)
-    assert sorted(names[p.name] for p in (result.folder / "checkpoints").iterdir()) == SUBJECTS
+    assert sorted(names[p.name] for p in result.checkpoints.iterdir()) == SUBJECTS

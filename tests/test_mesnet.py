@@ -135,15 +135,23 @@ def test_free_starts_avoid_expressions():
 
 
 def test_registered_profiles():
+    from mecore.models import mesnet
+
     for name, output in (("mesnet_cpn", "cpn"), ("mesnet_crn", "crn")):
         spec = get_model(name)
         assert spec.task == "spotting" and spec.spotting_convention == "mesnet"
+        assert spec.checkpoints is mesnet.trained_checkpoints
         paper = spec.config("paper")
-        assert paper["output"] == output
-        assert (paper["lr"], paper["batch_size"], paper["l2"], paper["epochs"]) == (1e-4, 2, 0.01, 30)
-        assert (paper["r_tme"], paper["r_tmae"], paper["r_tnl"]) == (10, 4, 2)
-        assert (paper["clip_length"], paper["clip_overlap"], paper["clip_frames"]) == (100, 20, 100)
+        assert paper.test.output == output and all(c.test.output == output for c in spec.configs.values())
+        optim, train = paper.optim, paper.train
+        assert (optim.lr, optim.batch_size, optim.l2, train.epochs) == (1e-4, 2, 0.01, 30)
+        assert (train.r_tme, train.r_tmae, train.r_tnl) == (10, 4, 2)
+        assert (paper.input.clip_length, paper.input.clip_overlap, paper.input.clip_frames) == (100, 20, 100)
+        assert paper.source("optim.lr") == "Sec. III-D" and paper.source("train.t_cpn") == "Sec. IV-C-5"
         assert set(spec.configs) >= {"smoke", "default", "paper"}
+    # the two specs differ in test.output only
+    cpn, crn = (get_model(name).config("default", "samm_lv") for name in ("mesnet_cpn", "mesnet_crn"))
+    assert cpn.set({"test.output": "crn"}) == crn
 
 
 def largest_overlap(spotted: pd.DataFrame) -> float:
@@ -164,13 +172,15 @@ def test_predict_with_thresholds_matches_loso_and_filters(tmp_path, smoke_root, 
     from mecore.loso import run_loso
     from mecore.models import mesnet
 
-    monkeypatch.setattr(mesnet, "model_dir", lambda fold, keys=None: tmp_path / "models" / fold.test_subject)
+    monkeypatch.setattr(mesnet, "model_dir", lambda fold, exclude=None: tmp_path / "models" / fold.test_subject)
     torch.set_num_threads(1)
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     loso = {stage: run_loso(f"mesnet_{stage}", dataset, "smoke", scheduler="sync", results_dir=tmp_path / "loso",
                             progress=False).predictions for stage in ("crn", "cpn")}
     config = get_model("mesnet_crn").config("smoke")
-    low = min(config["t_crn"], 0.4)
+    assert {name: config.get_path(key) for name, key in mesnet.THRESHOLD_KEYS.items()} == \
+        {"t_cpn": config.train.t_cpn, "t_crn": config.test.t_crn, "t_nms": config.train.t_nms}
+    low = min(config.test.t_crn, 0.4)
     own, loose, strict, no_nms = mesnet.predict_with_thresholds(
         dataset, [{}, {"t_crn": low}, {"t_crn": 0.7}, {"t_nms": 1.0}], "smoke", progress=False)
     for stage in ("cpn", "crn"):
@@ -180,8 +190,8 @@ def test_predict_with_thresholds_matches_loso_and_filters(tmp_path, smoke_root, 
     strict_rows = strict["crn"][key].merge(loose["crn"][key], how="left", indicator=True)
     assert (strict_rows["_merge"] == "both").all() and len(strict["crn"]) <= len(loose["crn"])
     pd.testing.assert_frame_equal(loose["cpn"], own["cpn"])  # T_CRN does not touch the first stage
-    assert largest_overlap(own["cpn"]) <= config["t_nms"]  # per-video NMS at the profile's T_nms
-    assert largest_overlap(no_nms["cpn"]) > config["t_nms"]  # T_nms = 1: overlapping windows stay
+    assert largest_overlap(own["cpn"]) <= config.train.t_nms  # per-video NMS at the profile's T_nms
+    assert largest_overlap(no_nms["cpn"]) > config.train.t_nms  # T_nms = 1: overlapping windows stay
     with pytest.raises(ValueError, match="t_eval"):
         mesnet.predict_with_thresholds(dataset, [{"t_eval": 0.3}], "smoke")
 
@@ -200,16 +210,16 @@ def test_streamed_clips_equal_the_in_memory_flows(smoke_root):
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     names = sorted(dataset.videos)
     train, test = names[:2], names[2]
-    crop, step, size = CropSpec(**config["crop"]), config["flow_step"], config["input_size"]
+    crop, step, size = CropSpec(**config.input.crop), config.input.flow_step, config.input.input_size
     old = {}
     for name in names:
         crops = np.asarray(preprocess_video(dataset.video(name), crop, progress=False)["crops"])
         grey = crops if crop.gray else np.stack([to_gray(face) for face in crops])
-        full = torch.from_numpy(window_flows(grey, 0, step, config["flow_method"])[..., :2]).permute(0, 3, 1, 2)
+        full = torch.from_numpy(window_flows(grey, 0, step, config.input.flow_method)[..., :2]).permute(0, 3, 1, 2)
         pooled = torch.nn.functional.adaptive_avg_pool2d(full, size)
         old[name] = torch.cat([pooled, pooled.new_zeros((step, *pooled.shape[1:]))])
     old_scale = torch.cat([old[name].flatten() for name in train]).std()
-    flows = mesnet.stream_flows(dataset, names, train, config)
+    flows = mesnet.stream_flows(dataset, names, train, config.input)
     assert flows[test].scale == pytest.approx(float(old_scale), rel=1e-3)
     for name in names:
         assert len(flows[name]) == dataset.video(name).n_frames == len(old[name])
@@ -225,8 +235,8 @@ def test_streamed_clips_equal_the_in_memory_flows(smoke_root):
     clips = mesnet.MESNetClips(flows, [(test, start)], pd.DataFrame(columns=["video", "onset", "offset"]),
                                clip_length, clip_frames)
     assert_resampled_close(clips[0][0], normalised[start:start + clip_length], clip_frames)
-    pretrain = mesnet.PretrainClips(flows, [(test, 10, 30, ME)], config["n_pre"])
-    assert_resampled_close(pretrain[0][0], normalised[10:31], config["n_pre"])
+    pretrain = mesnet.PretrainClips(flows, [(test, 10, 30, ME)], config.pretrain.n_pre)
+    assert_resampled_close(pretrain[0][0], normalised[10:31], config.pretrain.n_pre)
 
 
 @pytest.mark.parametrize("n_frames", [200, 20_000])
@@ -260,31 +270,33 @@ def test_fold_with_max_steps_trains_that_many_steps(tmp_path, smoke_root, monkey
     """``max_steps`` (run_loso's trial of a configuration) reaches pre-training and MESNet training and keys the
     checkpoint folders; predictions stream clip batches from the cache."""
     from mecore import train
+    from mecore.config import TRAINING_EXCLUDES
     from mecore.data import load_dataset
     from mecore.loso import run_loso
     from mecore.models import LosoFold, mesnet
 
-    assert mesnet.SPECS["mesnet_crn"].config("paper")["micro_batch"] is None
+    assert mesnet.SPECS["mesnet_crn"].config("paper").optim.micro_batch is None
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     config = mesnet.SPECS["mesnet_crn"].config("smoke")
     full, trial = (LosoFold(dataset, dataset.subjects[0], dataset.subjects[1:], values, tmp_path)
-                   for values in (config, {**config, "max_steps": 2}))
-    for keys in (None, mesnet.PRETRAIN_KEYS):  # a trial's checkpoints never stand in for a full run's
-        assert mesnet.model_dir(full, keys) != mesnet.model_dir(trial, keys)
+                   for values in (config, config.set({"trial.max_steps": 2})))
+    for exclude in (TRAINING_EXCLUDES, mesnet.PRETRAIN_EXCLUDES):  # a trial's checkpoints never stand in for a run's
+        assert mesnet.model_dir(full, exclude) != mesnet.model_dir(trial, exclude)
     folders = []
 
-    def model_dir(fold, keys=None):
-        folders.append(fold.config.get("max_steps"))
-        return tmp_path / "models" / fold.test_subject / ("pretrain-keys" if keys else "all")
+    def model_dir(fold, exclude=TRAINING_EXCLUDES):
+        folders.append(fold.config.trial.max_steps)
+        return tmp_path / "models" / fold.test_subject / ("pretrain-keys" if exclude == mesnet.PRETRAIN_EXCLUDES
+                                                          else "all")
 
     monkeypatch.setattr(mesnet, "model_dir", model_dir)
     torch.set_num_threads(1)
     logged = len(train.FIT_LOG)
     # validate_every 2 > the epochs a 2-step trial lasts: the trial's last epoch is validated all the same
-    result = run_loso("mesnet_crn", dataset, "smoke", config={"validate_every": 2}, scheduler="sync",
+    result = run_loso("mesnet_crn", dataset, "smoke", config={"pretrain.validate_every": 2}, scheduler="sync",
                       results_dir=tmp_path / "loso", folds=1, max_steps=2, progress=False)
     fits = train.FIT_LOG[logged:]
-    assert len(fits) == config["pretrain_candidates"] + 1  # every pre-training candidate, then MESNet
+    assert len(fits) == config.pretrain.candidates + 1  # every pre-training candidate, then MESNet
     assert [len(record["step_seconds"]) for record in fits] == [2] * len(fits)
     pretraining = torch.load(tmp_path / "models" / dataset.subjects[0] / "pretrain-keys" / "pretrain" / "seed-0" /
                              train.CHECKPOINT_NAME, weights_only=True)
@@ -314,6 +326,36 @@ def test_paper_profile_settings_per_dataset():
     """Sec. IV-C's three divisions on CAS(ME)^2, one on SAMM; SAMM's flow spans 7 frames at 200 fps; AMP on."""
     spec = get_model("mesnet_crn")
     casme, samm = spec.config("paper", "casme_sq"), spec.config("paper", "samm_lv")
-    assert (casme["repeats"], samm["repeats"]) == (3, 1)
-    assert (casme["flow_step"], samm["flow_step"], samm["clip_length"]) == (1, 7, 670)
-    assert casme["mixed_precision"] and spec.config("default")["repeats"] == 1
+    assert (casme.run.repeats, samm.run.repeats) == (3, 1)
+    assert (casme.input.flow_step, samm.input.flow_step, samm.input.clip_length) == (1, 7, 670)
+    assert casme.optim.mixed_precision and spec.config("default").run.repeats == 1
+    assert spec.config("default", "samm_lv").input.max_fps == 30 and spec.config("default").input.max_fps is None
+
+
+def test_checkpoint_folders_are_keyed_by_the_groups_each_stage_reads(smoke_root):
+    """Pre-training is keyed without ``train``, ``test`` and ``run``; training without ``test`` and ``run``: a test
+    setting changes no folder, a ``train`` setting only the training's, an ``optim``, ``split``, ``pretrain`` or
+    ``input`` setting both; ``mesnet_cpn`` and ``mesnet_crn`` share them; the spec's checkpoints are the training's."""
+    from mecore.data import load_dataset
+    from mecore.models import LosoFold, mesnet
+
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    config = mesnet.SPECS["mesnet_crn"].config("smoke")
+
+    def folders(changes):
+        fold = LosoFold(dataset, dataset.subjects[0], dataset.subjects[1:], config.set(changes), smoke_root)
+        return mesnet.model_dir(fold, mesnet.PRETRAIN_EXCLUDES), mesnet.model_dir(fold)
+
+    pretraining, training = folders({})
+    assert pretraining != training
+    for changes in ({"test.t_crn": 0.9}, {"test.output": "cpn"}, {"run.repeats": 3}):
+        assert folders(changes) == (pretraining, training), changes
+    for changes in ({"train.epochs": 5}, {"train.t_cpn": 0.6}, {"train.t_nms": 0.4}, {"train.max_proposals": 4}):
+        changed = folders(changes)
+        assert changed[0] == pretraining and changed[1] != training, changes
+    for changes in ({"optim.lr": 1e-2}, {"split.min_val": 0.2}, {"pretrain.n_pre": 8}, {"input.flow_step": 2}):
+        changed = folders(changes)
+        assert changed[0] != pretraining and changed[1] != training, changes
+    fold = LosoFold(dataset, dataset.subjects[0], dataset.subjects[1:], config, smoke_root)
+    for name in ("mesnet_cpn", "mesnet_crn"):
+        assert get_model(name).checkpoints(fold) == [training / "mesnet" / "checkpoint.pt"]

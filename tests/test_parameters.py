@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -44,6 +45,38 @@ def test_every_notebook_checks_its_parameters_right_after_them():
         # a mapping of display labels (01) and the paper's p per dataset family (04) need no rule
         assert unchecked == {"01": ["spotting_pair"], "04": ["general_p"]}.get(path.name[:2], []), \
             (path.name, unchecked)
+
+
+def test_model_chapters_take_configuration_overrides():
+    """The model chapters (10-14) have an ``overrides`` parameter, checked by check_overrides against the chapter's
+    models, and every read of the model's configuration for the profile applies it; the chapters that run several
+    models (20, 30) have none."""
+    models = {"10": ["mesnet_cpn", "mesnet_crn"], "11": ["yap3dcnn"], "12": ["bifpn_i3d"], "13": ["stsnet_sw"],
+              "14": ["fr", "fr_basic_inception", "fr_dual_inception", "fr_fc", "fr_concatenated"]}
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        has_parameter = re.search(r"^overrides = \{\}  # ", code[0], re.MULTILINE) is not None
+        assert has_parameter == (path.name[:2] in models), path.name
+        if not has_parameter:
+            assert "overrides" not in "".join(code), path.name
+            continue
+        check = "overrides = check_overrides(overrides, [" + ", ".join(f'"{m}"' for m in models[path.name[:2]]) + "])"
+        assert check in code[1], (path.name, check)
+        reads = re.findall(r"\.config\(profile\b[^)]*\)", "".join(code[2:]))
+        assert reads and all(read.endswith(", overrides)") for read in reads), (path.name, reads)
+
+
+def test_check_overrides_names_the_wrong_key():
+    from mecore.parameters import check_overrides
+
+    assert check_overrides({}, ["bifpn_i3d"]) == {} and check_overrides(None, ["bifpn_i3d"]) == {}
+    assert check_overrides({"train.epochs": 2}, ["mesnet_cpn", "mesnet_crn"]) == {"train.epochs": 2}
+    with pytest.raises(ParameterError, match="parameter overrides, model mesnet_cpn: .*'train.lr'"):
+        check_overrides({"train.lr": 3e-4}, ["mesnet_cpn", "mesnet_crn"])  # MESNet has no learning rate entry
+    with pytest.raises(ParameterError, match="parameter overrides, model yap3dcnn: .*train.lrr"):
+        check_overrides({"train.lrr": 3e-4}, ["yap3dcnn"])
+    with pytest.raises(ParameterError, match="must be a dict"):
+        check_overrides([("train.lr", 3e-4)], ["yap3dcnn"])
 
 
 def test_notebook_20_refuses_an_unknown_model_before_any_work(tmp_path):

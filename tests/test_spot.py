@@ -14,7 +14,8 @@ import torch
 
 from mecore.__main__ import main
 from mecore.data import DatasetError, load_dataset
-from mecore.loso import fold_file, run_loso, safe_name
+from mecore.config import Config
+from mecore.loso import checkpoints_folder, fold_file, run_loso, safe_name
 from mecore.models import LosoFold, get_model
 from mecore.spot import SpotError, spot, trained_weights
 
@@ -37,7 +38,7 @@ def runs(dataset, tmp_path_factory):
     options = dict(scheduler="sync", results_dir=results, progress=False)
     return {"mdmd": run_loso("mdmd", dataset, "smoke", **options),
             "mesnet_crn": run_loso("mesnet_crn", dataset, "smoke", **options),
-            "stsnet_sw": run_loso("stsnet_sw", dataset, "smoke", config={"epochs": 1, "decision_prior": "sampled"},
+            "stsnet_sw": run_loso("stsnet_sw", dataset, "smoke", config={"train.epochs": 1, "test.decision_prior": "sampled"},
                                   **options)}
 
 
@@ -63,9 +64,10 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> None:
 
 def weights_folder(run, dataset) -> Path:
     """Where the fold of ``SUBJECT`` of ``run`` keeps its trained weights."""
-    config = json.loads((run.folder / "config.json").read_text())["config"]
+    stored = json.loads((run.folder / "config.json").read_text())["config"]
+    config = get_model(run.model).config(run.profile, dataset.name).set(Config(stored).flat())
     fold = LosoFold(dataset, SUBJECT, [s for s in dataset.subjects if s != SUBJECT], config,
-                    run.folder / "checkpoints" / safe_name(SUBJECT))
+                    checkpoints_folder(run.folder) / safe_name(SUBJECT))
     return trained_weights(get_model(run.model), fold)[0].parent
 
 
@@ -163,7 +165,8 @@ def test_c_bad_input_and_untrained_models_stop_with_a_clear_error(runs, dataset,
         spot(folder, "mdmd", checkpoint=unfinished, subject=SUBJECT, progress=False)
     copy = tmp_path / "stsnet_run"
     shutil.copytree(runs["stsnet_sw"].folder, copy)
-    (copy / "checkpoints" / safe_name(SUBJECT) / "checkpoint.pt").unlink()
+    shutil.copytree(runs["stsnet_sw"].checkpoints, checkpoints_folder(copy))  # the run's checkpoints, beside it
+    (checkpoints_folder(copy) / safe_name(SUBJECT) / "checkpoint.pt").unlink()
     with pytest.raises(SpotError, match="trained weights of fold 's15'.* are missing"):
         spot(folder, "stsnet_sw", checkpoint=copy, subject=SUBJECT, progress=False)
     assert main(["spot", str(broken), "--model", "mdmd", "--profile", "smoke", "--results",
@@ -174,10 +177,10 @@ def test_c_bad_input_and_untrained_models_stop_with_a_clear_error(runs, dataset,
 
 def test_d_spotting_leaves_the_loso_runs_byte_identical(runs, dataset, tmp_path, capsys):
     stsnet, mesnet = runs["stsnet_sw"], runs["mesnet_crn"]
-    saved = [stsnet.folder, mesnet.folder, weights_folder(mesnet, dataset)]  # MESNet's weights live elsewhere
+    saved = [stsnet.folder, mesnet.folder, weights_folder(mesnet, dataset), stsnet.checkpoints]
     before = [tree_digest(folder) for folder in saved]
-    assert any(name.endswith("frame_scores.pkl") for name in before[0])  # what stsnet_sw saves when predicting
-    assert any(name.endswith("checkpoint.pt") for name in before[2])
+    assert any(name.startswith("folds/") for name in before[0])  # fold results, with stsnet_sw's frame scores
+    assert all(any(name.endswith("checkpoint.pt") for name in tree) for tree in before[2:])
     other_subject = dataset.video("16_0101").folder
     assert main(["spot", str(other_subject), "--model", "stsnet_sw", "--checkpoint", str(stsnet.folder),
                  "--subject", SUBJECT, "--out", str(tmp_path)]) == 0
@@ -191,8 +194,8 @@ def test_e_a_video_shorter_than_the_models_clip_overlap_is_refused_before_any_wo
     ``range() arg 3 must not be zero`` deep in the model; now one line says how many frames it needs."""
     from mecore.spot import minimum_frames
 
-    config = json.loads((runs["mesnet_crn"].folder / "config.json").read_text())["config"]
-    assert minimum_frames(get_model("mesnet_crn"), config) == config["clip_overlap"] + 1 == 21
+    config = Config(json.loads((runs["mesnet_crn"].folder / "config.json").read_text())["config"])
+    assert minimum_frames(get_model("mesnet_crn"), config) == config.input.clip_overlap + 1 == 21
     short = tmp_path / "short"
     short.mkdir()
     source = dataset.video(VIDEO)

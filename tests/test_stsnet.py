@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import mecore.models.stsnet as stsnet
+from mecore.config import ConfigError
 from mecore.models import get_model
 from mecore.models.stsnet import (CONFIGS, STSNet, TrainingWindows, build_model, count_parameters,
-                                  load_backbone_weights, select_key_frames, spot_from_labels, window_centres,
-                                  window_indices)
+                                  load_backbone_weights, micro_max_frames, select_key_frames, spot_from_labels,
+                                  window_centres, window_indices)
 from mecore.spotting import labels_to_intervals, merge_label_gaps
 
 TINY = {"crop_size": 32, "widths": (4, 8, 8, 16), "blocks": (1, 1, 1, 1), "gru_hidden": 4}
@@ -155,13 +156,40 @@ def test_paper_profile_is_resnet18_with_a_64_channel_bigru():
     assert features.shape == (2, 512, 4, 4)
     assert model.temporal.gru.input_size == 512 and 2 * model.temporal.gru.hidden_size == 64
     assert model.temporal.fc.in_features == 4 * 4 * 64 and model.temporal.fc.out_features == 3
-    assert (config["k"], config["m"], config["epochs"], config["lr"], config["min_lr"]) == (5, 3, 30, 1e-3, 1e-8)
+    train = config.train
+    assert (config.input.k, config.model.m, train.epochs, train.lr, train.min_lr) == (5, 3, 30, 1e-3, 1e-8)
+    assert config.source("train.lr") == "Sec. 3.2" and config.source("model.m") == "Sec. 2.2"
+    assert train.windows_per_class is None  # every window
     # the code's util.tr_epoch: one window a pass, loss / 8, a step every 8 windows
-    assert (config["batch_size"], config["micro_batch"]) == (8, 1)
-    assert all(c["mixed_precision"] for c in CONFIGS.values())
+    assert (train.batch_size, train.micro_batch) == (8, 1)
+    assert all(c.train.mixed_precision for c in CONFIGS.values())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the other profiles build without the paper warning
         build_model(CONFIGS["smoke"])
+
+
+def test_profiles_are_deltas_of_the_paper_profile_and_datasets_change_only_their_overrides():
+    spec = get_model("stsnet_sw")
+    paper = spec.config("paper")
+    assert list(paper) == ["input", "model", "train", "test", "trial", "run"]
+    for profile in ("default", "smoke"):
+        assert set(spec.config(profile).flat()) == set(paper.flat())  # every key exists in the paper profile
+    # Table 4's durations per dataset (0.5 s elsewhere); SAMM-LV read at every 7th frame outside the paper profile
+    for profile in ("paper", "default", "smoke"):
+        casme, samm = spec.config(profile, "synth_casme_sq"), spec.config(profile, "samm_lv")
+        assert (casme.test.micro_max_frames, samm.test.micro_max_frames) == (15, 100)
+        assert spec.config(profile).test.micro_max_frames is None
+        assert casme.input.max_fps is None
+        assert samm.input.max_fps == (None if profile == "paper" else 30)
+    assert micro_max_frames(paper.test, 50.0) == 25  # 0.5 s
+    assert micro_max_frames(spec.config("paper", "casme_sq").test, 50.0) == 15
+    # overrides by dotted key, checked against the paper profile's types
+    assert spec.config("smoke", overrides={"train.windows_per_class": None}).train.windows_per_class is None
+    assert spec.config("paper", overrides={"input.reference_half_s": 0.5}).input.reference_half_s == 0.5
+    with pytest.raises(ConfigError, match="windows_per_class"):
+        spec.config("smoke", overrides={"train.windows_per_class": "all"})
+    with pytest.raises(ConfigError, match="unknown configuration key 'train.postprocess'"):
+        spec.config("smoke", overrides={"train.postprocess": "none"})
 
 
 def torchvision_resnet18_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -203,7 +231,7 @@ def test_a_torchvision_resnet18_lands_in_the_backbone(tmp_path):
     state = torchvision_resnet18_state()
     path = tmp_path / "resnet18_imagenet.pth"
     torch.save(state, path)
-    config = {**CONFIGS["paper"], "backbone_weights": str(path)}
+    config = CONFIGS["paper"].set({"model.backbone_weights": str(path)})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # weights given: no paper warning
         model = build_model(config)
@@ -230,12 +258,12 @@ def test_a_torchvision_resnet18_lands_in_the_backbone(tmp_path):
     torch.testing.assert_close(stem[:, 0, ::2, ::2], grey[:, ::3, ::3] * scale)  # taps on the 7x7 grid
     torch.testing.assert_close(stem[:, 0, 0, 1], (grey[:, 0, 1] + grey[:, 0, 2]) / 2 * scale)
     torch.testing.assert_close(stem[:, 0, 1, 1], grey[:, 1:3, 1:3].mean(dim=(1, 2)) * scale)
-    direct = load_backbone_weights(build_model({**CONFIGS["paper"], "backbone_weights": None,
-                                              "expects_pretrained": False}).backbone, path)
+    direct = load_backbone_weights(build_model(CONFIGS["paper"].set({"model.expects_pretrained": False})).backbone,
+                                   path)
     assert direct["adapted"].startswith("conv1.weight (64, 3, 7, 7) -> stem.0.weight (64, 1, 5, 5)")
     ones = {**state, "conv1.weight": torch.ones(64, 3, 7, 7)}
     torch.save(ones, path)
-    backbone = build_model({**config, "backbone_weights": None, "expects_pretrained": False}).backbone
+    backbone = build_model(config.set({"model.backbone_weights": None, "model.expects_pretrained": False})).backbone
     load_backbone_weights(backbone, path)
     torch.testing.assert_close(backbone.state_dict()["stem.0.weight"].sum(dim=(1, 2, 3)), torch.full((64,), 147.0))
 
@@ -244,11 +272,11 @@ def test_a_torchvision_resnet_of_other_widths_is_refused_naming_the_file(tmp_pat
     path = tmp_path / "affectnet_resnet18.pt"
     torch.save(torchvision_resnet18_state(), path)
     with pytest.raises(ValueError, match=r"affectnet_resnet18\.pt: a torchvision ResNet of widths \[64, 128, 256, "):
-        build_model({**CONFIGS["smoke"], "backbone_weights": str(path)})  # widths 4-16
+        build_model(CONFIGS["smoke"].set({"model.backbone_weights": str(path)}))  # widths 4-16
     broken = {k: v for k, v in torchvision_resnet18_state().items() if not k.startswith("layer3.1.")}
     torch.save(broken, path)
     with pytest.raises(ValueError, match="affectnet_resnet18.pt"):
-        build_model({**CONFIGS["paper"], "backbone_weights": str(path)})
+        build_model(CONFIGS["paper"].set({"model.backbone_weights": str(path)}))
 
 
 def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_step):
@@ -260,30 +288,31 @@ def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_
     torch.set_num_threads(1)
     config = CONFIGS["smoke"]
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
-    videos = [(stsnet.video_input(dataset, name, config), stsnet.frame_labels(dataset, name))
+    videos = [(stsnet.video_input(dataset, name, config.input), stsnet.frame_labels(dataset, name))
               for name in sorted(dataset.videos)[:2]]
-    windows = TrainingWindows(videos, config["k"], config["train_windows"], config["random_crop"])
+    train = config.train
+    windows = TrainingWindows(videos, config.input.k, train.windows_per_class, train.random_crop)
     torch.manual_seed(0)
-    inputs, targets = next(iter(torch.utils.data.DataLoader(windows, batch_size=config["batch_size"], shuffle=True)))
-    assert inputs.shape == (config["batch_size"], 5, 32, 32) and inputs.dtype == torch.float32
+    inputs, targets = next(iter(torch.utils.data.DataLoader(windows, batch_size=train.batch_size, shuffle=True)))
+    assert inputs.shape == (train.batch_size, 5, 32, 32) and inputs.dtype == torch.float32
     model = build_model(config)
     result = precision_step(model, torch.nn.CrossEntropyLoss(), inputs, targets, loss_rtol=0.01, min_cosine=0.9)
     assert result["loss_float32"] > 0
 
 
 def test_backbone_weights_are_loaded_or_rejected_by_name(tmp_path):
-    config = {**CONFIGS["smoke"]}
+    config = CONFIGS["smoke"]
     source = build_model(config)
     path = tmp_path / "resnet.pt"
     torch.save(source.backbone.state_dict(), path)
-    loaded = build_model({**config, "backbone_weights": str(path)})
+    loaded = build_model(config.set({"model.backbone_weights": str(path)}))
     for a, b in zip(source.backbone.state_dict().values(), loaded.backbone.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        build_model({**config, "backbone_weights": str(tmp_path / "missing.pt")})
+        build_model(config.set({"model.backbone_weights": str(tmp_path / "missing.pt")}))
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="bad.pt"):
-        build_model({**config, "backbone_weights": str(tmp_path / "bad.pt")})
+        build_model(config.set({"model.backbone_weights": str(tmp_path / "bad.pt")}))
 
 
 def test_a_smoke_fold_spots_intervals_and_saves_frame_scores(smoke_root, tmp_path):
@@ -293,21 +322,35 @@ def test_a_smoke_fold_spots_intervals_and_saves_frame_scores(smoke_root, tmp_pat
     torch.set_num_threads(1)
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     assert get_model("stsnet_sw").spotting_convention == "stsnet"
-    result = run_loso("stsnet_sw", dataset, "smoke", config={"epochs": 1}, scheduler="sync", results_dir=tmp_path,
-                      progress=False)
+    spec = get_model("stsnet_sw")
+    result = run_loso("stsnet_sw", dataset, "smoke", config={"train.epochs": 1}, scheduler="sync",
+                      results_dir=tmp_path, progress=False)
     assert set(result.metrics.index) == {"micro", "macro", "overall"}
     assert (result.metrics["convention"] == "stsnet").all()
-    records = stsnet.load_frame_scores(result.folder)
-    assert sorted(records) == sorted(dataset.subjects)
+    saved = stsnet.load_frame_scores(result.folder)
+    assert sorted(saved) == sorted(dataset.subjects)
+    with pytest.raises(ValueError, match="decide"):
+        stsnet.respot(saved, "merge")  # saved: the network's probabilities, no labels of any test setting
+    test = spec.config("smoke", dataset.name).test
+    records = stsnet.decide(saved, test)
     for record in records.values():
         assert np.isfinite(record["history"]["train_loss"]).all()
+        assert record["max_micro"] == 15  # Table 4, CAS(ME)^2
         for video in record["videos"].values():
             n = len(video["frame"])
             assert video["probabilities"].shape == (n, 3) and video["labels"].shape == (n,)
             assert (video["labels"][:2] == 0).all() and (video["labels"][-2:] == 0).all()
-    respotted = stsnet.respot(records, "merge")
-    pd.testing.assert_frame_equal(respotted[["video", "onset", "offset", "type"]],
-                                  result.predictions[["video", "onset", "offset", "type"]])
+    compared = ["video", "onset", "offset", "type"]
+    pd.testing.assert_frame_equal(stsnet.respot(records, "merge")[compared], result.predictions[compared])
+    # other test settings re-predict the same training (shared checkpoints) and leave the first run's frame scores
+    other = {"train.epochs": 1, "test.decision_prior": "sampled", "test.postprocess": "none"}
+    again = run_loso("stsnet_sw", dataset, "smoke", config=other, scheduler="sync", results_dir=tmp_path,
+                     progress=False)
+    assert again.folder != result.folder and again.checkpoints == result.checkpoints
+    sampled = stsnet.decide(stsnet.load_frame_scores(again.folder), test.set({"decision_prior": "sampled"}))
+    pd.testing.assert_frame_equal(stsnet.respot(sampled, "none")[compared], again.predictions[compared])
+    pd.testing.assert_frame_equal(stsnet.respot(stsnet.decide(stsnet.load_frame_scores(result.folder), test),
+                                                "merge")[compared], result.predictions[compared])
 
 
 def test_sliding_median_reference_subtracts_the_local_median_computed_once(smoke_root, tmp_path, monkeypatch):
@@ -315,9 +358,9 @@ def test_sliding_median_reference_subtracts_the_local_median_computed_once(smoke
     monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
     data = load_dataset("synth_casme_sq", profile="smoke")
     name = sorted(data.videos)[0]
-    config = {**CONFIGS["smoke"], "reference": "sliding_median", "reference_half_s": 0.2}
-    frames = stsnet.video_input(data, name, config)[:]
-    crops = stsnet.face_crops(data, name, config)[:].astype(np.float32) / 255
+    inputs = CONFIGS["smoke"].set({"input.reference": "sliding_median", "input.reference_half_s": 0.2}).input
+    frames = stsnet.video_input(data, name, inputs)[:]
+    crops = stsnet.face_crops(data, name, inputs)[:].astype(np.float32) / 255
     half = round(0.2 * data.video(name).fps)
     for i in (0, len(crops) // 2, len(crops) - 1):  # fewer frames at the ends
         expected = crops[i] - np.median(crops[max(0, i - half):i + half + 1], axis=0)
@@ -325,12 +368,12 @@ def test_sliding_median_reference_subtracts_the_local_median_computed_once(smoke
     entries = sorted(tmp_path.rglob("sliding_median-*.npy"))
     assert len(entries) == 1 and np.load(entries[0], mmap_mode="r").dtype == np.float16
     written = entries[0].stat().st_mtime_ns
-    np.testing.assert_array_equal(stsnet.video_input(data, name, config)[:], frames)
+    np.testing.assert_array_equal(stsnet.video_input(data, name, inputs)[:], frames)
     assert entries[0].stat().st_mtime_ns == written  # read, not recomputed
-    stsnet.video_input(data, name, {**config, "reference_half_s": 0.4})
+    stsnet.video_input(data, name, inputs.set({"reference_half_s": 0.4}))
     assert len(list(tmp_path.rglob("sliding_median-*.npy"))) == 2  # another window, another entry
     with pytest.raises(ValueError, match="unknown reference"):
-        stsnet.video_input(data, name, {**config, "reference": "mean"})
+        stsnet.video_input(data, name, inputs.set({"reference": "mean"}))
 
 
 def old_video_frames(crops: np.ndarray, reference, half: int = 0) -> np.ndarray:
@@ -349,7 +392,7 @@ def test_streamed_windows_equal_the_in_memory_input(smoke_root, tmp_path, monkey
     monkeypatch.setenv("MECORE_CACHE", str(tmp_path))
     data = load_dataset("synth_casme_sq", profile="smoke")
     name = sorted(data.videos)[0]
-    config = {**CONFIGS["smoke"], "reference": reference, "reference_half_s": 0.2}
+    config = CONFIGS["smoke"].set({"input.reference": reference, "input.reference_half_s": 0.2}).input
     half = round(0.2 * data.video(name).fps)
     inputs = stsnet.video_input(data, name, config)
     old = old_video_frames(stsnet.face_crops(data, name, config)[:], reference, half)
@@ -441,8 +484,8 @@ def test_the_training_windows_pickle_small(smoke_root, tmp_path, monkeypatch):
     data = load_dataset("synth_casme_sq", profile="smoke")
     config = CONFIGS["smoke"]
     names = sorted(data.videos)[:3]
-    videos = [(stsnet.video_input(data, name, config), stsnet.frame_labels(data, name)) for name in names]
-    windows = TrainingWindows(videos, k=5, per_class=16, random_crop=config["random_crop"])
+    videos = [(stsnet.video_input(data, name, config.input), stsnet.frame_labels(data, name)) for name in names]
+    windows = TrainingWindows(videos, k=5, per_class=16, random_crop=config.train.random_crop)
     frames = sum(len(inputs) for inputs, _ in videos)
     size = len(pickle.dumps(windows))
     # labels (1 byte a frame), window indices (4 bytes a window) and entry paths; the frames would be S * S * 4 each

@@ -1,6 +1,6 @@
 """Yap et al. 2022 two-stream 3D-CNN: shared weights, logits, Eq. 2 from logits and under mixed precision, LCN
-invariance, k-th frame rule and test-skip choices, validation subjects, a fold, crops streamed from the cache
-(Rows), micro-batches and step limits."""
+invariance, k-th frame rule and test-skip choices, the configuration (Table 3 per dataset family, ablations as
+dotted keys), validation subjects, a fold, crops streamed from the cache (Rows), micro-batches and step limits."""
 import dataclasses
 import json
 import pickle
@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
+from mecore.config import ConfigError
 from mecore.models import get_model
-from mecore.models.yap3dcnn import (CONFIGS, PAPER_KTH_SKIPS, PAPER_MANUAL_SKIPS, PAPER_SETTINGS, ReferencePairs,
-                                    WeightedLoss, Yap3DCNN, augment_images, build_model, choose_skips,
-                                    count_parameters, expression_frames, kth_frame_from_duration, kth_frame_skips,
-                                    loss_for, spot, validation_subjects, video_crops, video_labels)
+from mecore.models.yap3dcnn import (ABLATIONS, CONFIGS, ReferencePairs, WeightedLoss, Yap3DCNN, augment_images,
+                                    build_model, choose_skips, count_parameters, expression_frames,
+                                    kth_frame_from_duration, kth_frame_skips, loss_for, spot, validation_subjects,
+                                    video_crops, video_labels)
 
 SMALL = {"filters": (4, 8, 8), "first_depth_multiplier": 2}
+SPEC = get_model("yap3dcnn")
 
 
 def pairs(batch=3, size=16, seed=0):
@@ -58,8 +60,8 @@ def test_outputs_are_two_logits_per_sample_and_scores_their_sigmoid():
 
 
 def test_separable_convolution_has_fewer_parameters():
-    config = {**CONFIGS["paper"]}
-    assert count_parameters(build_model(config)) < count_parameters(build_model(config, separable=False))
+    model = CONFIGS["paper"].model
+    assert count_parameters(build_model(model)) < count_parameters(build_model(model, separable=False))
 
 
 def test_weighted_loss_has_the_sign_the_text_describes():
@@ -112,7 +114,7 @@ def test_loss_from_logits_equals_the_probability_formula(w, m):
 
 
 def test_a_confident_wrong_logit_keeps_a_finite_gradient():
-    w, m = PAPER_SETTINGS["casme_sq"]["w"], (0.1, 0.9)
+    w, m = SPEC.config("paper", "casme_sq").train.w, (0.1, 0.9)
     targets = torch.tensor([[0.0, 1.0]])  # micro absent, macro present: both logits are confidently wrong
     logits = torch.tensor([[12.0, -12.0]], dtype=torch.float16).float().requires_grad_()  # as autocast returns
     WeightedLoss(w, m)(logits, targets).backward()
@@ -132,12 +134,11 @@ def smoke_batch(smoke_root, batch=16):
     """A training batch of the smoke CAS(ME)^2 twin as ``fit`` builds it: random skips, augmentation, LCN."""
     from mecore.data import load_dataset
 
-    config = CONFIGS["smoke"]
+    config = SPEC.config("smoke", "synth_casme_sq")
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
     names = sorted(dataset.videos)[:2]
-    data = ReferencePairs([(video_crops(dataset, n, config), video_labels(dataset, n)) for n in names],
-                          PAPER_SETTINGS["casme_sq"]["random_skips"], stride=config["train_stride"]["casme_sq"],
-                          augment=True)
+    data = ReferencePairs([(video_crops(dataset, n, config.input.crop), video_labels(dataset, n)) for n in names],
+                          config.train.random_skips, stride=config.train.stride, augment=True)
     torch.manual_seed(0)
     positives = [i for i in range(len(data)) if data[i][1].any()][: batch // 2]  # expression frames in the batch
     items = [data[i] for i in positives + list(range(0, len(data), max(1, len(data) // batch)))][:batch]
@@ -149,12 +150,12 @@ def test_one_step_under_bfloat16_autocast_matches_float32(smoke_root, precision_
     # tolerance: the loss within 1 % and the gradients' cosine at least 0.99 (bfloat16 keeps 8 bits of mantissa;
     # the fixture's defaults are 5 % and 0.95)
     inputs, targets = smoke_batch(smoke_root)
-    assert targets.shape == (16, 2) and targets.any() and inputs[0].shape[-1] == CONFIGS["smoke"]["crop"]["size"]
+    config = SPEC.config("smoke", "synth_casme_sq")
+    assert targets.shape == (16, 2) and targets.any() and inputs[0].shape[-1] == config.input.crop.size
     torch.manual_seed(0)
-    model = build_model(CONFIGS["smoke"])
-    assert CONFIGS["smoke"]["mixed_precision"] and CONFIGS["paper"]["mixed_precision"]
-    figures = precision_step(model, loss_for(CONFIGS["smoke"], "casme_sq"), inputs, targets,
-                             loss_rtol=0.01, min_cosine=0.99)
+    model = build_model(config.model)
+    assert config.train.mixed_precision and CONFIGS["paper"].train.mixed_precision
+    figures = precision_step(model, loss_for(config.train), inputs, targets, loss_rtol=0.01, min_cosine=0.99)
     assert figures["loss_float32"] > 0
 
 
@@ -215,8 +216,9 @@ def annotations(type_spans: dict[str, list[int]]) -> pd.DataFrame:
 
 def test_kth_frame_rule_reproduces_table3_from_table2():
     # Table 2 means (s) -> Table 3 k-th skips: SAMM-LV 0.37 / 2.17 s at 200 fps, CAS(ME)^2 0.42 / 1.25 s at 30 fps
-    assert (kth_frame_from_duration(0.37, 200), kth_frame_from_duration(2.17, 200)) == PAPER_KTH_SKIPS["samm_lv"]
-    assert (kth_frame_from_duration(0.42, 30), kth_frame_from_duration(1.25, 30)) == PAPER_KTH_SKIPS["casme_sq"]
+    table3 = {family: SPEC.config("paper", family).test.table3_kth for family in ("samm_lv", "casme_sq")}
+    assert [kth_frame_from_duration(0.37, 200), kth_frame_from_duration(2.17, 200)] == table3["samm_lv"]
+    assert [kth_frame_from_duration(0.42, 30), kth_frame_from_duration(1.25, 30)] == table3["casme_sq"]
     # durations count offset - onset frames: an interval [100, 112] lasts 12 frames
     assert expression_frames(annotations({"micro": [12]})).tolist() == [12.0]
     # from annotations: mean(offset - onset) 74 and 434 frames -> 37 and 217
@@ -230,18 +232,69 @@ def test_kth_frame_rule_reproduces_table3_from_table2():
 
 def test_test_skips_are_the_kth_rule_table3_or_given():
     rows = annotations({"micro": [12, 13, 13, 12, 13], "macro": [37, 38]})
-    assert choose_skips("kth", "casme_sq", rows, 30.0) == kth_frame_skips(rows) == {"micro": 6, "macro": 19}
-    assert choose_skips("table3_kth", "casme_sq", rows, 30.0) == {"micro": 6, "macro": 19}
-    assert choose_skips("table3_manual", "casme_sq", rows, 30.0) == dict(zip(("micro", "macro"),
-                                                                            PAPER_MANUAL_SKIPS["casme_sq"]))
-    assert choose_skips("table3_manual", "samm_lv", rows, 200.0) == {"micro": 30, "macro": 310}
-    # Table 3's skips are frames at the paper's frame rate: SAMM-LV read at 40 fps takes a fifth of them
-    assert choose_skips("table3_manual", "samm_lv", rows, 40.0) == {"micro": 6, "macro": 62}
-    assert choose_skips({"micro": 4, "macro": 20}, "casme_sq", rows, 30.0) == {"micro": 4, "macro": 20}
-    for bad in ("table3", {"micro": 4}, {"micro": 0, "macro": 3}):
+    casme, samm = SPEC.config("default", "synth_casme_sq"), SPEC.config("default", "samm_lv")
+
+    def skips(config, choice, fps, **more):
+        return choose_skips(config.set({"test.skips": choice, **more}), rows, fps)
+
+    assert skips(casme, "kth", 30.0) == kth_frame_skips(rows) == {"micro": 6, "macro": 19}
+    assert skips(casme, "table3_kth", 30.0) == {"micro": 6, "macro": 19}
+    assert skips(casme, "table3_manual", 30.0) == {"micro": 10, "macro": 33}
+    assert skips(samm, "table3_manual", 200.0) == {"micro": 30, "macro": 310}
+    # Table 3's skips are frames at the paper's frame rate (input.skip_fps): SAMM-LV read at 40 fps takes a fifth
+    assert skips(samm, "table3_manual", 40.0) == {"micro": 6, "macro": 62}
+    assert skips(casme, "given", 30.0, **{"test.given_skips": [4, 20]}) == {"micro": 4, "macro": 20}
+    for bad in ({"test.skips": "table3"}, {"test.skips": "given"}, {"test.skips": "given", "test.given_skips": [4]},
+                {"test.skips": "given", "test.given_skips": [0, 3]}):
         with pytest.raises(ValueError):
-            choose_skips(bad, "casme_sq", rows, 30.0)
-    assert all(config["skips"] == "kth" for config in CONFIGS.values())
+            choose_skips(casme.set(bad), rows, 30.0)
+    # Table 3's skips need a dataset family's overrides; a dict of skips is not a value of test.skips
+    with pytest.raises(ValueError, match="table3_kth"):
+        choose_skips(SPEC.config("default").set({"test.skips": "table3_kth"}), rows, 30.0)
+    with pytest.raises(ConfigError, match="test.skips"):
+        casme.set({"test.skips": {"micro": 4, "macro": 20}})
+    assert all(config.test.skips == "kth" for config in CONFIGS.values())
+
+
+def test_table3_values_come_from_the_dataset_family_overrides():
+    for name in ("casme_sq", "synth_casme_sq", "samm_lv", "synth_samm_lv"):
+        family = name.removeprefix("synth_")
+        paper = SPEC.config("paper", name)
+        assert paper.train.lr == {"casme_sq": 0.015, "samm_lv": 0.007}[family]  # Table 3: SGD's, paper only
+        assert paper.train.w == {"casme_sq": 0.9, "samm_lv": 0.75}[family]  # Sec. 2.2
+        assert paper.input.skip_fps == {"casme_sq": 30.0, "samm_lv": 200.0}[family]
+        assert paper.train.random_skips == {"casme_sq": [[3, 9], [16, 50]], "samm_lv": [[25, 75], [200, 400]]}[family]
+        assert paper.test.table3_manual == {"casme_sq": [10, 33], "samm_lv": [30, 310]}[family]
+        for profile in ("smoke", "default", "large"):
+            config = SPEC.config(profile, name)
+            assert config.train.lr == 1e-3 and config.train.optimizer == "adam"
+            assert config.train.w == paper.train.w and config.train.random_skips == paper.train.random_skips
+        # training strides per profile and family
+        assert [SPEC.config(p, name).train.stride for p in ("smoke", "default", "large", "paper")] == \
+            {"casme_sq": [8, 8, 2, 1], "samm_lv": [40, 8, 8, 1]}[family]
+    paper = SPEC.config("paper")
+    assert paper.train.lr is None and paper.source("train.lr") == "Table 3"  # Table 3 gives one per dataset
+    assert paper.source("input.crop.size") == "Sec. 2.1" and paper.source("train.patience") == "Sec. 3.3"
+
+
+def test_ablations_are_dotted_overrides_and_a_dataset_without_table3_is_refused(tmp_path, smoke_root):
+    from mecore.data import load_dataset
+    from mecore.models import LosoFold
+    from mecore.models.yap3dcnn import run_fold
+
+    base = SPEC.config("default", "casme_sq")
+    for name, changes in ABLATIONS.items():
+        ablated = SPEC.config("default", "casme_sq", changes)
+        assert {k: v for k, v in ablated.flat().items() if base.get_path(k) != v} == changes, name
+    assert loss_for(SPEC.config("default", "casme_sq", ABLATIONS["no weighted loss"]).train).w == 0.5
+    assert not isinstance(build_model(SPEC.config("default", "casme_sq", ABLATIONS["no batch norm"]).model)
+                          .stream.blocks[0][1], torch.nn.BatchNorm3d)
+    dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
+    test, *train = dataset.subjects
+    fold = LosoFold(dataset=dataset, test_subject=test, train_subjects=train, config=SPEC.config("smoke"),
+                    workdir=tmp_path, resume=False)  # no dataset: no Table 3 values
+    with pytest.raises(ValueError, match="input.skip_fps, train.random_skips, train.w"):
+        run_fold(fold)
 
 
 def subjects_table(types_by_subject: dict[str, str]) -> pd.DataFrame:
@@ -283,16 +336,17 @@ def test_a_fold_whose_validation_lacks_a_type_warns_and_records_it(tmp_path, smo
     keep = (dataset.annotations["type"] == "macro") | (dataset.annotations["subject"] == test)
     dataset = dataclasses.replace(dataset, annotations=dataset.annotations[keep].reset_index(drop=True))
     # no training subject has a micro-expression; given skips, since the k-th rule needs some
-    config = {**CONFIGS["smoke"], "epochs": 1, "max_steps": 2, "skips": {"micro": 3, "macro": 10}}
+    config = SPEC.config("smoke", dataset.name, {"train.epochs": 1, "trial.max_steps": 2, "test.skips": "given",
+                                                 "test.given_skips": [3, 10]})
     fold = LosoFold(dataset=dataset, test_subject=test, train_subjects=train, config=config, workdir=tmp_path,
                     resume=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         predictions = run_fold(fold)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    saved = predictions.attrs["frame_scores"]  # kept with the fold's result by mecore.loso.run_fold
     assert any(re.search(f"test subject {test}: the validation subjects .* hold no micro", m) for m in messages)
     assert any(re.search(f"test subject {test}: no subject left to train on .* micro", m) for m in messages)
-    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
     assert saved["validation_subjects"] == [train[0]]
     assert saved["validation_missing"] == ["micro"] and saved["fit_missing"] == ["micro"]
     assert saved["skips"] == {"micro": 3, "macro": 10}
@@ -319,14 +373,14 @@ def test_registered_fold_runs_on_smoke(tmp_path, smoke_root):
 
     spec = get_model("yap3dcnn")
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
-    config = {**spec.config("smoke"), "epochs": 1}
+    config = spec.config("smoke", dataset.name, {"train.epochs": 1})
     subjects = dataset.subjects
     record = run_fold(spec, dataset, config, subjects[0], subjects[1:], tmp_path, seed=0, resume=False,
                       num_threads=None)
     predictions = record["predictions"]
     assert {"video", "onset", "offset", "type", "score"} <= set(predictions.columns)
     assert set(predictions["type"]) <= {"micro", "macro"}
-    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
+    saved = record["frame_scores"]
     scores = saved["frame_scores"]
     assert set(scores["video"]) == {n for n, v in dataset.videos.items() if v.subject == subjects[0]}
     assert scores[["micro_score", "macro_score"]].to_numpy().min() >= 0
@@ -393,22 +447,22 @@ def test_fold_streams_crops_and_stops_after_max_steps(tmp_path, smoke_root):
 
     spec = get_model("yap3dcnn")
     dataset = load_dataset("synth_casme_sq", root=smoke_root / "casme_sq")
-    config = {**spec.config("smoke"), "epochs": 3, "max_steps": 3, "micro_batch": 8,
-              "train_stride": {"casme_sq": 4}}  # about 5 steps an epoch
-    assert spec.config("paper")["micro_batch"] is None
+    config = spec.config("smoke", dataset.name, {"train.epochs": 3, "trial.max_steps": 3, "train.micro_batch": 8,
+                                                 "train.stride": 4})  # about 5 steps an epoch
+    assert spec.config("paper").train.micro_batch is None
     name = next(iter(dataset.videos))
-    crops = video_crops(dataset, name, config)
+    crops = video_crops(dataset, name, config.input.crop)
     assert isinstance(crops, Rows) and crops.dtype == np.uint8
-    assert crops.shape == (dataset.video(name).n_frames, config["crop"]["size"], config["crop"]["size"])
+    assert crops.shape == (dataset.video(name).n_frames, config.input.crop.size, config.input.crop.size)
     subjects = dataset.subjects
-    run_fold(spec, dataset, config, subjects[1], subjects[:1] + subjects[2:], tmp_path, seed=0, resume=False,
-             num_threads=None)
+    record = run_fold(spec, dataset, config, subjects[1], subjects[:1] + subjects[2:], tmp_path, seed=0,
+                      resume=False, num_threads=None)
     log = mecore.train.FIT_LOG[-1]
-    assert log["samples"] > 3 * config["batch_size"]  # an epoch has more than three steps: max_steps ended it
+    assert log["samples"] > 3 * config.train.batch_size  # an epoch has more than three steps: max_steps ended it
     assert len(log["step_seconds"]) == 3 and log["micro_batch"] == 8
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["steps"] == 3 and checkpoint["epoch"] == 1
     trained_under = json.loads(checkpoint["config"])
     assert trained_under["max_steps"] == 3 and trained_under["micro_batch"] == 8
-    saved = pd.read_pickle(tmp_path / "frame_scores.pkl")
+    saved = record["frame_scores"]
     assert len(saved["history"]) == 1 and saved["history"]["val_loss"].notna().all()

@@ -16,26 +16,34 @@ DataFrame for the left-out subject:
 
 A model module, in outline::
 
+    from mecore.config import Config, cite
     from mecore.models import LosoFold, ModelSpec, register
-    from mecore.train import TrainConfig, fit, predict
 
     def run_fold(fold: LosoFold) -> pd.DataFrame:  # module level, so that Dask workers can import it
-        ...  # build training data from fold.train_rows, fit(..., checkpoint_dir=fold.workdir,
-        ...  # resume=fold.resume), predict the clips or videos of fold.test_subject
+        ...  # inputs of fold.train_rows, fit(..., checkpoint_dir=fold.workdir, resume=fold.resume),
+        ...  # score the clips or videos of fold.test_subject, post-process, return the table
 
+    PAPER = Config({"input": {...}, "train": {"lr": cite(1e-4, "Sec. IV-A"), ...}, "test": {...}, "run": {...}})
     register(ModelSpec(name="mesnet", task="spotting", paper="Wang et al. 2021", run_fold=run_fold,
-                       configs={"smoke": {...}, "default": {...}, "paper": {...}},
+                       configs={"paper": PAPER, "default": PAPER.set({"train.epochs": 10}), ...},
                        spotting_convention="mesnet"))
+
+Every configuration has :data:`REQUIRED_KEYS` (``input.max_fps``, ``trial.max_steps``, ``run.repeats``):
+the entries the LOSO runner itself sets or reads (:mod:`mecore.config` explains the groups).
 """
 from __future__ import annotations
 
 import importlib
+import hashlib
+import inspect
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import pandas as pd
 
+from mecore.config import Config
 from mecore.data.model import Dataset, dataset_family
 from mecore.paths import PROFILES
 
@@ -44,7 +52,8 @@ MODEL_MODULES: tuple[str, ...] = ("mecore.models.classical", "mecore.models.yap3
                                   "mecore.models.bifpn_i3d", "mecore.models.stsnet", "mecore.models.fr")
 
 TASKS = ("recognition", "spotting")
-RUN_ONLY_KEYS = ("repeats",)  # configuration entries that say how many runs, not what a run computes
+REQUIRED_KEYS = ("input.max_fps", "trial.max_steps", "run.repeats")
+CHECKPOINT_NAME = "checkpoint.pt"  # as mecore.train writes it
 _REGISTRY: dict[str, "ModelSpec"] = {}
 
 
@@ -63,22 +72,22 @@ class LosoFold:
     dataset: Dataset
     test_subject: str
     train_subjects: list[str]
-    config: dict[str, Any]
+    config: Config
     workdir: Path
     seed: int = 0
     resume: bool | Literal["auto"] = "auto"
     progress: bool = False
-
-    def __post_init__(self) -> None:
-        # how many runs (mecore.loso.run_repeats), not what this fold computes: never part of a fold's keys
-        if any(key in self.config for key in RUN_ONLY_KEYS):
-            self.config = {k: v for k, v in self.config.items() if k not in RUN_ONLY_KEYS}
 
     @property
     def train_rows(self) -> pd.DataFrame:
         """Annotation rows of the training subjects."""
         annotations = self.dataset.annotations
         return annotations[annotations["subject"].isin(self.train_subjects)]
+
+    @property
+    def train_videos(self) -> list[str]:
+        """Every video of the training subjects, annotated or not, sorted."""
+        return sorted(name for name, video in self.dataset.videos.items() if video.subject in self.train_subjects)
 
     @property
     def test_rows(self) -> pd.DataFrame:
@@ -95,29 +104,36 @@ class LosoFold:
         return sorted(name for name, video in self.dataset.videos.items() if video.subject == self.test_subject)
 
     def at_most_fps(self) -> LosoFold:
-        """This fold on its dataset read at no more than ``config["max_fps"]`` frames per second (if set)."""
-        return replace(self, dataset=self.dataset.at_most_fps(self.config.get("max_fps")))
+        """This fold on its dataset read at no more than ``config.input.max_fps`` frames per second (if set)."""
+        return replace(self, dataset=self.dataset.at_most_fps(self.config.input.max_fps))
+
+
+def fold_checkpoints(fold: LosoFold) -> list[Path]:
+    """Where most models keep a finished fold's weights: ``checkpoint.pt`` in the fold's ``workdir``."""
+    return [fold.workdir / CHECKPOINT_NAME]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model.
 
-    ``configs`` maps a profile (``smoke``, ``default``, ``large``, ``paper``) to the model's
-    hyperparameters, a JSON-serialisable dict that the fold function reads and that keys the
-    LOSO results folder. ``dataset_overrides`` maps a profile to ``{dataset family: entries}`` that
-    replace the profile's entries on that family (``samm_lv`` covers ``samm_lv`` and ``synth_samm_lv``),
-    for the papers' per-dataset settings. ``spotting_convention`` names the :mod:`mecore.metrics`
-    convention of the model's paper (spotting models only).
+    ``configs`` maps a profile (``smoke``, ``default``, ``large``, ``paper``) to the model's :class:`Config`,
+    which the fold function reads and which keys the LOSO results folder. ``dataset_overrides`` maps a profile
+    to ``{dataset family: {"group.key": value}}``, the papers' per-dataset settings (``samm_lv`` covers
+    ``samm_lv`` and ``synth_samm_lv``): the one place a dataset changes a configuration.
+    ``spotting_convention`` names the :mod:`mecore.metrics` convention of the model's paper (spotting models
+    only). ``checkpoints(fold)`` lists the files a finished fold reloads (``mecore spot`` checks them before any
+    work); ``code_version`` hashes the module that defines ``run_fold`` and enters every run key.
     """
 
     name: str
     task: Literal["recognition", "spotting"]
     paper: str
     run_fold: Callable[[LosoFold], pd.DataFrame]
-    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    configs: Mapping[str, Config] = field(default_factory=dict)
     spotting_convention: str | None = None
     dataset_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    checkpoints: Callable[[LosoFold], list[Path]] = fold_checkpoints
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -125,15 +141,30 @@ class ModelSpec:
         unknown = set(self.configs) - set(PROFILES)
         if unknown:
             raise ValueError(f"model {self.name!r}: configs for unknown profiles {sorted(unknown)}")
+        for profile, config in self.configs.items():
+            if not isinstance(config, Config):
+                raise TypeError(f"model {self.name!r}: the {profile!r} configuration must be a mecore.config.Config")
+            missing = [key for key in REQUIRED_KEYS if config.get_path(key, KeyError) is KeyError]
+            if missing:
+                raise ValueError(f"model {self.name!r}: the {profile!r} configuration lacks {missing}")
+            for family, changes in self.dataset_overrides.get(profile, {}).items():
+                config.set(changes)  # an override of an unknown key fails at import, not in a run
 
-    def config(self, profile: str, dataset: str | None = None) -> dict[str, Any]:
-        """The hyperparameters of ``profile`` (on ``dataset``, with its family's overrides); raises naming
-        the profiles the model has."""
+    def config(self, profile: str, dataset: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+        """The configuration of ``profile`` (on ``dataset``, with its family's overrides, then ``overrides``:
+        ``{"group.key": value}``, checked); raises naming the profiles the model has."""
         if profile not in self.configs:
             raise ValueError(f"model {self.name!r} has no {profile!r} configuration; "
                              f"it has {sorted(self.configs) or 'none'}")
-        overrides = self.dataset_overrides.get(profile, {}).get(dataset_family(dataset), {}) if dataset else {}
-        return {**self.configs[profile], **overrides}
+        family = self.dataset_overrides.get(profile, {}).get(dataset_family(dataset), {}) if dataset else {}
+        return self.configs[profile].set({**family, **(overrides or {})})
+
+    @cached_property
+    def code_version(self) -> str:
+        """12 hex digits of the SHA-256 of the source file of the module that defines ``run_fold`` (of the function
+        it wraps, for a ``functools.wraps`` wrapper)."""
+        source = Path(inspect.getsourcefile(inspect.unwrap(self.run_fold))).read_bytes()
+        return hashlib.sha256(source).hexdigest()[:12]
 
 
 def count_parameters(model) -> int:

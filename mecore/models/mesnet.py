@@ -17,23 +17,23 @@ Readings where the paper is ambiguous:
   non-ME window with probability (ME windows / non-ME windows).
 * **Regression at test time** (Eq. 12): ``b - a = (b' - a') / (1 + r1 - r2)``, denominator floored at 0.1.
 * **CRN training proposals** (``V_pro``, Eq. 12): CPN windows >= T_CPN after NMS, labelled as Eq. 10
-  (IoU > 0.7); ``max_proposals`` caps them (None in ``paper``). **Post-processing** (Sec. III-D, Table VIII):
+  (IoU > 0.7); ``train.max_proposals`` caps them (None in ``paper``). **Post-processing** (Sec. III-D, Table VIII):
   >= T_CPN, NMS per clip, then per video; CRN: >= T_CRN, regressed, NMS per video.
 * **L2** (Eqs. 11, 12, 14): one ``lambda/2 sum w^2`` over every parameter but the CRN's two output layers.
 * **Unstated sizes**: ``N_pre = N_CR = 16``, macro clip end ``apex + 8``, 64 px input; CRN convolutions start random.
-* **Input** ("optical flow", Sec. IV-A-3): flow (dx, dy) from t to t + ``flow_step`` on a 128 px crop in one fixed
-  box per video, area-averaged to the input size, divided by the training std. ``paper``: TV-L1, step 1;
+* **Input** ("optical flow", Sec. IV-A-3): flow (dx, dy) from t to t + ``input.flow_step`` on a 128 px crop in one
+  fixed box per video, area-averaged to the input size, divided by the training std. ``paper``: TV-L1, step 1;
   ``default``: reduced TV-L1, step 4 (box, flow, optimiser and CRN balance chosen in notebook 10).
 * **SAMM**: ``paper`` takes Sec. IV-A-3's SAMM values (no macro samples: no r_MaE given) at 200 fps with
-  ``flow_step`` 7 (35 ms, near CAS(ME)^2's 33 ms): the 670-frame clip is resampled to 100 rows, about every 7th, so
+  flow step 7 (35 ms, near CAS(ME)^2's 33 ms): the 670-frame clip is resampled to 100 rows, about every 7th, so
   each row's flow reaches the next row seen (a 1-frame flow spans a seventh of that motion: expected, not
-  measured, to lose subtle MEs in TV-L1's noise). Other profiles read SAMM-LV at every 7th frame (``max_fps`` 30).
+  measured, to lose subtle MEs in TV-L1's noise). Other profiles read SAMM-LV at every 7th frame (max_fps 30).
 * **Resampled targets**: an ME's fractional bounds in a resampled clip are rounded to the nearest frame for the
   labels (Eq. 10); regression targets keep the fractions.
 * **Repeats** (Sec. IV-C): median of three train/validation divisions on CAS(ME)^2, one on SAMM ("negligible").
 * **Mixed precision** on CUDA (float16 autocast); every loss is a cross-entropy from float32 logits.
 * **Optimiser** (Sec. III-D): ``paper`` plain SGD, batch 2, lr 1e-4, lambda 0.01; ``default`` Adam, lambda 1e-4
-  and a **balanced CRN loss** (``balance_crn``, not in the paper): Eq. 11's mask M on the CRN's proposals too.
+  and a **balanced CRN loss** (``train.balance_crn``, not in the paper): Eq. 11's mask M on the CRN's proposals too.
 * **Samplers** (Sec. IV-A-3, III-D): clips of ``l_MESNet`` frames, ``r_tME`` / ``r_tMaE`` / ``r_tNL`` per ME,
   drawn once per fold from the seed.
 """
@@ -51,6 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mecore import paths
+from mecore.config import TRAINING_EXCLUDES, Config, cite
 from mecore.data.model import Dataset
 from mecore.data.splits import mesnet_train_val_split
 from mecore.loso import training_dir
@@ -58,8 +59,8 @@ from mecore.models import LosoFold, ModelSpec, register
 from mecore.inputs import Rows, clip_starts, expression_indices, flow_rows, resample_time, streaming_std
 from mecore.preprocess import CropSpec
 from mecore.spotting import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
-from mecore.train import (L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict, seed_everything,
-                          select_by_validation, validation_accuracy)
+from mecore.train import (CHECKPOINT_NAME, L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict,
+                          seed_everything, select_by_validation, validation_accuracy)
 
 SPATIAL_CHANNELS = (8, 16, 32, 64)  # Table I
 TEMPORAL_CHANNELS = 128  # Sec. III-A
@@ -360,14 +361,14 @@ class VideoFlow:
         return (block.permute(0, 3, 1, 2) / self.scale).contiguous()
 
 
-def stream_flows(dataset: Dataset, videos, train_videos, config: dict,
+def stream_flows(dataset: Dataset, videos, train_videos, inputs: Config,
                  progress: bool = False) -> dict[str, VideoFlow]:
     """Per video of ``videos`` its :class:`VideoFlow`: the optical flow (dx, dy) from frame t to frame
-    t + ``config["flow_step"]`` on the face crop of ``config["crop"]``, area-averaged to ``config["input_size"]``
-    px (cached, computed where missing), divided by the standard deviation of the ``train_videos``' flows
-    (accumulated chunk by chunk, :func:`mecore.inputs.streaming_std`)."""
-    crop, step = CropSpec(**config["crop"]), config["flow_step"]
-    rows = {name: flow_rows(dataset.video(name), crop, step, config["flow_method"], size=config["input_size"],
+    t + ``inputs.flow_step`` on the face crop ``inputs.crop``, area-averaged to ``inputs.input_size`` px
+    (``inputs``: the ``input`` group; cached, computed where missing), divided by the standard deviation of the
+    ``train_videos``' flows (accumulated chunk by chunk, :func:`mecore.inputs.streaming_std`)."""
+    crop, step = CropSpec(**inputs.crop), inputs.flow_step
+    rows = {name: flow_rows(dataset.video(name), crop, step, inputs.flow_method, size=inputs.input_size,
                             channels="xy")
             for name in tqdm(list(dict.fromkeys(videos)), desc="flows", disable=not progress, leave=False)}
     scale = max(streaming_std([rows[name] for name in train_videos]), 1e-6)
@@ -397,46 +398,47 @@ def _random_free_clips(expressions: pd.DataFrame, lengths: dict[str, int], lengt
     raise ValueError(f"no clip of {length} frames without a micro-expression in videos {sorted(lengths)}")
 
 
-def pretraining_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: dict,
+def pretraining_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: Config,
                       rng: np.random.Generator) -> list[tuple[str, int, int, int]]:
     """Sec. III-A pre-training samples (video, first, last, class): the n_l MEs (onset..offset);
-    n_l r_noL clips of l_noL frames without any label; n_l r_MaE macro-expressions from onset to apex + k."""
+    n_l r_noL clips of l_noL frames without any label; n_l r_MaE macro-expressions from onset to apex + k
+    (``config``: the ``pretrain`` group)."""
     micro = expressions[expressions["type"] == "micro"]
     clips = [(row.video, int(row.onset), int(row.offset), ME) for row in micro.itertuples()]
     n_l = len(clips)
-    for video, start in _random_free_clips(expressions, lengths, config["l_nol"], round(n_l * config["r_nol"]), rng):
-        clips.append((video, int(start), int(start) + config["l_nol"] - 1, NON_ME))
+    for video, start in _random_free_clips(expressions, lengths, config.l_nol, round(n_l * config.r_nol), rng):
+        clips.append((video, int(start), int(start) + config.l_nol - 1, NON_ME))
     macro = expressions[expressions["type"] == "macro"]
-    count = round(n_l * config["r_mae"])
+    count = round(n_l * config.r_mae)
     if count and len(macro):
         chosen = rng.choice(len(macro), count, replace=count > len(macro))
         for row in macro.iloc[chosen].itertuples():
             apex = row.offset if pd.isna(row.apex) else row.apex  # no apex annotated: the offset stands in
-            last = min(int(apex) + config["macro_k"], lengths[row.video] - 1)
+            last = min(int(apex) + config.macro_k, lengths[row.video] - 1)
             clips.append((row.video, int(row.onset), max(last, int(row.onset)), NON_ME))
     return clips
 
 
-def mesnet_training_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: dict,
+def mesnet_training_clips(expressions: pd.DataFrame, lengths: dict[str, int], config: Config,
                           rng: np.random.Generator) -> list[tuple[str, int]]:
     """Sec. III-D training clips (video, start) of l_MESNet frames: r_tME per ME at random positions that
     contain it, r_tMaE per ME around randomly chosen macro-expressions, r_tNL per ME without any expression."""
     micro, macro = expressions[expressions["type"] == "micro"], expressions[expressions["type"] == "macro"]
-    n_me = len(micro)
+    n_me, clip_length, train = len(micro), config.input.clip_length, config.train
 
     def around(row, count):
         n = lengths[row.video]
-        length = min(config["clip_length"], n)
+        length = min(clip_length, n)
         low, high = sorted((int(row.onset), int(row.offset) - length + 1))
         low, high = min(max(low, 0), n - length), min(max(high, 0), n - length)
         return [(row.video, int(start)) for start in rng.integers(low, high + 1, count)]
 
-    clips = [clip for row in micro.itertuples() for clip in around(row, config["r_tme"])]
-    count = round(n_me * config["r_tmae"])
+    clips = [clip for row in micro.itertuples() for clip in around(row, train.r_tme)]
+    count = round(n_me * train.r_tmae)
     if count and len(macro):
         for index in rng.choice(len(macro), count, replace=count > len(macro)):
             clips += around(macro.iloc[index], 1)
-    clips += _random_free_clips(expressions, lengths, config["clip_length"], round(n_me * config["r_tnl"]), rng)
+    clips += _random_free_clips(expressions, lengths, clip_length, round(n_me * train.r_tnl), rng)
     return clips
 
 
@@ -484,40 +486,47 @@ class MESNetClips(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------- training
-def optimizer_spec(config: dict) -> OptimizerSpec:
-    return OptimizerSpec(config["optimizer"], config["lr"], momentum=config["momentum"])
+def optimizer_spec(optim: Config) -> OptimizerSpec:
+    """The optimiser of the ``optim`` group (pre-training and training alike)."""
+    return OptimizerSpec(optim.optimizer, optim.lr, momentum=optim.momentum)
+
+
+def train_config(config: Config, epochs: int, seed: int, exclude: tuple[str, ...], **options) -> TrainConfig:
+    """:class:`mecore.train.TrainConfig` of the ``optim`` group (Sec. III-D) and ``trial.max_steps``; L2 over every
+    parameter but those whose names start with ``exclude``."""
+    optim = config.optim
+    return TrainConfig(optimizer_spec(optim), epochs=epochs, batch_size=optim.batch_size, micro_batch=optim.micro_batch,
+                       max_steps=config.trial.max_steps, l2=L2Penalty(optim.l2, exclude=exclude), seed=seed,
+                       mixed_precision=optim.mixed_precision, **options)
 
 
 def pretrain_backbone(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_videos, val_videos,
-                      config: dict, seed: int = 0, checkpoint_dir: str | Path | None = None,
+                      config: Config, seed: int = 0, checkpoint_dir: str | Path | None = None,
                       progress: bool = False, resume: bool | str = "auto") -> tuple[TrainResult, pd.DataFrame, dict]:
     """Pre-train the backbone as an ME / non-ME classifier (Sec. III-A, Eq. 8) and keep, over
-    ``config["pretrain_candidates"]`` random initialisations, the one of best validation accuracy
-    (Sec. IV-A-3, IV-B, Table III; stopping at the first that reaches ``pretrain_good_enough``).
+    ``pretrain.candidates`` random initialisations, the one of best validation accuracy (Sec. IV-A-3, IV-B,
+    Table III; stopping at the first that reaches ``pretrain.good_enough``). Reads ``config``'s ``input``,
+    ``optim``, ``pretrain`` and ``trial`` groups only (the groups that key its checkpoints).
 
     Returns the chosen training result, the candidates table and a Table III-style summary of the
     selected network on the validation clips (clips, ME clips, T = correct, TP, loss, accuracy).
     """
-    rng = np.random.default_rng(seed)
+    pretrain, rng = config.pretrain, np.random.default_rng(seed)
     lengths = {name: len(flow) for name, flow in flows.items()}
     train_clips = pretraining_clips(expressions[expressions["video"].isin(train_videos)],
-                                    {v: lengths[v] for v in train_videos}, config, rng)
+                                    {v: lengths[v] for v in train_videos}, pretrain, rng)
     val_clips = pretraining_clips(expressions[expressions["video"].isin(val_videos)],
-                                  {v: lengths[v] for v in val_videos}, config, rng)
-    train_config = TrainConfig(optimizer_spec(config), epochs=config["pretrain_epochs"],
-                               batch_size=config["batch_size"], micro_batch=config.get("micro_batch"),
-                               max_steps=config.get("max_steps"),
-                               l2=L2Penalty(config["l2"], exclude=("output.",)), monitor="val_accuracy",
-                               maximize=True, validate_every=config["validate_every"], restore_best=True, seed=seed,
-                               mixed_precision=config["mixed_precision"])
-    frame_size = config["input_size"]
-    seeds = [seed * 1000 + i for i in range(config["pretrain_candidates"])]
+                                  {v: lengths[v] for v in val_videos}, pretrain, rng)
+    settings = train_config(config, pretrain.epochs, seed, ("output.",), monitor="val_accuracy", maximize=True,
+                            validate_every=pretrain.validate_every, restore_best=True)
+    frame_size, n_pre = config.input.input_size, pretrain.n_pre
+    seeds = [seed * 1000 + i for i in range(pretrain.candidates)]
     result, table = select_by_validation(
-        lambda: PretrainNet(2, frame_size, config["n_pre"]), seeds, F.cross_entropy,
-        PretrainClips(flows, train_clips, config["n_pre"]), PretrainClips(flows, val_clips, config["n_pre"]),
-        train_config, good_enough=config["pretrain_good_enough"], checkpoint_dir=checkpoint_dir,
+        lambda: PretrainNet(2, frame_size, n_pre), seeds, F.cross_entropy,
+        PretrainClips(flows, train_clips, n_pre), PretrainClips(flows, val_clips, n_pre),
+        settings, good_enough=pretrain.good_enough, checkpoint_dir=checkpoint_dir,
         val_metrics=validation_accuracy, resume=resume if checkpoint_dir else False, progress=progress)
-    val_data = PretrainClips(flows, val_clips, config["n_pre"])
+    val_data = PretrainClips(flows, val_clips, n_pre)
     logits = predict(result.model, val_data, batch_size=32)
     labels = torch.tensor([clip[3] for clip in val_clips])
     correct = logits.argmax(dim=1) == labels
@@ -528,15 +537,17 @@ def pretrain_backbone(flows: dict[str, VideoFlow], expressions: pd.DataFrame, tr
     return result, table, summary
 
 
-def build_mesnet(config: dict) -> MESNet:
-    return MESNet(2, config["input_size"], n_cr=config["n_cr"], shared_temporal=config["shared_temporal"],
-                  t_cpn=config["t_cpn"], t_nms=config["t_nms"], max_proposals=config["max_proposals"])
+def build_mesnet(config: Config) -> MESNet:
+    """MESNet for ``input.input_size`` px flow frames with the ``train`` group's CRN and proposal settings."""
+    train = config.train
+    return MESNet(2, config.input.input_size, n_cr=train.n_cr, shared_temporal=train.shared_temporal,
+                  t_cpn=train.t_cpn, t_nms=train.t_nms, max_proposals=train.max_proposals)
 
 
-def train_mesnet(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_videos, config: dict,
+def train_mesnet(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_videos, config: Config,
                  backbone_state: dict | None = None, seed: int = 0, checkpoint_dir: str | Path | None = None,
                  progress: bool = False, resume: bool | str = "auto") -> TrainResult:
-    """Train MESNet end to end with Eq. 14 (batch 2, Sec. III-D) for ``config["epochs"]`` epochs, the
+    """Train MESNet end to end with Eq. 14 (``optim`` group, Sec. III-D) for ``train.epochs`` epochs, the
     backbone initialised from ``backbone_state`` (the pre-trained one; None: random, Table V)."""
     torch.manual_seed(seed)
     model = build_mesnet(config)
@@ -546,13 +557,11 @@ def train_mesnet(flows: dict[str, VideoFlow], expressions: pd.DataFrame, train_v
     train = expressions[expressions["video"].isin(train_videos)]
     lengths = {v: len(flows[v]) for v in train_videos}
     clips = mesnet_training_clips(train, lengths, config, rng)
-    data = MESNetClips(flows, clips, train[train["type"] == "micro"], config["clip_length"], config["clip_frames"])
-    train_config = TrainConfig(optimizer_spec(config), epochs=config["epochs"], batch_size=config["batch_size"],
-                               micro_batch=config.get("micro_batch"), max_steps=config.get("max_steps"),
-                               l2=L2Penalty(config["l2"], exclude=("crn.classify.", "crn.regress.")),
-                               monitor="train_loss", restore_best=False, seed=seed,
-                               mixed_precision=config["mixed_precision"])
-    return fit(model, MESNetLoss(model, config["iou_positive"], config["balance_crn"]), data, None, train_config,
+    data = MESNetClips(flows, clips, train[train["type"] == "micro"], config.input.clip_length,
+                       config.input.clip_frames)
+    settings = train_config(config, config.train.epochs, seed, ("crn.classify.", "crn.regress."),
+                            monitor="train_loss", restore_best=False)
+    return fit(model, MESNetLoss(model, config.train.iou_positive, config.train.balance_crn), data, None, settings,
                checkpoint_dir=checkpoint_dir, resume=resume if checkpoint_dir else False, progress=progress)
 
 
@@ -567,33 +576,34 @@ class ClipBatch:
     cpn_logits: list[torch.Tensor]
 
 
-def clip_outputs(model: MESNet, flow: VideoFlow, config: dict, batch_size: int = 8) -> Iterator[ClipBatch]:
+def clip_outputs(model: MESNet, flow: VideoFlow, inputs: Config, batch_size: int = 8) -> Iterator[ClipBatch]:
     """Backbone and CPN on every clip of one video (Sec. III-D): clips of l_MESNet frames overlapping by
-    l_overlap, resampled to ``clip_frames``; yielded ``batch_size`` clips at a time, each batch's rows read
-    from the cache when it is reached. Nothing here depends on T_CPN, T_CRN or T_nms."""
+    l_overlap, resampled to ``clip_frames`` (``inputs``: the ``input`` group); yielded ``batch_size`` clips at a
+    time, each batch's rows read from the cache when it is reached. Nothing here depends on T_CPN, T_CRN or T_nms."""
     model.eval()
     device = next(model.parameters()).device
-    length = min(config["clip_length"], len(flow))
-    starts = clip_starts(len(flow), config["clip_length"], config["clip_overlap"])
+    length = min(inputs.clip_length, len(flow))
+    starts = clip_starts(len(flow), inputs.clip_length, inputs.clip_overlap)
     for first in range(0, len(starts), batch_size):
         batch = starts[first:first + batch_size]
         with torch.no_grad():
-            clips = torch.stack([resample_time(flow[s:s + length], config["clip_frames"]) for s in batch]).to(device)
+            clips = torch.stack([resample_time(flow[s:s + length], inputs.clip_frames) for s in batch]).to(device)
             spatial, spatiotemporal = model.backbone(clips)
             outputs = ClipBatch(batch, spatial, model.cpn(spatiotemporal))
         yield outputs
 
 
 @torch.no_grad()
-def scored_proposals(model: MESNet, batches: Iterable[ClipBatch], n_frames: int, config: dict, t_cpn: float,
+def scored_proposals(model: MESNet, batches: Iterable[ClipBatch], n_frames: int, inputs: Config, t_cpn: float,
                      t_nms: float) -> tuple[np.ndarray, np.ndarray]:
     """CPN proposals (>= ``t_cpn``, NMS at ``t_nms`` per clip) and their CRN refinements, in video frame
-    positions (fractional): rows [onset, offset, CPN probability] and [onset, offset, CRN ME probability]."""
-    length = min(config["clip_length"], n_frames)
-    scale = (length - 1) / (config["clip_frames"] - 1)
+    positions (fractional): rows [onset, offset, CPN probability] and [onset, offset, CRN ME probability].
+    ``inputs``: the ``input`` group (clip geometry)."""
+    length = min(inputs.clip_length, n_frames)
+    scale = (length - 1) / (inputs.clip_frames - 1)
     cpn_rows, crn_rows = [np.zeros((0, 3))], [np.zeros((0, 3))]
     for batch in batches:
-        proposals = model.propose(batch.cpn_logits, config["clip_frames"], t_cpn, t_nms)
+        proposals = model.propose(batch.cpn_logits, inputs.clip_frames, t_cpn, t_nms)
         if not len(proposals):
             continue
         crn_logits, crn_regression = model.classify_proposals(batch.spatial, proposals)
@@ -619,27 +629,25 @@ def video_intervals(rows: np.ndarray, threshold: float, t_nms: float, frame_numb
     return temporal_nms(frame, t_nms).reset_index(drop=True)
 
 
-def spot_video(model: MESNet, flow: VideoFlow, frame_numbers, video: str, config: dict,
+def spot_video(model: MESNet, flow: VideoFlow, frame_numbers, video: str, config: Config,
                batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CPN and CRN intervals of one video (Sec. III-D): clips of l_MESNet frames overlapping by
     l_overlap, resampled to ``clip_frames``; CPN windows >= T_CPN; CRN probability >= T_CRN and its
     regressed boundaries; temporal NMS (T_nms) over each video. Frame numbers of the video. Memory holds one
     batch of clips (and the proposals so far) whatever the video's length."""
-    batches = clip_outputs(model, flow, config, batch_size)
-    cpn_rows, crn_rows = scored_proposals(model, batches, len(flow), config, config["t_cpn"], config["t_nms"])
-    return (video_intervals(cpn_rows, config["t_cpn"], config["t_nms"], frame_numbers, video),
-            video_intervals(crn_rows, config["t_crn"], config["t_nms"], frame_numbers, video))
+    t_cpn, t_nms = config.train.t_cpn, config.train.t_nms  # they also select the CRN's training proposals
+    batches = clip_outputs(model, flow, config.input, batch_size)
+    cpn_rows, crn_rows = scored_proposals(model, batches, len(flow), config.input, t_cpn, t_nms)
+    return (video_intervals(cpn_rows, t_cpn, t_nms, frame_numbers, video),
+            video_intervals(crn_rows, config.test.t_crn, t_nms, frame_numbers, video))
 
 
 # --------------------------------------------------------------------------------------------- LOSO
-# micro_batch: pre-training's loss is a per-clip mean (no batch normalisation), so micro-batches change its gradient
-# only by float rounding; it keys the folder all the same, since the checkpoint's TrainConfig records it and a
-# pre-training checkpoint written under another micro_batch would be refused on resume.
-PRETRAIN_KEYS = ("crop", "flow_method", "flow_step", "input_size", "optimizer", "lr", "momentum", "batch_size", "l2",
-                 "mixed_precision", "micro_batch", "max_steps", "pretrain_epochs",
-                 "validate_every", "pretrain_candidates", "pretrain_good_enough", "n_pre", "l_nol", "r_nol", "r_mae",
-                 "macro_k", "split_reference", "split_min_train", "split_min_val")
-PREDICTION_ONLY_KEYS = ("output", "t_crn")  # change the spotted intervals, not the trained network
+# The backbone's pre-training reads the input, split, optim, pretrain and trial groups; its checkpoints are keyed by
+# them: the configuration without train, test and run. (The input group's clip geometry, unread by pre-training, keys
+# it too; optim.micro_batch keys it although pre-training's per-clip mean loss changes only by float rounding: the
+# checkpoint's TrainConfig records it and a resume under another is refused.)
+PRETRAIN_EXCLUDES = ("train", "test", "run")
 
 
 @dataclass
@@ -656,31 +664,35 @@ class FoldModel:
     training: TrainResult
 
 
-def model_dir(fold: LosoFold, keys=None) -> Path:
-    """The fold's checkpoint folder shared by ``mesnet_cpn`` and ``mesnet_crn``: keyed by the dataset, the
-    seed and the configuration entries ``keys`` (default: all but the prediction-only ones) that the configuration
-    holds (``max_steps`` only in a trial)."""
-    keys = [k for k in fold.config if k not in PREDICTION_ONLY_KEYS] if keys is None else keys
-    return training_dir(SPECS["mesnet_crn"], fold, {k: fold.config[k] for k in keys if k in fold.config},
-                        "mesnet_models")
+def model_dir(fold: LosoFold, exclude: tuple[str, ...] = TRAINING_EXCLUDES) -> Path:
+    """The fold's checkpoint folder shared by ``mesnet_cpn`` and ``mesnet_crn``: keyed by the dataset, the seed and
+    the configuration without the groups ``exclude`` (default: ``test`` and ``run``, the training's key;
+    :data:`PRETRAIN_EXCLUDES`: the backbone pre-training's)."""
+    return training_dir(SPECS["mesnet_crn"], fold, fold.config.keyed(exclude), "mesnet_models")
+
+
+def trained_checkpoints(fold: LosoFold) -> list[Path]:
+    """The file a finished fold reloads (``ModelSpec.checkpoints``): the trained MESNet of :func:`train_fold`, keyed
+    as there on the dataset read at ``input.max_fps``."""
+    return [model_dir(fold.at_most_fps()) / "mesnet" / CHECKPOINT_NAME]
 
 
 def train_fold(fold: LosoFold) -> FoldModel:
     """Split (Sec. IV-A-3), open the flows (:func:`stream_flows`), pre-train and select the backbone, train MESNet
     (checkpointed)."""
     fold = fold.at_most_fps()
-    config = fold.config
+    config, split = fold.config, fold.config.split
     train_videos, val_videos = mesnet_train_val_split(
-        fold.dataset.annotations, fold.test_subject, seed=fold.seed, min_train=config["split_min_train"],
-        min_val=config["split_min_val"], reference=config["split_reference"])
-    flows = stream_flows(fold.dataset, train_videos + val_videos + fold.test_videos, train_videos, config,
+        fold.dataset.annotations, fold.test_subject, seed=fold.seed, min_train=split.min_train,
+        min_val=split.min_val, reference=split.reference)
+    flows = stream_flows(fold.dataset, train_videos + val_videos + fold.test_videos, train_videos, config.input,
                          fold.progress)
     expressions = expression_indices(fold.dataset, train_videos + val_videos)
     pretraining = candidates = summary = None
-    if config["pretrain"]:
+    if config.pretrain.enabled:
         pretraining, candidates, summary = pretrain_backbone(
             flows, expressions, train_videos, val_videos, config, fold.seed,
-            model_dir(fold, PRETRAIN_KEYS) / "pretrain", fold.progress, fold.resume)
+            model_dir(fold, PRETRAIN_EXCLUDES) / "pretrain", fold.progress, fold.resume)
         backbone_state = pretraining.model.backbone.state_dict()
     else:
         backbone_state = None
@@ -697,11 +709,12 @@ def run_fold(fold: LosoFold) -> pd.DataFrame:
     for name in fold.test_videos:
         cpn, crn = spot_video(trained.model, trained.flows[name], fold.dataset.video(name).frame_numbers, name,
                               fold.config)
-        spotted.append(cpn if fold.config["output"] == "cpn" else crn)
+        spotted.append(cpn if fold.config.test.output == "cpn" else crn)
     return pd.concat(spotted, ignore_index=True)
 
 
-THRESHOLD_KEYS = ("t_cpn", "t_crn", "t_nms")
+# a threshold setting's names -> their configuration keys (T_CPN and T_nms also select the CRN's training proposals)
+THRESHOLD_KEYS = {"t_cpn": "train.t_cpn", "t_crn": "test.t_crn", "t_nms": "train.t_nms"}
 
 
 def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str | None = None, *, seed: int = 0,
@@ -709,12 +722,12 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
     """LOSO predictions of both stages under several test-time threshold settings (Sec. IV-C-4, Tables VII-VIII).
 
     Each setting maps some of ``t_cpn``, ``t_crn``, ``t_nms`` to a value (T_nms = 1 is "no NMS": an IoU never
-    exceeds 1); missing keys take the profile's values. Our reading of Tables VII-VIII: the thresholds vary at
-    test time on one trained model per fold. T_CPN and T_nms also select the proposals the CRN trains on, so
-    each fold's network is the one trained with the profile's configuration (:func:`train_fold`, which trains
-    only when its checkpoint is missing) and the swept values change only what the trained network proposes
-    (T_CPN, T_nms per clip), keeps (T_CRN) and suppresses (T_nms per video). The backbone and the CPN run
-    once per video for all settings.
+    exceeds 1); missing keys take the profile's values (``train.t_cpn``, ``test.t_crn``, ``train.t_nms``:
+    :data:`THRESHOLD_KEYS`). Our reading of Tables VII-VIII: the thresholds vary at test time on one trained
+    model per fold. T_CPN and T_nms also select the proposals the CRN trains on, so each fold's network is the
+    one trained with the profile's configuration (:func:`train_fold`, which trains only when its checkpoint is
+    missing) and the swept values change only what the trained network proposes (T_CPN, T_nms per clip), keeps
+    (T_CRN) and suppresses (T_nms per video). The backbone and the CPN run once per video for all settings.
 
     Returns per setting ``{"cpn": DataFrame, "crn": DataFrame}`` pooled over the folds, in the format of
     :func:`mecore.loso.run_loso`'s predictions (subject, video, onset, offset, type, score); at the profile's
@@ -727,7 +740,8 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
         if unknown:
             raise ValueError(f"threshold setting {setting}: unknown keys {sorted(unknown)}; "
                              f"allowed: {list(THRESHOLD_KEYS)}")
-    chosen = [{**{key: config[key] for key in THRESHOLD_KEYS}, **setting} for setting in settings]
+    chosen = [{**{name: config.get_path(key) for name, key in THRESHOLD_KEYS.items()}, **setting}
+              for setting in settings]
     subjects = list(dataset.subjects)
     pooled: list[dict[str, list[pd.DataFrame]]] = [{"cpn": [], "crn": []} for _ in chosen]
     for subject in tqdm(subjects, desc="MESNet threshold sweep", disable=not progress):
@@ -742,9 +756,9 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
             # batch of clips, so that memory holds one batch's features for every setting
             keys = list(dict.fromkeys((setting["t_cpn"], setting["t_nms"]) for setting in chosen))
             parts = {key: ([], []) for key in keys}
-            for batch in clip_outputs(trained.model, flow, config):
+            for batch in clip_outputs(trained.model, flow, config.input):
                 for key in keys:
-                    cpn_rows, crn_rows = scored_proposals(trained.model, [batch], len(flow), config, *key)
+                    cpn_rows, crn_rows = scored_proposals(trained.model, [batch], len(flow), config.input, *key)
                     parts[key][0].append(cpn_rows)
                     parts[key][1].append(crn_rows)
             proposals = {key: (np.concatenate(cpn), np.concatenate(crn)) for key, (cpn, crn) in parts.items()}
@@ -759,43 +773,65 @@ def predict_with_thresholds(dataset: Dataset, settings: list[dict], profile: str
                 total[stage].append(table)
     return [{stage: pd.concat(total[stage], ignore_index=True) for stage in ("cpn", "crn")} for total in pooled]
 
-_PAPER = {  # Wang et al. 2021, CAS(ME)^2 settings (Sec. III, IV-A-3, IV-C)
-    "crop": {"size": 128, "box": "median", "detect_every": 15}, "flow_method": "tvl1", "flow_step": 1,
-    "input_size": 64,
-    "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0, "batch_size": 2, "l2": 0.01, "mixed_precision": True,
-    "repeats": 3,  # Sec. IV-C: the median of three divisions on CAS(ME)^2
-    # batch 2 fits any device: no micro-batches. They would change MESNet's gradient, not only its rounding:
-    # Eq. 11's mask M is drawn from each pass's own ME / non-ME ratio and the CPN (and CRN) masked means are per pass.
-    "micro_batch": None,
-    "pretrain": True, "pretrain_epochs": 10_000, "validate_every": 10, "pretrain_candidates": 5,
-    "pretrain_good_enough": 0.9, "n_pre": 16, "l_nol": 16, "r_nol": 1.0, "r_mae": 0.5, "macro_k": 8,
-    "epochs": 30, "r_tme": 10, "r_tmae": 4, "r_tnl": 2, "clip_length": 100, "clip_overlap": 20, "clip_frames": 100,
-    "n_cr": 16, "shared_temporal": False, "iou_positive": 0.7, "t_cpn": 0.5, "t_crn": 0.5, "t_nms": 0.5,
-    "max_proposals": None, "balance_crn": False, "split_reference": "dataset", "split_min_train": 0.64,
-    "split_min_val": 0.15,
-}
-_DEFAULT = {**_PAPER, "flow_method": "tvl1_reduced",
-            "flow_step": 4, "input_size": 32, "optimizer": "adam", "lr": 1e-4, "l2": 1e-4, "pretrain_epochs": 20,
-            "validate_every": 2, "pretrain_candidates": 2, "epochs": 10, "r_tme": 4, "r_tmae": 2, "r_tnl": 2,
-            "max_proposals": 32, "balance_crn": True, "split_reference": "fold", "repeats": 1}
-_SMOKE = {**_DEFAULT, "crop": {"size": 64, "box": "median", "detect_every": 15}, "flow_method": "dis", "lr": 1e-3,
-          "pretrain_epochs": 4, "validate_every": 1, "pretrain_candidates": 1, "epochs": 3,
-          "r_tme": 1, "r_tmae": 1, "r_tnl": 1, "max_proposals": 8,
-          "split_min_train": 0.25}  # 3 one-video subjects: 64 % of the MEs cannot fit in one training video
+
+PAPER = Config({  # Wang et al. 2021, CAS(ME)^2 settings; unmarked values are ours (module docstring)
+    "input": {"crop": {"size": 128, "box": "median", "detect_every": 15},  # one fixed box per video (notebook 10)
+              "flow_method": "tvl1", "flow_step": 1,  # "optical flow" (Sec. IV-A-3): our reading, consecutive frames
+              "input_size": 64,  # not stated
+              "clip_length": cite(100, "Sec. IV-A-3"), "clip_overlap": cite(20, "Sec. IV-A-3"),  # l_MESNet, L_overlap
+              "clip_frames": 100,  # N of a clip: l_MESNet at 30 fps; SAMM's clips are resampled to it
+              "max_fps": cite(None, "Sec. IV-A-3", type=float)},  # every frame: the frame counts are at native rates
+    # the train/validation division of both stages: 7:3 of the videos, >= 64 % / 15 % of the dataset's MEs
+    "split": {"reference": cite("dataset", "Sec. IV-A-3"), "min_train": cite(0.64, "Sec. IV-A-3"),
+              "min_val": cite(0.15, "Sec. IV-A-3")},
+    "optim": {"optimizer": cite("sgd", "Sec. III-D"), "lr": cite(1e-4, "Sec. III-D"),  # pre-training and training
+              "momentum": cite(0.0, "Sec. III-D"), "batch_size": cite(2, "Sec. III-D"), "l2": cite(0.01, "Sec. III-D"),
+              "mixed_precision": True,  # float16 autocast on CUDA
+              # batch 2 fits any device: no micro-batches. They would change MESNet's gradient, not only its
+              # rounding: Eq. 11's mask M is drawn from each pass's ME / non-ME ratio, the masked means are per pass.
+              "micro_batch": None},
+    "pretrain": {"enabled": cite(True, "Sec. III-A"), "epochs": cite(10_000, "Sec. IV-A-3"),
+                 "validate_every": cite(10, "Sec. IV-A-3"), "candidates": cite(5, "Sec. IV-A-3"),
+                 "good_enough": cite(0.9, "Sec. IV-A-3"), "n_pre": 16,  # N_pre: not stated
+                 "l_nol": cite(16, "Sec. IV-A-3"), "r_nol": cite(1.0, "Sec. IV-A-3"), "r_mae": cite(0.5, "Sec. IV-A-3"),
+                 "macro_k": 8},  # k: not stated
+    "train": {"epochs": cite(30, "Sec. IV-A-3"), "r_tme": cite(10, "Sec. IV-A-3"), "r_tmae": cite(4, "Sec. IV-A-3"),
+              "r_tnl": cite(2, "Sec. IV-A-3"), "n_cr": 16,  # N_CR: not stated
+              "shared_temporal": cite(False, "Table VI"), "iou_positive": cite(0.7, "Eq. 10"),
+              # T_CPN and T_nms select the CRN's training proposals (V_pro, Eq. 12) as well as the output
+              "t_cpn": cite(0.5, "Sec. IV-C-5"), "t_nms": cite(0.5, "Sec. IV-C-5"),
+              "max_proposals": cite(None, "Eq. 12", type=int),  # V_pro: every proposal
+              "balance_crn": False},  # not in the paper (module docstring)
+    "test": {"output": "crn", "t_crn": cite(0.5, "Sec. IV-C-5")},
+    "trial": {"max_steps": None},
+    "run": {"repeats": cite(3, "Sec. IV-C")},  # the median of three divisions on CAS(ME)^2
+})
+# default: reduced TV-L1 every 4 frames, 32 px, Adam with lambda 1e-4, a balanced CRN loss, at most 32 proposals
+# per clip (measured in notebook 10), and a budget: fewer epochs, candidates and training clips per ME
+DEFAULT = PAPER.set({"input.flow_method": "tvl1_reduced", "input.flow_step": 4, "input.input_size": 32,
+                     "split.reference": "fold", "optim.optimizer": "adam", "optim.l2": 1e-4, "pretrain.epochs": 20,
+                     "pretrain.validate_every": 2, "pretrain.candidates": 2, "train.epochs": 10, "train.r_tme": 4,
+                     "train.r_tmae": 2, "train.r_tnl": 2, "train.max_proposals": 32, "train.balance_crn": True,
+                     "run.repeats": 1})
+SMOKE = DEFAULT.set({"input.crop.size": 64, "input.flow_method": "dis", "optim.lr": 1e-3, "pretrain.epochs": 4,
+                     "pretrain.validate_every": 1, "pretrain.candidates": 1, "train.epochs": 3, "train.r_tme": 1,
+                     "train.r_tmae": 1, "train.r_tnl": 1, "train.max_proposals": 8,
+                     "split.min_train": 0.25})  # 3 one-video subjects: 64 % of the MEs cannot fit in one training video
+PROFILES = {"smoke": SMOKE, "default": DEFAULT, "large": DEFAULT, "paper": PAPER}
 # Sec. IV-A-3 for SAMM (200 fps): l_noL = 100, l_MESNet = 670, L_overlap = 134, r_tME = 10, r_tNL = 4, 85 epochs;
 # the paper gives no r_MaE / r_tMaE for SAMM (no macro samples) and no k (8 frames at 30 fps -> 53 at 200 fps).
 # Other profiles read SAMM-LV at every 7th frame (28.6 fps), where the CAS(ME)^2 frame counts apply as they are.
-_PAPER_SAMM = {"l_nol": 100, "r_mae": 0.0, "macro_k": 53, "r_tmae": 0, "r_tnl": 4, "clip_length": 670,
-               "clip_overlap": 134, "epochs": 85, "repeats": 1,
-               "flow_step": 7}  # see "SAMM" in the module docstring
-DATASET_OVERRIDES = {"paper": {"samm_lv": _PAPER_SAMM},
-                     "default": {"samm_lv": {"max_fps": 30}}, "large": {"samm_lv": {"max_fps": 30}},
+PAPER_SAMM = {"pretrain.l_nol": cite(100, "Sec. IV-A-3"), "pretrain.r_mae": 0.0, "pretrain.macro_k": 53,
+              "train.r_tmae": 0, "train.r_tnl": cite(4, "Sec. IV-A-3"), "input.clip_length": cite(670, "Sec. IV-A-3"),
+              "input.clip_overlap": cite(134, "Sec. IV-A-3"), "train.epochs": cite(85, "Sec. IV-A-3"),
+              "run.repeats": 1, "input.flow_step": 7}  # see "SAMM" in the module docstring
+DATASET_OVERRIDES = {"paper": {"samm_lv": PAPER_SAMM},
+                     "default": {"samm_lv": {"input.max_fps": 30}}, "large": {"samm_lv": {"input.max_fps": 30}},
                      # the smoke SAMM-LV twin's 4 s videos hold no 100-frame clip free of expressions
-                     "smoke": {"samm_lv": {"max_fps": 30, "clip_length": 40, "clip_overlap": 8}}}
+                     "smoke": {"samm_lv": {"input.max_fps": 30, "input.clip_length": 40, "input.clip_overlap": 8}}}
 SPECS = {}
 for _output in ("cpn", "crn"):
     SPECS[f"mesnet_{_output}"] = register(ModelSpec(
         name=f"mesnet_{_output}", task="spotting", paper="Wang et al. 2021", run_fold=run_fold,
-        configs={profile: {**values, "output": _output} for profile, values in
-                 (("smoke", _SMOKE), ("default", _DEFAULT), ("large", _DEFAULT), ("paper", _PAPER))},
-        spotting_convention="mesnet", dataset_overrides=DATASET_OVERRIDES))
+        configs={profile: config.set({"test.output": _output}) for profile, config in PROFILES.items()},
+        spotting_convention="mesnet", dataset_overrides=DATASET_OVERRIDES, checkpoints=trained_checkpoints))

@@ -10,7 +10,7 @@ LOSO (Sec. 3.2). Post-processing (Sec. 2.4, 3.2): "none" (Tables 1-2), Fig. 4 me
 
 Choices where the paper is silent or ambiguous (published code cited where it settles one):
 
-* **SAMM-LV's 200 fps.** ``paper`` windows consecutive frames, other profiles every 7th (``max_fps`` 30).
+* **SAMM-LV's 200 fps.** ``paper`` windows consecutive frames, other profiles every 7th (``input.max_fps`` 30).
   Table 4 durations stay in the video's own frame numbers.
 * **Key-frame features.** Eqs. 1-6 need vectors: ``p_k`` averaged over H x W (as ``resnet.py``'s commented code).
   **Eq. 4**: ``W3 p_i`` (printed ``W3 p_k`` ignores attention); ``1 / sqrt(C)`` scaling; dropout 0.5, no bias.
@@ -20,23 +20,23 @@ Choices where the paper is silent or ambiguous (published code cited where it se
   classes, as the paper (the code trains one two-class network per type).
 * **Inputs.** Grey crops in one fixed box per video, in [0, 1] as ``ToTorchFormatTensor(div=True)``; training
   crops as ``GroupScaleRandomCrop``. **Reference** (not paper; stand-in for missing pre-training):
-  ``"sliding_median"`` subtracts the median within ``reference_half_s`` = 1 s (offline, cached; notebook 13).
-* **Pre-training** (ImageNet, then AffectNet, Sec. 2.1): nothing bundled or downloaded. ``config["backbone_weights"]``
+  ``"sliding_median"`` subtracts the median within ``input.reference_half_s`` = 1 s (offline, cached; notebook 13).
+* **Pre-training** (ImageNet, then AffectNet, Sec. 2.1): nothing bundled or downloaded. ``model.backbone_weights``
   takes our ResNet's or a torchvision ResNet-18's ``state_dict``: RGB kernels summed to grey (exact for a grey frame
   copied to three channels; ImageNet mean / std not applied), 7x7 resampled bilinearly to our 5x5 stem and scaled
   by 49 / 25 (the whole filter at 5/7 scale, flat-patch response kept; a centre crop would cut it). The code's
   ``premodel`` keeps only same-name same-shape entries, so there a 7x7 RGB ``conv1`` would stay random.
-* **Training windows.** ``"all"`` (``paper``) or ``n`` per class per epoch, Bayes-reweighted (notebook 13).
+* **Training windows.** All (``paper``) or ``train.windows_per_class`` per epoch, Bayes-reweighted (notebook 13).
 * **Batch.** The code loads one window at a time, divides each loss by 8 and steps every 8 windows (an epoch's last
   1-7 one step, their mean; ``util.tr_epoch``): ``paper`` = batch 8 in passes of one window, the same gradients.
 * **Mixed precision** (CUDA float16) on; Eq. 7's logits and the key-frame scorer (top-M compares scores) in float32.
-* **Post-processing order.** Duration rule on merged labels (Table 4 vs 3); score = mean class probability; merging
-  registered (the paper's conclusion). **No model selection**: final weights (``main.py`` picks by test accuracy).
+* **Post-processing order.** Duration rule on merged labels (Table 4 vs 3; elsewhere micro if <= 0.5 s); score = mean
+  class probability; merging registered (the paper's conclusion). **No model selection**: final weights (``main.py``
+  picks by test accuracy).
 
-Profiles: ``paper`` = above, 128 x 128, widths 64-512, every window, batch 8, lr 1e-3. ``default``: same depth, K,
-M, bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced windows, batch 16, lr 0.016,
-sliding-median reference. ``smoke``: two tiny epochs (tests).
-"""
+Profiles (:mod:`mecore.config`): ``PAPER`` = above, 128 x 128, widths 64-512, every window, batch 8, lr 1e-3.
+``DEFAULT``: same depth, K, M, bi-GRU and schedule, 64 x 64 crops, widths 8-64, 12 epochs of 3 x 320 balanced
+windows, batch 16, lr 0.016, sliding-median reference. ``SMOKE``: two tiny epochs (tests)."""
 from __future__ import annotations
 
 import math
@@ -51,9 +51,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mecore import paths
-from mecore.data.model import Dataset, dataset_family
+from mecore.config import Config, cite
+from mecore.data.model import Dataset
 from mecore.inputs import Rows, crop_rows
-from mecore.loso import load_frame_scores  # noqa: F401  (re-exported: notebooks read a run's frame scores here)
+from mecore.loso import load_frame_scores, with_frame_scores  # noqa: F401  (load_frame_scores: re-exported for notebooks)
 from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
@@ -285,19 +286,21 @@ class STSNet(nn.Module):
         return torch.cat(outputs), torch.cat(scores)
 
 
-def build_model(config: dict) -> STSNet:
-    """The network of a profile's configuration, with ``backbone_weights`` loaded when given
-    (:func:`load_backbone_weights`; its report in ``model.backbone_report``). A profile with
-    ``expects_pretrained`` (``paper``) and no weights warns: the paper starts from pre-trained weights."""
-    model = STSNet(config["crop"]["size"], config["widths"], config["blocks"], config["k"], config["m"],
-                   config["gru_hidden"], config["gru_layers"], config["dropout"], config["key_dropout"])
+def build_model(config: Config) -> STSNet:
+    """The network of a configuration (``input.crop.size``, ``input.k`` and the ``model`` group), with
+    ``model.backbone_weights`` loaded when given (:func:`load_backbone_weights`; its report in
+    ``model.backbone_report``). With ``model.expects_pretrained`` (``paper``) and no weights it warns: the paper
+    starts from pre-trained weights."""
+    net = config.model
+    model = STSNet(config.input.crop.size, net.widths, net.blocks, config.input.k, net.m, net.gru_hidden,
+                   net.gru_layers, net.dropout, net.key_dropout)
     model.backbone_report = None
-    if config.get("backbone_weights"):
-        model.backbone_report = load_backbone_weights(model.backbone, config["backbone_weights"])
-    elif config.get("expects_pretrained"):
-        warnings.warn("stsnet_sw: config['backbone_weights'] is None, so the ResNet-18 starts from random weights; "
+    if net.backbone_weights:
+        model.backbone_report = load_backbone_weights(model.backbone, net.backbone_weights)
+    elif net.expects_pretrained:
+        warnings.warn("stsnet_sw: model.backbone_weights is None, so the ResNet-18 starts from random weights; "
                       "Fu et al. 2023 (Sec. 2.1) start from ImageNet, then AffectNet weights: this is NOT the paper's "
-                      "configuration (give a torchvision ResNet-18 state_dict file as backbone_weights)",
+                      "configuration (give a torchvision ResNet-18 state_dict file: --set model.backbone_weights=PATH)",
                       UserWarning, stacklevel=2)
     return model
 
@@ -340,7 +343,7 @@ def load_torchvision_resnet(backbone: ResNet, state: dict, source: str = "state_
     if widths[0] != backbone.widths[0] or tuple(widths[1:]) != backbone.widths or blocks != backbone.blocks:
         raise ValueError(f"{source}: a torchvision ResNet of widths {widths[1:]} and blocks {list(blocks)}; the "
                          f"model's ResNet has widths {list(backbone.widths)} and blocks {list(backbone.blocks)} "
-                         f"(set the config's widths and blocks to the checkpoint's)")
+                         f"(set model.widths and model.blocks to the checkpoint's)")
     names, own_stem = torchvision_resnet_names(backbone.blocks), tuple(backbone.state_dict()["stem.0.weight"].shape)
     dropped = sorted(k for k in state if k.startswith("fc."))
 
@@ -373,9 +376,10 @@ def load_backbone_weights(backbone: ResNet, path) -> dict:
 
 
 # ------------------------------------------------------------------------------------ data
-def face_crops(dataset: Dataset, name: str, config: dict) -> Rows:
-    """Cached grey face crops (N, S, S) uint8 of one video, as lazy :class:`mecore.inputs.Rows`."""
-    return crop_rows(dataset.video(name), CropSpec(**config["crop"]))
+def face_crops(dataset: Dataset, name: str, inputs: Config) -> Rows:
+    """Cached grey face crops (N, S, S) uint8 of one video (``inputs``: a configuration's ``input`` group, which
+    :func:`video_input` and :func:`sliding_median` take too), as lazy :class:`mecore.inputs.Rows`."""
+    return crop_rows(dataset.video(name), CropSpec(**inputs.crop))
 
 
 REFERENCES = (None, "video_median", "sliding_median")
@@ -423,17 +427,18 @@ class VideoInput:
         return frames
 
 
-def video_input(dataset: Dataset, name: str, config: dict) -> VideoInput:
-    """One video's network input (:class:`VideoInput`): face crops minus the reference ``config["reference"]``:
-    None, ``"video_median"`` the video's median frame (:func:`video_median`) or ``"sliding_median"`` the median
-    of the frames within ``config["reference_half_s"]`` seconds of each frame (:func:`sliding_median`)."""
-    if config["reference"] not in REFERENCES:
-        raise ValueError(f"unknown reference {config['reference']!r}; choose one of {REFERENCES}")
-    crops = face_crops(dataset, name, config)
-    if config["reference"] == "video_median":
+def video_input(dataset: Dataset, name: str, inputs: Config) -> VideoInput:
+    """One video's network input (:class:`VideoInput`) under the ``input`` group ``inputs``: face crops minus the
+    reference ``inputs.reference``: None, ``"video_median"`` the video's median frame (:func:`video_median`) or
+    ``"sliding_median"`` the median of the frames within ``inputs.reference_half_s`` seconds of each frame
+    (:func:`sliding_median`)."""
+    if inputs.reference not in REFERENCES:
+        raise ValueError(f"unknown reference {inputs.reference!r}; choose one of {REFERENCES}")
+    crops = face_crops(dataset, name, inputs)
+    if inputs.reference == "video_median":
         return VideoInput(crops, fixed=video_median(crops))
-    if config["reference"] == "sliding_median":
-        return VideoInput(crops, sliding=sliding_median(dataset, name, config))
+    if inputs.reference == "sliding_median":
+        return VideoInput(crops, sliding=sliding_median(dataset, name, inputs))
     return VideoInput(crops)
 
 
@@ -461,20 +466,20 @@ def video_median(crops: Rows | np.ndarray, chunk: int = 1024) -> np.ndarray:
     return (order_statistic(n // 2 - 1) + order_statistic(n // 2)) / np.float32(2)
 
 
-def sliding_median(dataset: Dataset, name: str, config: dict, chunk: int = 256) -> Rows:
-    """Per frame, the median of a video's raw (uint8) face-crop values within ``config["reference_half_s"]``
+def sliding_median(dataset: Dataset, name: str, inputs: Config, chunk: int = 256) -> Rows:
+    """Per frame, the median of a video's raw (uint8) face-crop values within ``inputs.reference_half_s``
     seconds of it (fewer frames at the ends), (N, S, S) float16 :class:`Rows`, kept in the preprocessing cache:
     every LOSO fold and every ``spot`` call reads it instead of recomputing a median over 2 s of frames per
     frame. A median of uint8 values is an integer or a half-integer, which float16 holds exactly (up to 1024);
     :class:`VideoInput` divides it by 255. Computed ``chunk`` frames at a time (plus the window's margins)."""
     video = dataset.video(name)
-    half = max(1, round(config["reference_half_s"] * float(video.fps)))
-    params = {"crop": CropSpec(**config["crop"]).cache_key(), "half_window_frames": half,
+    half = max(1, round(inputs.reference_half_s * float(video.fps)))
+    params = {"crop": CropSpec(**inputs.crop).cache_key(), "half_window_frames": half,
               "values": "raw_uint8_median_float16"}
     path, fingerprint = entry_path(paths.cache_dir(), video, "sliding_median", params), source_fingerprint(video)
     if open_entry(path, "sliding_median", params, fingerprint) is not None:
         return Rows(path)
-    crops = face_crops(dataset, name, config)
+    crops = face_crops(dataset, name, inputs)
     n = len(crops)
     with EntryWriter(path, crops.shape, np.float16, "sliding_median", params, fingerprint) as entry:
         for start in range(0, n, chunk):
@@ -565,10 +570,10 @@ def random_crop(window: np.ndarray, scale: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ labels -> intervals
-def micro_max_frames(dataset_name: str, fps: float) -> int:
-    """Table 4's duration threshold: 15 frames on CAS(ME)^2, 100 on SAMM-LV; 0.5 s elsewhere."""
-    family = dataset_family(dataset_name)
-    return STSNET_MICRO_MAX_FRAMES.get(family, round(0.5 * fps))
+def micro_max_frames(test: Config, fps: float) -> int:
+    """Table 4's duration threshold, ``test.micro_max_frames`` (15 frames on CAS(ME)^2, 100 on SAMM-LV:
+    :data:`DATASET_OVERRIDES`), or 0.5 s at ``fps`` when it is None (other sets)."""
+    return round(0.5 * fps) if test.micro_max_frames is None else test.micro_max_frames
 
 
 def spot_from_labels(labels, probabilities, frame_numbers, postprocess: str, max_micro: int) -> pd.DataFrame:
@@ -596,101 +601,146 @@ def spot_from_labels(labels, probabilities, frame_numbers, postprocess: str, max
     return intervals[["onset", "offset", "type", "score"]]
 
 
+def reweight(probabilities: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame probabilities (N, 3) float32 times ``weights`` (:meth:`TrainingWindows.decision_weights`),
+    renormalised, and their labels (argmax). Frames that centre no window keep probability 1 for "none"."""
+    if weights is not None:
+        probabilities = probabilities * weights
+        probabilities = (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probabilities, probabilities.argmax(axis=1)
+
+
 def score_video(model: STSNet, frames, batch_size: int = 256, weights: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame probabilities (N, 3), labels (N,) and key-frame scores (N, K) of one video's input
-    frames (a :class:`VideoInput`, read ``batch_size`` frames at a time, or an array). ``weights``
-    (:meth:`TrainingWindows.decision_weights`) rescale the network's probabilities before they are
-    renormalised and labelled. Frames that centre no window (the first and last K // 2) get probability 1
-    for "none" and NaN scores.
+    frames (a :class:`VideoInput`, read ``batch_size`` frames at a time, or an array), the probabilities
+    the network's or, given ``weights``, reweighted (:func:`reweight`). Frames that centre no window (the first
+    and last K // 2) get probability 1 for "none" and NaN scores.
     """
     model.eval()
     window_probabilities, window_scores = model.video_probabilities(frames, batch_size)
-    window_probabilities = window_probabilities.numpy()
-    if weights is not None:
-        window_probabilities = window_probabilities * weights
-        window_probabilities /= window_probabilities.sum(axis=1, keepdims=True)
     centres = window_centres(len(frames), model.k)
     probabilities = np.zeros((len(frames), len(CLASSES)), np.float32)
     probabilities[:, 0] = 1
-    probabilities[centres] = window_probabilities
+    probabilities[centres] = window_probabilities.numpy()
     scores = np.full((len(frames), model.k), np.nan, np.float32)
     scores[centres] = window_scores.numpy()
-    return probabilities, probabilities.argmax(axis=1), scores
+    return *reweight(probabilities, weights), scores
 
 
 # ------------------------------------------------------------------------------------ one LOSO fold
 def run_fold(fold: LosoFold) -> pd.DataFrame:
     """Train on the training subjects' videos, label every frame of the test subject's videos, spot.
 
-    Saves the test videos' per-frame probabilities, labels and key-frame scores and the training
-    history to ``fold.workdir / "frame_scores.pkl"`` (:func:`mecore.loso.load_frame_scores`), from which every
-    post-processing can be recomputed.
+    Keeps with the fold's result (:func:`mecore.loso.with_frame_scores`) what the ``test`` group does not change:
+    the test videos' per-frame network probabilities, key-frame scores and true labels, each prior's decision
+    weights, the frame rate and the training history (:func:`mecore.loso.load_frame_scores` reads them back;
+    :func:`decide` labels them under a ``test`` group, :func:`respot` spots).
     """
     fold = fold.at_most_fps()
     config, dataset = fold.config, fold.dataset
-    train_names = sorted(n for n, v in dataset.videos.items() if v.subject in fold.train_subjects)
-    videos = [(video_input(dataset, n, config), frame_labels(dataset, n)) for n in train_names]
-    per_class = None if config["train_windows"] == "all" else int(config["train_windows"])
+    inputs, train, test = config.input, config.train, config.test
+    videos = [(video_input(dataset, n, inputs), frame_labels(dataset, n)) for n in fold.train_videos]
     train_config = TrainConfig(
-        optimizer=OptimizerSpec("sgd", config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]),
-        schedule=ScheduleSpec("cosine", config["min_lr"]), epochs=config["epochs"], batch_size=config["batch_size"],
+        optimizer=OptimizerSpec("sgd", train.lr, momentum=train.momentum, weight_decay=train.weight_decay),
+        schedule=ScheduleSpec("cosine", train.min_lr), epochs=train.epochs, batch_size=train.batch_size,
         monitor="train_loss", restore_best=False, seed=fold.seed,
         drop_last=False,  # as the code; a pass of one window still gives batch norm its K frames
-        micro_batch=config["micro_batch"], max_steps=config.get("max_steps"), mixed_precision=config["mixed_precision"])
-    windows = TrainingWindows(videos, config["k"], per_class, config["random_crop"])
+        micro_batch=train.micro_batch, max_steps=config.trial.max_steps, mixed_precision=train.mixed_precision)
+    windows = TrainingWindows(videos, inputs.k, train.windows_per_class, train.random_crop)
     result = fit(build_model(config), nn.CrossEntropyLoss(), windows, None,
                  train_config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
-    weights = windows.decision_weights(config["decision_prior"])
-    tables, records = [], {}
-    max_micro = micro_max_frames(dataset.name, float(dataset.video(fold.test_videos[0]).fps))
+    scored = {}
     for name in fold.test_videos:
-        probabilities, labels, key_scores = score_video(result.model, video_input(dataset, name, config),
-                                                        config["eval_batch_size"], weights)
-        frames = dataset.video(name).frame_numbers
-        records[name] = {"frame": frames, "probabilities": probabilities, "labels": labels,
-                         "key_scores": key_scores, "truth": frame_labels(dataset, name)}
-        intervals = spot_from_labels(labels, probabilities, frames, config["postprocess"], max_micro)
+        probabilities, _, key_scores = score_video(result.model, video_input(dataset, name, inputs),
+                                                   test.eval_batch_size)
+        scored[name] = {"frame": dataset.video(name).frame_numbers, "probabilities": probabilities,
+                        "key_scores": key_scores, "truth": frame_labels(dataset, name)}
+    record = {"videos": scored, "history": result.history, "fps": float(dataset.video(fold.test_videos[0]).fps),
+              "prior_weights": {prior: windows.decision_weights(prior) for prior in PRIORS}}
+    return with_frame_scores(spot_fold(decide_fold(record, test), test.postprocess), record)
+
+
+def decide_fold(record: dict, test: Config) -> dict:
+    """One fold's saved record (:func:`run_fold`) decided under the ``test`` group: per video ``probabilities``
+    reweighted for ``test.decision_prior`` and ``labels``; the fold's ``weights`` and ``max_micro``
+    (:func:`micro_max_frames`)."""
+    if test.decision_prior not in PRIORS:
+        raise ValueError(f"unknown decision prior {test.decision_prior!r}; choose one of {PRIORS}")
+    weights, videos = record["prior_weights"][test.decision_prior], {}
+    for name, video in record["videos"].items():
+        probabilities, labels = reweight(video["probabilities"], weights)
+        videos[name] = {**video, "probabilities": probabilities, "labels": labels}
+    return {**record, "videos": videos, "weights": weights, "max_micro": micro_max_frames(test, record["fps"])}
+
+
+def decide(records: dict[str, dict], test: Config) -> dict[str, dict]:
+    """The records of a LOSO run (:func:`mecore.loso.load_frame_scores`: subject -> saved record) decided under
+    the ``test`` group (a configuration's, e.g. ``config.test`` or ``config.test.set({"decision_prior": "sampled"})``),
+    as :func:`decide_fold`: what :func:`respot` and the notebooks read."""
+    return {subject: decide_fold(record, test) for subject, record in records.items()}
+
+
+def spot_fold(record: dict, postprocess: str) -> pd.DataFrame:
+    """Intervals (``video``, onset, offset, type, score) of one decided fold record (:func:`decide_fold`)."""
+    if "max_micro" not in record:
+        raise ValueError("frame scores as saved (undecided): label them first, stsnet.decide(records, config.test)")
+    tables = []
+    for name, video in record["videos"].items():
+        intervals = spot_from_labels(video["labels"], video["probabilities"], video["frame"], postprocess,
+                                     record["max_micro"])
         intervals.insert(0, "video", name)
         tables.append(intervals)
-    if not fold.dataset.spot_videos:  # mecore.spot keeps what the LOSO run saved
-        pd.to_pickle({"videos": records, "history": result.history, "max_micro": max_micro, "weights": weights},
-                     fold.workdir / "frame_scores.pkl")
     return pd.concat(tables, ignore_index=True)
 
 
 def respot(records: dict[str, dict], postprocess: str) -> pd.DataFrame:
-    """Intervals of every test video of a LOSO run (:func:`mecore.loso.load_frame_scores`) under another post-processing."""
-    tables = []
-    for subject, record in records.items():
-        for name, video in record["videos"].items():
-            intervals = spot_from_labels(video["labels"], video["probabilities"], video["frame"], postprocess,
-                                         record["max_micro"])
-            intervals.insert(0, "video", name)
-            intervals.insert(0, "subject", subject)
-            tables.append(intervals)
+    """Intervals of every test video of a LOSO run, its records decided (:func:`decide`), under ``postprocess``."""
+    tables = [spot_fold(record, postprocess) for record in records.values()]
+    for subject, table in zip(records, tables):
+        table.insert(0, "subject", subject)
     return pd.concat(tables, ignore_index=True)
 
 
 # ------------------------------------------------------------------------------------ registration
-_PAPER = {"k": 5, "m": 3, "widths": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "gru_hidden": 32, "gru_layers": 2,
-          "dropout": 0.5, "key_dropout": 0.5, "lr": 1e-3, "min_lr": 1e-8, "momentum": 0.9, "weight_decay": 5e-4,
-          "postprocess": "merge", "decision_prior": "training", "random_crop": 144 / 128, "reference": None,
-          "backbone_weights": None, "expects_pretrained": True, "eval_batch_size": 256, "micro_batch": None,
-          "mixed_precision": True}
-CONFIGS = {
-    "paper": {**_PAPER, "crop": {"size": 128, "box": "median", "detect_every": 15}, "epochs": 30,
-              "train_windows": "all", "batch_size": 8, "micro_batch": 1},
-    "default": {**_PAPER, "crop": {"size": 64, "box": "median", "detect_every": 15}, "widths": [8, 16, 32, 64],
-                "epochs": 12, "train_windows": 320, "batch_size": 16, "lr": 0.016, "reference": "sliding_median",
-                "reference_half_s": 1.0, "expects_pretrained": False},
-    "smoke": {**_PAPER, "crop": {"size": 32, "box": "median", "detect_every": 15}, "widths": [4, 8, 8, 16],
-              "blocks": [1, 1, 1, 1], "gru_hidden": 8, "epochs": 2, "train_windows": 16, "batch_size": 8, "lr": 0.008,
-              "reference": "sliding_median", "reference_half_s": 1.0, "expects_pretrained": False},
-}
+PAPER = Config({
+    "input": {"crop": {"size": 128, "box": "median", "detect_every": 15},  # 128 x 128 grey: the published code's
+              "k": cite(5, "Sec. 2.1"),
+              "reference": cite(None, "Sec. 2.1: the frames as they are", type=str),  # others: REFERENCES
+              "reference_half_s": cite(None, "Sec. 2.1: no reference", type=float),
+              "max_fps": cite(None, "Sec. 2.1: consecutive frames", type=float)},  # our reading at 200 fps
+    "model": {"widths": cite([64, 128, 256, 512], "Sec. 2.1"), "blocks": cite([2, 2, 2, 2], "Sec. 2.1"),
+              "m": cite(3, "Sec. 2.2"), "key_dropout": 0.5,  # our reading of Eqs. 1-6: VASNet's dropout
+              "gru_hidden": cite(32, "Sec. 2.3"), "gru_layers": cite(2, "Sec. 2.3"), "dropout": cite(0.5, "Sec. 2.3"),
+              "backbone_weights": cite(None, "Sec. 2.1: ImageNet, then AffectNet; none bundled", type=str),
+              "expects_pretrained": cite(True, "Sec. 2.1")},
+    "train": {"windows_per_class": cite(None, "Sec. 2.1: every window", type=int),
+              "random_crop": 144 / 128,  # the code's GroupScaleRandomCrop
+              "lr": cite(1e-3, "Sec. 3.2"), "min_lr": cite(1e-8, "Sec. 3.2"), "momentum": cite(0.9, "Sec. 3.2"),
+              "weight_decay": cite(5e-4, "Sec. 3.2"), "epochs": cite(30, "Sec. 3.2"),
+              "batch_size": 8, "micro_batch": 1,  # the code's util.tr_epoch: 8 windows a step, one a pass
+              "mixed_precision": True},  # ours: CUDA float16 (see the docstring)
+    "test": {"postprocess": cite("merge", "Sec. 2.4, Table 3"),
+             "micro_max_frames": cite(None, "Sec. 3.2, Table 4: per dataset", type=int),  # None (other sets): 0.5 s
+             "decision_prior": "training",  # ours: a no-op when every window is used
+             "eval_batch_size": 256},  # ours
+    "trial": {"max_steps": None},
+    "run": {"repeats": 1},
+})
+DEFAULT = PAPER.set({"input.crop.size": 64, "input.reference": "sliding_median", "input.reference_half_s": 1.0,
+                     "model.widths": [8, 16, 32, 64], "model.expects_pretrained": False,
+                     "train.windows_per_class": 320, "train.epochs": 12, "train.batch_size": 16,
+                     "train.micro_batch": None, "train.lr": 0.016})
+SMOKE = DEFAULT.set({"input.crop.size": 32, "model.widths": [4, 8, 8, 16], "model.blocks": [1, 1, 1, 1],
+                     "model.gru_hidden": 8, "train.windows_per_class": 16, "train.epochs": 2, "train.batch_size": 8,
+                     "train.lr": 0.008})
+CONFIGS = {"paper": PAPER, "default": DEFAULT, "smoke": SMOKE}
 
-# 200 fps SAMM-LV read at every 7th frame (28.6 fps) outside the paper profile: five consecutive frames at
-# 200 fps span 25 ms, less than the rise of a micro-expression, and every frame costs a ResNet pass.
-DATASET_OVERRIDES = {profile: {"samm_lv": {"max_fps": 30}} for profile in ("default", "large", "smoke")}
+# Table 4's micro-expression durations (Sec. 3.2), in each video's own frame numbers. 200 fps SAMM-LV read at every
+# 7th frame (28.6 fps) outside the paper profile: five consecutive frames at 200 fps span 25 ms, less than the rise
+# of a micro-expression, and every frame costs a ResNet pass.
+_TABLE4 = {family: {"test.micro_max_frames": frames} for family, frames in STSNET_MICRO_MAX_FRAMES.items()}
+_EVERY_7TH = {**_TABLE4, "samm_lv": {**_TABLE4["samm_lv"], "input.max_fps": 30}}
+DATASET_OVERRIDES = {"paper": _TABLE4, "default": _EVERY_7TH, "smoke": _EVERY_7TH}
 register(ModelSpec(name="stsnet_sw", task="spotting", paper="Fu et al. 2023", run_fold=run_fold, configs=CONFIGS,
                    spotting_convention="stsnet", dataset_overrides=DATASET_OVERRIDES))

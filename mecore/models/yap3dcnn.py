@@ -7,8 +7,8 @@ sigmoid nodes, "micro present" and "macro present" (multi-label); loss Eq. 2, co
 
 Training (Sec. 3.3, Table 3): random skips per sample, augmentation (contrast, gamma, gain, flip, rotation),
 early stopping after 5 epochs, LOSO. Testing: k-th frame skips of Moilanen et al., Table 3's published or manual
-("Ours**", Tables 5-7) skips, or given ones (config ``skips``), then intervals by the automated (Sec. 4.1) or
-manual (Sec. 4.2) IoU method.
+("Ours**", Tables 5-7) skips, or given ones (``test.skips``), then intervals by the automated (Sec. 4.1) or
+manual (Sec. 4.2) IoU method. Table 3's per-dataset values are the ``casme_sq`` / ``samm_lv`` dataset overrides.
 
 Choices where the paper is silent:
 
@@ -35,12 +35,14 @@ Choices where the paper is silent:
 
 Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture and recipe
 with Adam, 48 px crops, one random frame per 8 training frames, at most 8 epochs (a LOSO run in minutes on two
-CPU cores; notebook 11); ``smoke`` trains a few batches (tests).
+CPU cores; notebook 11); ``smoke`` trains a few batches (tests). Ablations (Table 7): :data:`ABLATIONS`.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Mapping
 
 import cv2
 import numpy as np
@@ -48,11 +50,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mecore.data.model import Dataset, dataset_family
+from mecore.config import Config, cite
+from mecore.data.model import Dataset
 from mecore.data.summary import expression_frames
 from mecore.inputs import Rows, crop_rows
+from mecore.loso import load_frame_scores, with_frame_scores  # noqa: F401  (load_frame_scores: re-exported for notebooks)
 from mecore.metrics import roc_threshold
-from mecore.loso import load_frame_scores  # noqa: F401  (re-exported: notebooks read a run's frame scores here)
 from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec, lcn
 from mecore.spotting import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
@@ -60,16 +63,7 @@ from mecore.spotting import (automated_iou_intervals, butterworth_smooth, interv
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
 
 TYPES = ("micro", "macro")
-# Table 3 and Sec. 2.2 per dataset family: learning rate, random training skips (stream 1, stream 2) at
-# the dataset's frame rate, W of Eq. 2 (batch size 16 for both). Table 3's k-th and manual test skips are
-# used when the configuration's "skips" names them ("kth" computes the k-th skips from the annotations).
-PAPER_SETTINGS = {
-    "samm_lv": {"fps": 200.0, "lr": 0.007, "random_skips": [[25, 75], [200, 400]], "w": 0.75},
-    "casme_sq": {"fps": 30.0, "lr": 0.015, "random_skips": [[3, 9], [16, 50]], "w": 0.9},
-}
-PAPER_KTH_SKIPS = {"samm_lv": (37, 217), "casme_sq": (6, 19)}  # Table 3, "k-th frame skip" (Ours*)
-PAPER_MANUAL_SKIPS = {"samm_lv": (30, 310), "casme_sq": (10, 33)}  # Table 3, "Manual frame skip" (Ours**)
-SKIP_CHOICES = {"table3_kth": PAPER_KTH_SKIPS, "table3_manual": PAPER_MANUAL_SKIPS}
+SKIP_CHOICES = ("kth", "table3_kth", "table3_manual", "given")  # test.skips (choose_skips)
 PAPER_M = (0.1, 0.9)  # Sec. 2.2: M_0 (micro), M_1 (macro)
 AUGMENT_RANGE = (0.5, 1.5)  # Sec. 3.3: contrast, gamma and gain
 ROTATION_DEGREES = 10.0
@@ -155,10 +149,9 @@ class Yap3DCNN(nn.Module):
         return torch.sigmoid(self(micro_pair, macro_pair).float())
 
 
-def build_model(config: dict, separable: bool = True) -> Yap3DCNN:
-    """The network of a profile's configuration (ablation flags included)."""
-    return Yap3DCNN(config["filters"], config["first_depth_multiplier"], config["batch_norm"],
-                    config["dropout"], separable)
+def build_model(model: Config, separable: bool = True) -> Yap3DCNN:
+    """The network of a configuration's ``model`` group (ablation flags included)."""
+    return Yap3DCNN(model.filters, model.first_depth_multiplier, model.batch_norm, model.dropout, separable)
 
 
 class WeightedLoss(nn.Module):
@@ -179,9 +172,11 @@ class WeightedLoss(nn.Module):
         return -(per_label * self.m.to(z.device)).sum(dim=1).mean()
 
 
-def loss_for(config: dict, family: str) -> WeightedLoss:
-    if config["weighted_loss"]:
-        return WeightedLoss(PAPER_SETTINGS[family]["w"], PAPER_M)
+def loss_for(train: Config) -> WeightedLoss:
+    """Eq. 2 with the ``train`` group's ``w`` (Table 3's per dataset), or plain cross-entropy (``weighted_loss``
+    off, the ablation)."""
+    if train.weighted_loss:
+        return WeightedLoss(train.w, PAPER_M)
     return WeightedLoss(0.5, (1.0, 1.0))
 
 
@@ -198,21 +193,29 @@ def kth_frame_skips(annotations: pd.DataFrame) -> dict[str, int]:
     return skips
 
 
-def choose_skips(choice, family: str, annotations: pd.DataFrame, fps: float) -> dict[str, int]:
-    """The test skips (Sec. 3.3, Table 3) a configuration's ``skips`` names: ``"kth"``, the k-th frame rule on
-    ``annotations`` (the training subjects'); ``"table3_kth"`` / ``"table3_manual"``, Table 3's published
-    k-th (Ours*) / manual (Ours**, Tables 5-7) skips of the dataset family, scaled from the paper's frame
-    rate to ``fps``; or ``{"micro": k, "macro": k}``, frames at ``fps``."""
-    if isinstance(choice, dict):
-        if set(choice) != set(TYPES) or not all(isinstance(choice[t], int) and choice[t] >= 1 for t in TYPES):
-            raise ValueError(f"skips {choice!r}: give a whole number of frames >= 1 for each of {TYPES}")
-        return {t: int(choice[t]) for t in TYPES}
+def choose_skips(config: Config, annotations: pd.DataFrame | None, fps: float) -> dict[str, int]:
+    """The test skips (Sec. 3.3, Table 3) ``config.test.skips`` names: ``"kth"``, the k-th frame rule on
+    ``annotations`` (the training subjects'); ``"table3_kth"`` / ``"table3_manual"``, Table 3's published k-th
+    (Ours*) / manual (Ours**, Tables 5-7) skips (``test.table3_kth`` / ``test.table3_manual``, the dataset's),
+    scaled from ``input.skip_fps`` to ``fps``; ``"given"``, ``test.given_skips`` ``[micro, macro]``, frames at
+    ``fps``."""
+    test, choice = config.test, config.test.skips
     if choice == "kth":
         return kth_frame_skips(annotations)
-    if choice in SKIP_CHOICES:
-        scale = fps / PAPER_SETTINGS[family]["fps"]
-        return {t: max(1, round(k * scale)) for t, k in zip(TYPES, SKIP_CHOICES[choice][family])}
-    raise ValueError(f"unknown skips {choice!r}: 'kth', {', '.join(map(repr, SKIP_CHOICES))} or a dict per type")
+    if choice == "given":
+        given = test.given_skips
+        if not (isinstance(given, list) and len(given) == len(TYPES)
+                and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in given)):
+            raise ValueError(f"test.given_skips {given!r}: give [micro, macro], whole numbers of frames >= 1")
+        return dict(zip(TYPES, given))
+    if choice in ("table3_kth", "table3_manual"):
+        published = test[choice]
+        if published is None or config.input.skip_fps is None:
+            raise ValueError(f"test.skips {choice!r}: this configuration has no test.{choice} and input.skip_fps "
+                             f"(the {', '.join(DATASET_OVERRIDES['paper'])} datasets have Table 3's)")
+        scale = fps / config.input.skip_fps
+        return {t: max(1, round(k * scale)) for t, k in zip(TYPES, published)}
+    raise ValueError(f"unknown test.skips {choice!r}: one of {', '.join(map(repr, SKIP_CHOICES))}")
 
 
 def kth_frame_from_duration(mean_seconds: float, fps: float) -> int:
@@ -297,10 +300,10 @@ def video_labels(dataset: Dataset, name: str) -> np.ndarray:
     return np.stack([intervals_to_labels(dataset.intervals(name, t), frames) for t in TYPES], axis=1).astype(np.float32)
 
 
-def video_crops(dataset: Dataset, name: str, config: dict) -> Rows:
-    """Cached grey face crops (N, S, S) uint8 of one video as :class:`mecore.inputs.Rows`: the cache entry
-    (:func:`mecore.preprocess.preprocess_video`) is read row by row when indexed, never mapped whole."""
-    return crop_rows(dataset.video(name), CropSpec(**config["crop"]))
+def video_crops(dataset: Dataset, name: str, crop: Mapping) -> Rows:
+    """Cached grey face crops (N, S, S) uint8 of one video (``crop``: ``input.crop``) as :class:`mecore.inputs.Rows`:
+    the cache entry (:func:`mecore.preprocess.preprocess_video`) is read row by row when indexed, never mapped whole."""
+    return crop_rows(dataset.video(name), CropSpec(**crop))
 
 
 # ------------------------------------------------------------------------------------ scores -> intervals
@@ -349,14 +352,14 @@ def spot(frame_scores: pd.DataFrame, method: str, thresholds: dict, skips: dict[
 
 # ------------------------------------------------------------------------------------ one LOSO fold
 def score_videos(model: nn.Module, dataset: Dataset, names: list[str], crops: dict, skips: dict[str, int],
-                 config: dict) -> pd.DataFrame:
+                 config: Config) -> pd.DataFrame:
     """Per-frame scores (the sigmoid of the logits) and labels of whole videos at the test skips: one row per
     frame."""
     tables = []
     for name in names:
         labels = video_labels(dataset, name)
-        data = ReferencePairs([(crops[name], labels)], [[skips[t], skips[t]] for t in TYPES], use_lcn=config["lcn"])
-        scores = torch.sigmoid(predict(model, data, batch_size=config["eval_batch_size"]).float()).numpy()
+        data = ReferencePairs([(crops[name], labels)], [[skips[t], skips[t]] for t in TYPES], use_lcn=config.input.lcn)
+        scores = torch.sigmoid(predict(model, data, batch_size=config.test.eval_batch_size).float()).numpy()
         tables.append(pd.DataFrame({
             "video": name, "frame": dataset.video(name).frame_numbers,
             **{f"{t}_score": scores[:, i] for i, t in enumerate(TYPES)},
@@ -364,11 +367,12 @@ def score_videos(model: nn.Module, dataset: Dataset, names: list[str], crops: di
     return pd.concat(tables, ignore_index=True)
 
 
-def family_of(dataset: Dataset) -> str:
-    family = dataset_family(dataset.name)
-    if family not in PAPER_SETTINGS:
-        raise ValueError(f"yap3dcnn has Table 3 settings for {sorted(PAPER_SETTINGS)} only, not {dataset.name!r}")
-    return family
+def require_table3(config: Config, dataset: Dataset) -> None:
+    """A ValueError unless ``config`` has the per-dataset values of Table 3 and Sec. 2.2 (a dataset override)."""
+    missing = [key for key in TABLE3_KEYS if config.get_path(key) is None]
+    if missing:
+        raise ValueError(f"yap3dcnn has Table 3 settings for {', '.join(DATASET_OVERRIDES['paper'])} (and their "
+                         f"synthetic twins) only, not {dataset.name!r}; set {', '.join(missing)} to run it there")
 
 
 def validation_subjects(annotations: pd.DataFrame, test_subject: str, train_subjects: list[str]
@@ -395,86 +399,141 @@ def validation_subjects(annotations: pd.DataFrame, test_subject: str, train_subj
     return chosen, missing
 
 
-def run_fold(fold: LosoFold) -> pd.DataFrame:
-    """Train on ``fold.train_subjects`` (some held out for validation, :func:`validation_subjects`), spot the
-    test subject's videos.
+@dataclass
+class FoldVideos:
+    """A fold's videos: ``fit`` (training subjects not held out), ``val`` (the validation subjects', which choose
+    the thresholds), ``test``; the validation subjects and the types they or the fit subjects lack."""
 
-    Writes the test videos' per-frame scores, the skips, the thresholds, the validation subjects and the types
-    they (``validation_missing``) or the remaining training subjects (``fit_missing``) lack, each warned about,
-    to ``fold.workdir / "frame_scores.pkl"`` (:func:`mecore.loso.load_frame_scores` reads them back).
-    """
-    config, dataset = fold.config, fold.dataset
-    family = family_of(dataset)
-    settings = PAPER_SETTINGS[family]
-    subjects = sorted(fold.train_subjects + [fold.test_subject])
+    fit: list[str]
+    val: list[str]
+    test: list[str]
+    val_subjects: list[str]
+    val_missing: list[str]
+    fit_missing: list[str]
+
+
+def fold_videos(fold: LosoFold) -> FoldVideos:
+    """Split the fold's training videos by :func:`validation_subjects`, warning about a type a part lacks."""
+    name = f"yap3dcnn on {fold.dataset.name}, test subject {fold.test_subject}"
     val_subjects, val_missing = validation_subjects(fold.train_rows, fold.test_subject, fold.train_subjects)
     if val_missing:
-        warnings.warn(f"yap3dcnn on {dataset.name}, test subject {fold.test_subject}: the validation subjects "
-                      f"{val_subjects} hold no {' or '.join(val_missing)} expression and no other training subject "
-                      f"with one can be spared; {', '.join(val_missing)}: threshold 1, no intervals", stacklevel=2)
+        warnings.warn(f"{name}: the validation subjects {val_subjects} hold no {' or '.join(val_missing)} expression "
+                      f"and no other training subject with one can be spared; {', '.join(val_missing)}: threshold 1, "
+                      f"no intervals", stacklevel=3)
     fit_types = set(fold.train_rows.loc[~fold.train_rows["subject"].isin(val_subjects), "type"])
     fit_missing = [t for t in TYPES if t not in fit_types]
     if fit_missing:
-        warnings.warn(f"yap3dcnn on {dataset.name}, test subject {fold.test_subject}: no subject left to train on "
-                      f"(validation: {val_subjects}) has a {' or '.join(fit_missing)} expression", stacklevel=2)
-    by_subject = {s: sorted(n for n, v in dataset.videos.items() if v.subject == s) for s in subjects}
-    fit_names = [n for s in fold.train_subjects if s not in val_subjects for n in by_subject[s]]
-    val_names, test_names = [n for s in val_subjects for n in by_subject[s]], fold.test_videos
-    crops = {n: video_crops(dataset, n, config) for n in fit_names + val_names + test_names}
-    fps = float(dataset.video(test_names[0]).fps)
-    scale = fps / settings["fps"]
-    random_skips = [[max(1, round(lo * scale)), max(1, round(hi * scale))] for lo, hi in settings["random_skips"]]
-    skips = choose_skips(config["skips"], family, fold.train_rows, fps)
-    stride = config["train_stride"][family]
+        warnings.warn(f"{name}: no subject left to train on (validation: {val_subjects}) has a "
+                      f"{' or '.join(fit_missing)} expression", stacklevel=3)
+    by_subject = {s: [n for n in fold.train_videos if fold.dataset.videos[n].subject == s] for s in fold.train_subjects}
+    return FoldVideos(fit=[n for s in fold.train_subjects if s not in val_subjects for n in by_subject[s]],
+                      val=[n for s in val_subjects for n in by_subject[s]], test=fold.test_videos,
+                      val_subjects=val_subjects, val_missing=val_missing, fit_missing=fit_missing)
+
+
+def run_fold(fold: LosoFold) -> pd.DataFrame:
+    """Train on ``fold.train_subjects`` (some held out for validation, :func:`fold_videos`), spot the test
+    subject's videos.
+
+    Keeps with the fold's result (:func:`mecore.loso.with_frame_scores`; :func:`mecore.loso.load_frame_scores`
+    reads them) the test videos' per-frame scores, the skips, the thresholds, the validation subjects and the
+    types they (``validation_missing``) or the remaining training subjects (``fit_missing``) lack.
+    """
+    fold = fold.at_most_fps()
+    config, dataset, train = fold.config, fold.dataset, fold.config.train
+    require_table3(config, dataset)
+    # inputs: face crops of every video the fold reads, the reference-frame skips at the videos' frame rate
+    videos = fold_videos(fold)
+    crops = {n: video_crops(dataset, n, config.input.crop) for n in videos.fit + videos.val + videos.test}
+    fps = float(dataset.video(videos.test[0]).fps)
+    scale = fps / config.input.skip_fps
+    random_skips = [[max(1, round(lo * scale)), max(1, round(hi * scale))] for lo, hi in train.random_skips]
+    skips = choose_skips(config, fold.train_rows, fps)
 
     def pairs(names, augment):
-        return ReferencePairs([(crops[n], video_labels(dataset, n)) for n in names], random_skips, stride,
-                              augment=augment and config["augment"], use_lcn=config["lcn"])
+        return ReferencePairs([(crops[n], video_labels(dataset, n)) for n in names], random_skips, train.stride,
+                              augment=augment and train.augment, use_lcn=config.input.lcn)
 
+    # fit
     train_config = TrainConfig(
-        optimizer=OptimizerSpec(config["optimizer"], config["lr"] or settings["lr"], momentum=config["momentum"]),
-        epochs=config["epochs"], batch_size=config["batch_size"], patience=config["patience"], restore_best=False,
-        seed=fold.seed, drop_last=True, micro_batch=config["micro_batch"], max_steps=config.get("max_steps"),
-        mixed_precision=config["mixed_precision"])
-    model = build_model(config)
-    result = fit(model, loss_for(config, family), pairs(fit_names, True), pairs(val_names, False), train_config,
-                 checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
-    thresholds = choose_thresholds(score_videos(result.model, dataset, val_names, crops, skips, config), skips, fps)
-    frame_scores = score_videos(result.model, dataset, test_names, crops, skips, config)
-    if not fold.dataset.spot_videos:  # mecore.spot keeps what the LOSO run saved
-        pd.to_pickle({"frame_scores": frame_scores, "skips": skips, "thresholds": thresholds, "fps": fps,
-                      "history": result.history, "validation_subjects": val_subjects,
-                      "validation_missing": val_missing, "fit_missing": fit_missing},
-                      fold.workdir / "frame_scores.pkl")
-    return spot(frame_scores, config["postprocess"], thresholds, skips, fps)
+        optimizer=OptimizerSpec(train.optimizer, train.lr, momentum=train.momentum), epochs=train.epochs,
+        batch_size=train.batch_size, patience=train.patience, restore_best=False, seed=fold.seed, drop_last=True,
+        micro_batch=train.micro_batch, max_steps=config.trial.max_steps, mixed_precision=train.mixed_precision)
+    result = fit(build_model(config.model), loss_for(train), pairs(videos.fit, True), pairs(videos.val, False),
+                 train_config, checkpoint_dir=fold.workdir, resume=fold.resume, progress=fold.progress)
+    # score: thresholds from the validation videos, frame scores of the test videos
+    thresholds = choose_thresholds(score_videos(result.model, dataset, videos.val, crops, skips, config), skips, fps)
+    frame_scores = score_videos(result.model, dataset, videos.test, crops, skips, config)
+    # post-process, persist
+    record = {"frame_scores": frame_scores, "skips": skips, "thresholds": thresholds, "fps": fps,
+              "history": result.history, "validation_subjects": videos.val_subjects,
+              "validation_missing": videos.val_missing, "fit_missing": videos.fit_missing}
+    return with_frame_scores(spot(frame_scores, config.test.postprocess, thresholds, skips, fps), record)
 
 
 # ------------------------------------------------------------------------------------ registration
-_COMMON = {"filters": [32, 64, 128], "first_depth_multiplier": 8, "dropout": 0.25, "batch_norm": True,
-           "lcn": True, "weighted_loss": True, "augment": True, "postprocess": "automated", "patience": 5,
-           "optimizer": "adam", "momentum": 0.0, "lr": 1e-3, "batch_size": 16, "eval_batch_size": 256,
-           # The paper's batch of 16 samples (two 2 x 112 x 112 pairs each) fits any device in one pass. The
-           # network has batch normalisation: micro-batches would normalise each pass's samples alone (other
-           # statistics and running averages than the whole batch's), so None keeps one pass per batch.
-           "micro_batch": None,
-           # Test skips (Sec. 3.3, Table 3): "kth" from the training annotations (Ours*), "table3_kth",
-           # "table3_manual" (Ours**) or {"micro": k, "macro": k} (choose_skips).
-           "skips": "kth",
-           # float16 autocast on CUDA: safe since Eq. 2 reads float32 logits (module docstring).
-           "mixed_precision": True}
-CONFIGS = {
-    "smoke": {**_COMMON, "crop": {"size": 32, "box": "median", "detect_every": 15, "register": True},
-              "filters": [8, 16, 32], "train_stride": {"casme_sq": 8, "samm_lv": 40}, "epochs": 2},
-    "default": {**_COMMON, "crop": {"size": 48, "box": "median", "detect_every": 15, "register": True},
-                "train_stride": {"casme_sq": 8, "samm_lv": 8}, "epochs": 8},
-    "paper": {**_COMMON, "crop": {"size": 112, "box": "median", "detect_every": 15, "register": True},
-              "train_stride": {"casme_sq": 1, "samm_lv": 1}, "epochs": 200,
-              "optimizer": "sgd", "momentum": 0.9, "lr": None},  # lr None: Table 3's
+PAPER = Config({
+    "input": {
+        # grey faces, one median Haar box per video (detected every 15 frames), registered to the first crop:
+        # our stand-in for OpenFace's per-frame alignment (module docstring)
+        "crop": {"size": cite(112, "Sec. 2.1"), "box": "median", "detect_every": 15, "register": True},
+        "lcn": cite(True, "Sec. 2.1, Eq. 1"),
+        "skip_fps": cite(None, "Sec. 4.1", type=float),  # the frame rate Table 3's skips count frames at
+        "max_fps": None},
+    "model": {"filters": [32, 64, 128], "first_depth_multiplier": 8,  # not given: ours (module docstring)
+              "dropout": 0.25,  # Fig. 1 has dropout, no rate: ours
+              "batch_norm": cite(True, "Sec. 2.2, Fig. 1")},
+    "train": {
+        "random_skips": cite(None, "Table 3", type=list),  # [[micro low, high], [macro low, high]] at skip_fps
+        "stride": 1,  # one random frame per window of this many frames an epoch; 1: every frame (our reading)
+        "augment": cite(True, "Sec. 3.3"),
+        "weighted_loss": cite(True, "Sec. 2.2, Eq. 2"),
+        "w": cite(None, "Sec. 2.2", type=float),  # W of Eq. 2
+        "optimizer": "sgd", "momentum": 0.9,  # not named: ours (module docstring)
+        "lr": cite(None, "Table 3", type=float),
+        "batch_size": cite(16, "Table 3"),
+        "epochs": 200,  # not given: a cap, early stopping ends the training
+        "patience": cite(5, "Sec. 3.3"),
+        # The paper's batch of 16 samples (two 2 x 112 x 112 pairs each) fits any device in one pass. The
+        # network has batch normalisation: micro-batches would normalise each pass's samples alone (other
+        # statistics and running averages than the whole batch's), so None keeps one pass per batch.
+        "micro_batch": None,
+        "mixed_precision": True},  # float16 autocast on CUDA: safe since Eq. 2 reads float32 logits
+    "test": {
+        # "kth" from the training annotations (Ours*), "table3_kth", "table3_manual" (Ours**), or "given"
+        # (given_skips [micro, macro]): choose_skips
+        "skips": cite("kth", "Sec. 3.3"),
+        "table3_kth": cite(None, "Table 3", type=list),  # [micro, macro] at input.skip_fps
+        "table3_manual": cite(None, "Table 3", type=list),
+        "given_skips": None,
+        "postprocess": cite("automated", "Sec. 4.1"),  # or "manual" (Sec. 4.2)
+        "eval_batch_size": 256},
+    "trial": {"max_steps": None},
+    "run": {"repeats": 1}})
+DEFAULT = PAPER.set({"input.crop.size": 48, "train.stride": 8, "train.epochs": 8,
+                     "train.optimizer": "adam", "train.momentum": 0.0, "train.lr": 1e-3})
+CONFIGS = {"paper": PAPER, "default": DEFAULT,
+           "smoke": DEFAULT.set({"input.crop.size": 32, "model.filters": [8, 16, 32], "train.epochs": 2}),
+           "large": DEFAULT.set({"input.crop.size": 112, "train.stride": 2, "train.epochs": 30})}
+
+# Table 3 and Sec. 2.2 per dataset family, every profile: the frame rate Table 3 counts in, random training skips
+# (stream 1, stream 2), W of Eq. 2, the published k-th (Ours*) and manual (Ours**) test skips.
+TABLE3 = {
+    "samm_lv": {"input.skip_fps": 200.0, "train.random_skips": [[25, 75], [200, 400]], "train.w": 0.75,
+                "test.table3_kth": [37, 217], "test.table3_manual": [30, 310]},
+    "casme_sq": {"input.skip_fps": 30.0, "train.random_skips": [[3, 9], [16, 50]], "train.w": 0.9,
+                 "test.table3_kth": [6, 19], "test.table3_manual": [10, 33]},
 }
-CONFIGS["large"] = {**CONFIGS["default"], "crop": {"size": 112, "box": "median", "detect_every": 15, "register": True},
-                    "train_stride": {"casme_sq": 2, "samm_lv": 8}, "epochs": 30}
-ABLATIONS = {"no LCN": {"lcn": False}, "no batch norm": {"batch_norm": False},
-             "no weighted loss": {"weighted_loss": False}, "no dropout": {"dropout": 0.0}}  # Table 7
+TABLE3_KEYS = ("input.skip_fps", "train.random_skips", "train.w", "train.lr")
+DATASET_OVERRIDES = {
+    "paper": {"samm_lv": {**TABLE3["samm_lv"], "train.lr": 0.007},  # Table 3's (SGD) learning rates
+              "casme_sq": {**TABLE3["casme_sq"], "train.lr": 0.015}},
+    "default": TABLE3,
+    "smoke": {**TABLE3, "samm_lv": {**TABLE3["samm_lv"], "train.stride": 40}},
+    "large": {**TABLE3, "samm_lv": {**TABLE3["samm_lv"], "train.stride": 8}},
+}
+ABLATIONS = {"no LCN": {"input.lcn": False}, "no batch norm": {"model.batch_norm": False},  # Table 7
+             "no weighted loss": {"train.weighted_loss": False}, "no dropout": {"model.dropout": 0.0}}
 
 register(ModelSpec(name="yap3dcnn", task="spotting", paper="Yap et al. 2022", run_fold=run_fold, configs=CONFIGS,
-                   spotting_convention="megc2020"))
+                   spotting_convention="megc2020", dataset_overrides=DATASET_OVERRIDES))
