@@ -201,6 +201,7 @@ def run_loso(
     # checkpoints are keyed by the training groups only: runs that differ in `test` settings share them
     trained = run_key(spec, dataset, profile, run_config.keyed(), seed)[0]
     description["checkpoints"] = f"{profile}-trained-{trained}"
+    description["annotations"] = [str(path) for path in dataset.sources]  # what was read (the key has its content)
     with _writing(folder / "folds"):
         (folder / "folds").mkdir(parents=True, exist_ok=True)
     with run_lock(folder, wait):
@@ -515,6 +516,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset name for mecore.data.load_dataset")
     parser.add_argument("--root", type=Path, help="folder of a licensed copy (real datasets; synth_* need none)")
     parser.add_argument("--profile", choices=paths.PROFILES, help="default: $MECORE_PROFILE or 'default'")
+    parser.add_argument("--workbook", type=Path, help="the annotation workbook to read when the root holds several "
+                                                      "(default: the newest release; the choice is reported)")
     parser.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", dest="overrides",
                         help="change one configuration entry, e.g. --set train.lr=3e-4 --set test.t_nms=0.4 "
                              "(repeatable; values read as JSON: numbers, true/false, null, lists)")
@@ -562,15 +565,10 @@ def _cli(args: argparse.Namespace) -> int:
     naming the value, file or address and what to do, and exit code 2."""
     try:
         spec = get_model(args.model)
-        from mecore.data import load_dataset
-
         profile = paths.profile(args.profile)
-        try:
-            dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
-        except OSError as error:
-            raise LosoError(f"dataset {args.dataset!r}: {_one_line(error)}") from error
-        except ValueError as error:  # an unknown name, a missing root, a bad workbook (DatasetError)
-            raise LosoError(_one_line(error)) from error
+        dataset = load_for_cli(args, profile)
+        for line in dataset_notes(dataset):
+            print(line)
         overrides = parse_overrides(args.overrides)
         results = run_repeats(spec, dataset, profile, repeats=args.repeats, seed=args.seed, config=overrides,
                               scheduler=args.scheduler,
@@ -584,6 +582,29 @@ def _cli(args: argparse.Namespace) -> int:
     if len(results) > 1:
         print(repeats_table(results).to_string())
     return 0
+
+
+def load_for_cli(args: argparse.Namespace, profile: str) -> Dataset:
+    """The dataset named by ``--dataset``/``--root``/``--workbook``; a bad name, root or file is a :class:`LosoError`."""
+    from mecore.data import load_dataset
+
+    options = {"workbook": args.workbook} if getattr(args, "workbook", None) else {}
+    try:
+        return load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile), **options)
+    except OSError as error:
+        raise LosoError(f"dataset {args.dataset!r}: {_one_line(error)}") from error
+    except TypeError as error:  # a loader without a workbook (SMIC's folders, CDE's label file)
+        raise LosoError(f"dataset {args.dataset!r} reads no workbook: drop --workbook ({error})") from error
+    except ValueError as error:  # an unknown name, a missing root, a bad workbook (DatasetError)
+        raise LosoError(_one_line(error)) from error
+
+
+def dataset_notes(dataset: Dataset) -> list[str]:
+    """What a run should say about its data before it starts: the annotation files read and every repair or
+    report of the loader (a duplicate kept, a workbook chosen among several, a subject left out), as ``data check``
+    prints them."""
+    notes = [f"{dataset.name}: annotations read from {', '.join(map(str, dataset.sources))}"] if dataset.sources else []
+    return notes + [f"{dataset.name}: {repair}" for repair in dataset.repairs]
 
 
 def headline(result: LosoResult) -> dict:

@@ -148,7 +148,8 @@ def plan(model: str, dataset, profile: str, *, steps: int = 3, trial_frames: int
     first = run_trial(model, view, profile, trial_frames, steps, device, trial_subjects, overrides)
     if "error" in first:
         raise RuntimeError(f"the trial fold of {model} ({trial_frames} frames a subject, {steps} steps) failed: "
-                           f"{first['error']}; try more --trial-frames")
+                           f"{first['error']}; if the trial's videos are too short for the model, try more "
+                           f"--trial-frames")
     second = run_trial(model, view, profile, 2 * trial_frames, 1, device, trial_subjects, overrides)
     existing, to_write, entry_rows = cache_sizes(view, first["entries"])
     fits = []
@@ -246,20 +247,45 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def check_plan_arguments(args) -> None:
+    """Numbers the trial cannot run with, a CUDA device this machine lacks, a JSON file that cannot be written:
+    refused before the trial (which takes minutes), as :class:`mecore.loso.LosoError`."""
+    from mecore.loso import LosoError
+
+    if args.steps < 1:
+        raise LosoError(f"--steps must be at least 1, got {args.steps}")
+    if args.trial_frames < 2:
+        raise LosoError(f"--trial-frames must be at least 2 (a flow needs two frames), got {args.trial_frames}")
+    if args.trial_subjects < 0:
+        raise LosoError(f"--trial-subjects must be 0 (all) or more, got {args.trial_subjects}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LosoError("--device cuda: this machine has no CUDA device PyTorch can use; plan on --device cpu, "
+                            "or run plan on the GPU machine")
+    if args.json is not None and not (args.json.parent.is_dir() and os.access(args.json.parent, os.W_OK)):
+        raise LosoError(f"--json {args.json}: the folder {args.json.parent} does not exist or is not writable")
+
+
 def _cli(args) -> int:
     from mecore.config import ConfigError, parse_overrides
-    from mecore.data import load_dataset
+    from mecore.loso import LosoError, check_task, dataset_notes, load_for_cli
     from mecore.models import UnknownModelError, get_model
 
     try:
         spec = get_model(args.model)
         profile = paths.profile(args.profile)
-        dataset = load_dataset(args.dataset, root=args.root, profile=paths.data_profile(profile))
+        dataset = load_for_cli(args, profile)
         overrides = parse_overrides(args.overrides)
         spec.config(profile, dataset.name, overrides)  # a wrong key or type: one line before any trial
-    except (UnknownModelError, ConfigError) as error:
+        check_task(spec, dataset)
+        check_plan_arguments(args)
+    except (UnknownModelError, ConfigError, LosoError) as error:
         print(f"mecore plan: error: {error.args[0]}", file=sys.stderr)
         return 2
+    for line in dataset_notes(dataset):
+        print(line)
     try:
         result = plan(args.model, dataset, profile, steps=args.steps, trial_frames=args.trial_frames,
                       trial_subjects=args.trial_subjects or None, device=args.device, config=overrides)

@@ -3,13 +3,14 @@
 They are references measured on the real, licensed datasets; nothing in mecore computes or asserts them, and no
 notebook types one itself. Papers are keyed by the model that reproduces them (:data:`PAPERS`):
 
-* ``mesnet``: Wang et al. 2021 (MESNet), Tables III-X and the operating points of Table X ("X settings");
-* ``yap3dcnn``: Yap et al. 2022, Tables 4-7 (Table 2 is ``mecore.data.summary.YAP_TABLE2``, Table 3 the model's
-  configuration);
+* ``mesnet``: Wang et al. 2021 (MESNet), Tables III-X, the operating points of Table X ("X settings") and the
+  CPN's receptive fields of Sec. III-B ("Sec. III-B", read by ``mecore.models.mesnet.PAPER_RECEPTIVE_FIELDS``);
+* ``yap3dcnn``: Yap et al. 2022, Tables 2 and 4-7 (Table 2 read by ``mecore.data.summary.YAP_TABLE2``; Table 3 is
+  the model's configuration);
 * ``bifpn_i3d``: He et al. 2023, Tables I-III;
 * ``stsnet_sw``: Fu et al. 2023 (STSNet_SW), Tables 1-4;
-* ``fr``: Zhou et al. (Feature Refinement), Tables 1-7 and 9 and Fig. 3 (Table 7's parameter counts are
-  ``mecore.models.fr.TABLE7_PARAMETERS``).
+* ``fr``: Zhou et al. (Feature Refinement), Tables 1-7 and 9 and Fig. 3, and Table 7's parameter counts
+  ("7 parameters", read by ``mecore.models.fr.TABLE7_PARAMETERS``).
 
 One accessor for all of them::
 
@@ -20,7 +21,8 @@ One accessor for all of them::
 ``family`` is a dataset family (:func:`mecore.data.model.dataset_family`): ``casme_sq`` (CAS(ME)^2), ``samm_lv``
 (the papers' "SAMM" long videos; MESNet's Tables III-V print it as "SAMP"), ``cde``, ``casme2``, ``samm``,
 ``smic_*``. A table printed per dataset needs one; a table that spans several datasets at once (FR's CDMER and
-single-database tables) takes none. A wrong paper, table or family raises a KeyError naming the valid choices.
+single-database tables and parameter counts, MESNet's receptive fields) takes none. A wrong paper, table or family
+raises a KeyError naming the valid choices.
 
 Rows are the paper's rows (methods, settings, thresholds), columns the printed quantities, under the paper's own
 labels; a notebook transposes where the paper prints quantities as rows. ``Reference.scores`` names the columns
@@ -60,7 +62,7 @@ class Reference:
 
     @property
     def source(self) -> str:
-        kind = "" if self.number.startswith("Fig.") else "Table "
+        kind = "" if self.number.startswith(("Fig.", "Sec.")) else "Table "
         return f"{PAPERS[self.paper]}, {kind}{self.number}"
 
     @property
@@ -211,24 +213,28 @@ T     C-tp C-f C-s   R-tp R-f R-s
 0.95  0    0   0.000 2    2   0.003
 """}
 # MESNet Table X (real CAS(ME)^2 and SAMM): selection, method, Prediction, TP, Find, recall, precision, F1 of
-# micro-expressions (the LTP-ML rows are not typed here).
+# micro-expressions (ltp_ml: LTP-ML, a baseline mecore does not implement).
 MESNET_TABLE_X = [
     ("casme_sq", "General", "mesnet_cpn", 2799, 22, 18, 0.32, 0.008, 0.015),
     ("casme_sq", "General", "mesnet_crn", 893, 12, 10, 0.18, 0.013, 0.026),
     ("casme_sq", "General", "mdmd", 3814, 18, 18, 0.32, 0.005, 0.009),
     ("casme_sq", "General", "lbp_chi2", 566, 6, 6, 0.11, 0.011, 0.019),
+    ("casme_sq", "General", "ltp_ml", 3136, 4, 4, 0.05, 0.001, 0.002),
     ("casme_sq", "High F1-score", "mesnet_cpn", 935, 14, 12, 0.21, 0.024, 0.028),
     ("casme_sq", "High F1-score", "mesnet_crn", 438, 9, 8, 0.14, 0.032, 0.036),
     ("casme_sq", "High F1-score", "mdmd", 307, 5, 5, 0.09, 0.016, 0.027),
     ("casme_sq", "High F1-score", "lbp_chi2", 185, 3, 3, 0.05, 0.016, 0.025),
+    ("casme_sq", "High F1-score", "ltp_ml", 3136, 4, 4, 0.05, 0.001, 0.002),
     ("samm_lv", "General", "mesnet_cpn", 3861, 54, 52, 0.33, 0.014, 0.027),
     ("samm_lv", "General", "mesnet_crn", 1336, 37, 36, 0.23, 0.028, 0.049),
     ("samm_lv", "General", "mdmd", 4990, 31, 31, 0.19, 0.006, 0.012),
     ("samm_lv", "General", "lbp_chi2", 768, 8, 8, 0.05, 0.010, 0.017),
+    ("samm_lv", "General", "ltp_ml", 1199, 11, 11, 0.07, 0.009, 0.016),
     ("samm_lv", "High F1-score", "mesnet_cpn", 659, 32, 30, 0.19, 0.049, 0.077),
     ("samm_lv", "High F1-score", "mesnet_crn", 364, 23, 23, 0.14, 0.063, 0.088),
     ("samm_lv", "High F1-score", "mdmd", 4990, 31, 31, 0.19, 0.006, 0.012),
     ("samm_lv", "High F1-score", "lbp_chi2", 768, 8, 8, 0.05, 0.010, 0.017),
+    ("samm_lv", "High F1-score", "ltp_ml", 1199, 11, 11, 0.07, 0.009, 0.016),
 ]
 # MESNet Sec. IV-C-5: the operating points of Table X, by dataset family. "General": MESNet's thresholds all 0.5,
 # p = 0.02 / 0.01; "High F1-score": T_CPN, T_CRN and each baseline's p of its best F1.
@@ -238,6 +244,9 @@ MESNET_TABLE_X_SETTINGS = {
     "samm_lv": {"General": {"mesnet": {"t_cpn": 0.5, "t_crn": 0.5}, "mdmd": 0.01, "lbp_chi2": 0.01},
                 "High F1-score": {"mesnet": {"t_cpn": 0.60, "t_crn": 0.40}, "mdmd": 0.01, "lbp_chi2": 0.01}},
 }
+# MESNet Sec. III-B: the receptive fields on F of the CPN's five sub-networks (Table II's layers after the backbone's
+# two temporal convolutions).
+MESNET_RECEPTIVE_FIELDS = (7, 9, 11, 13, 15)  # Sec. III-B, on F
 _MESNET_MES = {family: rows["CPN"][0] for family, rows in MESNET_TABLE_IV.items()}  # m of Tables VII-X
 
 _add("mesnet", "III", "backbone validation on one left-out subject: average and selected initialisation",
@@ -270,8 +279,16 @@ _add("mesnet", "X", "General and High F1-score operating points against the clas
 _add("mesnet", "X settings", "the operating points of Table X (Sec. IV-C-5): MESNet's T_CPN, T_CRN; the baselines' p",
      _per_family(MESNET_TABLE_X_SETTINGS, lambda v: _records(
          {selection: {**s["mesnet"], "mdmd": s["mdmd"], "lbp_chi2": s["lbp_chi2"]} for selection, s in v.items()})))
+_add("mesnet", "Sec. III-B", "receptive fields on F of the CPN's sub-networks 1-5",
+     {None: lambda: pd.DataFrame({"receptive field": MESNET_RECEPTIVE_FIELDS},
+                                 index=pd.RangeIndex(1, len(MESNET_RECEPTIVE_FIELDS) + 1, name="sub-network"))},
+     datasets=("casme_sq", "samm_lv"))
 
 # ------------------------------------------------------------------------------------------------ Yap et al.
+# Yap et al. 2022, Table 2: duration in seconds (min, mean, max) of the annotated expressions, per type.
+YAP_TABLE2_ROWS = ["min (s)", "mean (s)", "max (s)"]
+YAP_TABLE2 = {"samm_lv": {"micro": [0.15, 0.37, 0.51], "macro": [0.51, 2.17, 25.88]},
+              "casme_sq": {"micro": [0.27, 0.42, 0.53], "macro": [0.10, 1.25, 3.90]}}
 # Yap et al. 2022, Table 4: frame-level (F1, AUC) per dataset and expression type.
 YAP_TABLE4 = {("samm_lv", "macro"): (0.3916, 0.6909), ("samm_lv", "micro"): (0.0779, 0.5236),
               ("casme_sq", "macro"): (0.1564, 0.7555), ("casme_sq", "micro"): (0.0171, 0.6209)}
@@ -287,6 +304,8 @@ YAP_TABLE7 = {("samm_lv", "MaE"): [0.1863, 0.0709, 0.0732, 0.1249, 0.1290],
               ("casme_sq", "ME"): [0.0119, 0.0000, 0.0000, 0.0075, 0.0182],
               ("casme_sq", "Overall"): [0.0497, 0.0073, 0.0045, 0.0509, 0.0384]}
 _YAP_FAMILIES = ("samm_lv", "casme_sq")
+_add("yap3dcnn", "2", "duration of the expressions in seconds per type: min, mean, max",
+     _per_family(YAP_TABLE2, lambda v: pd.DataFrame(v, index=YAP_TABLE2_ROWS)), decimals=2)
 _add("yap3dcnn", "4", "frame level: F1 at the ROC threshold and AUC per expression type",
      {f: (lambda f=f: _records({t: v for (g, t), v in YAP_TABLE4.items() if g == f}, ["F1", "AUC"]))
       for f in _YAP_FAMILIES})
@@ -393,6 +412,8 @@ FR_CDMER = {1: (0.7065, 0.7149), 2: (0.5971, 0.5968), 3: (0.5335, 0.5673), 4: (0
 # Zhou et al. (FR), Table 5: single databases, LOSO accuracy of FR; Table 7: of Basic Inception.
 FR_TABLE_5 = {"SMIC-HS": 0.5790, "CASME II (5 classes)": 0.6285, "CASME II (4 classes)": 0.6838, "SAMM": 0.6013}
 FR_TABLE_7_BASIC = {"SMIC-HS": 0.5612, "CASME II (4 classes)": 0.6601, "SAMM": 0.5783}
+# Zhou et al. (FR), Table 7: learnable parameters of Basic Inception ("basic") and FR with 3 and 4 classes.
+FR_TABLE_7_PARAMETERS = {"basic": {3: 6.4803e6, 4: 6.4813e6}, "fr": {3: 10.2418e6, 4: 11.4231e6}}
 # Zhou et al. (FR), Table 6: Basic Inception and FR on CDE.
 FR_TABLE_6 = pd.DataFrame({"uf1": [0.7360, 0.7838], "uar": [0.7391, 0.7832]}, index=["Basic Inception", "FR"])
 # Zhou et al. (FR), Table 9: clips per class and subjects of the CDE composite.
@@ -416,6 +437,9 @@ _add("fr", "5", "single databases: LOSO accuracy of FR",
 _add("fr", "6", "CDE: Basic Inception against FR", {"cde": lambda: FR_TABLE_6.copy()})
 _add("fr", "7", "single databases: LOSO accuracy of Basic Inception",
      {None: lambda: _records({k: [v] for k, v in FR_TABLE_7_BASIC.items()}, ["Acc"])},
+     datasets=("smic_hs", "casme2", "samm"))
+_add("fr", "7 parameters", "learnable parameters of Basic Inception and FR with 3 and 4 classes",
+     {None: lambda: pd.DataFrame(FR_TABLE_7_PARAMETERS).T.rename_axis(index="variant", columns="classes")},
      datasets=("smic_hs", "casme2", "samm"))
 _add("fr", "9", "the CDE composite: clips per class and subjects", {"cde": lambda: FR_TABLE_9.copy()})
 _add("fr", "Fig. 3", "confusion matrices on CDE, % of each true class",
@@ -442,6 +466,12 @@ INCONSISTENT = {
         "precision 0.032, but 9/438 = 0.021, which the printed F1 0.036 fits",
     ("mesnet", "X", "casme_sq", ("High F1-score", "mesnet_crn"), "", "F1 = 2PR/(P+R)"):
         "precision 0.032, but 9/438 = 0.021, which the printed F1 0.036 fits",
+    # MESNet Table X, CAS(ME)^2 LTP-ML (both selections): recall 0.05 and F1 0.002 fit Find 3, not the printed 4
+    **{("mesnet", "X", "casme_sq", (selection, "ltp_ml"), "", check): why
+       for selection in ("General", "High F1-score")
+       for check, why in (("R = found/ground truths", "recall 0.05, but 4/57 = 0.070; Find 3 gives 3/57 = 0.053"),
+                          ("F1 from counts", "2·4·4 / (4·3136 + 4·57) = 0.002505, printed 0.002; Find 3 gives "
+                                             "0.002491"))},
     # MESNet Table VIII: 2·18·18 / (18·2125 + 18·57) = 0.016498, printed 0.017
     ("mesnet", "VIII", "casme_sq", 0.15, "CPN", "F1 from counts"): "0.016498 printed 0.017 (last digit)",
     # He et al. Table I: F1 below 2PR/(P+R) of the printed P and R at T_eval 0.40, 0.35 and 0.30

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mecore import paths
 from mecore.config import Config, ConfigError
-from mecore.data import load_dataset
+from mecore.data import DATASET_NAMES, dataset_kind, load_dataset
 from mecore.data.model import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
 from mecore.loso import checkpoints_folder, fold_file, run_fold, run_key, safe_name, write_atomically
 from mecore.models import LosoFold, ModelSpec, available_models, get_model
@@ -75,13 +75,14 @@ class TrainedRun:
 
     @property
     def train_command(self) -> str:
-        return train_command(self.spec.name, self.dataset.name, self.profile, self.seed)
+        root = None if self.dataset.name.startswith("synth_") else self.dataset.root
+        return train_command(self.spec.name, self.dataset.name, self.profile, self.seed, root)
 
 
-def train_command(model: str, dataset: str, profile: str, seed: int = 0) -> str:
-    """The command that trains what spot needs."""
-    return f"python -m mecore loso --model {model} --dataset {dataset} --profile {profile}" + \
-        (f" --seed {seed}" if seed else "")
+def train_command(model: str, dataset: str, profile: str, seed: int = 0, root=None) -> str:
+    """The command that trains what spot needs (with the licensed copy's ``--root``)."""
+    return f"python -m mecore loso --model {model} --dataset {dataset}" + (f" --root {root}" if root else "") + \
+        f" --profile {profile}" + (f" --seed {seed}" if seed else "")
 
 
 def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_casme_sq",
@@ -132,18 +133,22 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
                       resume=True, num_threads=None, progress=progress)
     intervals = interval_table(record["predictions"], source)
     out = Path(out_dir or paths.runs_dir() / "spot")
-    out.mkdir(parents=True, exist_ok=True)
     origin = str(Path(video).resolve())
-    stem = output_stem(out, origin, source.name, spec.name)
-    csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
-    provenance = {"source": origin, "model": spec.name, "run": str(run.folder), "subject": subject,
-                  "fps": source.fps, "face": face}
-    write_atomically(out / f"{stem}.json", json.dumps(provenance, indent=1).encode())  # claims the name first
-    write_atomically(csv_path, intervals.to_csv(index=False).encode())
     figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=100)
-    write_atomically(figure_path, image.getvalue())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = output_stem(out, origin, source.name, spec.name)
+        csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
+        provenance = {"source": origin, "model": spec.name, "run": str(run.folder), "subject": subject,
+                      "fps": source.fps, "face": face}
+        write_atomically(out / f"{stem}.json", json.dumps(provenance, indent=1).encode())  # claims the name first
+        write_atomically(csv_path, intervals.to_csv(index=False).encode())
+        write_atomically(figure_path, image.getvalue())
+    except OSError as error:
+        raise SpotError(f"{error.filename or out}: cannot write spot's output ({error.strerror or error}); make the "
+                        f"folder writable or pass another --out") from None
     intervals.attrs.update(csv=str(csv_path), figure=str(figure_path), subject=subject, run=str(run.folder),
                            fps=source.fps, face=face)
     return intervals
@@ -178,10 +183,14 @@ def minimum_frames(spec: ModelSpec, config: Config) -> int:
 def named_run(spec: ModelSpec, dataset: str, root, profile: str | None, results_dir=None) -> TrainedRun:
     """The LOSO run :func:`mecore.loso.run_loso` would use for ``spec`` on ``dataset`` (seed 0)."""
     profile = paths.profile(profile)
+    if dataset in DATASET_NAMES and dataset_kind(dataset) != "spotting":
+        raise SpotError(f"dataset {dataset!r} holds expression clips, not long videos: a spotting model is trained "
+                        f"on a long-video dataset ({', '.join(n for n in DATASET_NAMES if dataset_kind(n) == 'spotting')});"
+                        f" pass one as --dataset")
     runs = Path(results_dir or paths.runs_dir() / "loso") / spec.name / dataset
     if not any(runs.glob(f"{profile}-*/folds/*.pkl")):  # checked before loading (or generating) the dataset
-        raise SpotError(f"{runs}: no finished LOSO fold of {spec.name} on {dataset} under profile {profile}; "
-                        f"train it first: {train_command(spec.name, dataset, profile)} (or run its notebook)")
+        raise SpotError(f"{runs}: no finished LOSO fold of {spec.name} on {dataset} under profile {profile}; train it "
+                        f"first: {train_command(spec.name, dataset, profile, root=root)} (or run its notebook)")
     data = load_dataset(dataset, root=root, profile=paths.data_profile(profile))
     config = spec.config(profile, data.name)  # as run_loso
     key, _ = run_key(spec, data, profile, config, 0)

@@ -205,6 +205,25 @@ def test_newest_samm_lv_workbook_wins_and_is_named(tmp_path, capsys):
     assert code == 0 and "V1_Release.xlsx" in out.splitlines()[1] and "expressions={'macro': 1, 'micro': 1}" in out
 
 
+def test_loso_names_the_workbook_it_read_its_repairs_and_takes_workbook(tmp_path, capsys, smoke_root):
+    """A LOSO run says what ``data check`` says of its data (issue: loso never named the workbook, and a duplicate
+    interval it counted twice was reported by data check only); ``--workbook`` picks another release."""
+    root = smoke_copy(smoke_root, "samm_lv", tmp_path)
+    newest = root / "SAMM_LongVideos_V2_Release.xlsx"
+    shutil.copy(newest, root / "SAMM_LongVideos_V1_Release.xlsx")
+    run = ["loso", "--model", "mdmd", "--dataset", "samm_lv", "--root", str(root), "--profile", "smoke",
+           "--scheduler", "sync", "--folds", "1", "--results", str(tmp_path / "runs")]
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    assert f"samm_lv: annotations read from {newest}" in out
+    assert "samm_lv: 2 SAMM-LV annotation workbooks found: read SAMM_LongVideos_V2_Release.xlsx" in out
+    assert main(run + ["--workbook", str(root / "SAMM_LongVideos_V1_Release.xlsx")]) == 0
+    assert f"annotations read from {root / 'SAMM_LongVideos_V1_Release.xlsx'}" in capsys.readouterr().out
+    assert main(["loso", "--model", "mdmd", "--dataset", "synth_smic_hs", "--profile", "smoke", "--workbook",
+                 "x.xlsx"]) == 2
+    assert "reads no workbook: drop --workbook" in capsys.readouterr().err
+
+
 def test_updated_casme_sq_workbook_wins(tmp_path):
     root = casme_sq_copy(tmp_path)
     casme_sq_copy(tmp_path, rows=CASME_SQ_ROWS[:1], workbook="CAS(ME)^2code_final(Updated).xlsx", with_frames=False)
@@ -300,6 +319,42 @@ def test_damaged_workbook_is_one_line(tmp_path, capsys, damage, message):
     damage(root / "SAMM_LongVideos_V1_Release.xlsx")
     line = one_line_error(*check(["--dataset", "samm_lv", "--root", root], capsys)[::2])
     assert f"{root / 'SAMM_LongVideos_V1_Release.xlsx'}: {message}" in line
+
+
+def test_a_valid_zip_with_a_cut_sheet_is_one_line(tmp_path, capsys):
+    """The zip directory is whole but a sheet's XML is cut (a copy interrupted mid-file, then re-zipped)."""
+    import zipfile
+
+    root = samm_lv_copy(tmp_path)
+    book = root / "SAMM_LongVideos_V1_Release.xlsx"
+    with zipfile.ZipFile(book) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    sheet = next(name for name in members if name.startswith("xl/worksheets/sheet"))
+    members[sheet] = members[sheet][: len(members[sheet]) // 2]
+    with zipfile.ZipFile(book, "w") as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+    line = one_line_error(*check(["--dataset", "samm_lv", "--root", root], capsys)[::2])
+    assert f"{book}: the workbook is damaged or truncated (ParseError" in line
+
+
+def test_smic_subject_folders_in_any_spelling_and_never_merged_unseen(tmp_path, smoke_root):
+    root = smoke_copy(smoke_root, "smic", tmp_path)
+    base = root / "HS" if (root / "HS").is_dir() else root
+    first = sorted(p for p in base.iterdir() if p.is_dir())[0]  # s1, say
+    before = load_dataset("smic_hs", root=root, annotations_only=True)
+    first.rename(first.with_name(first.name.upper()))  # S1: still subject s1
+    after = load_dataset("smic_hs", root=root, annotations_only=True)
+    pd.testing.assert_frame_equal(before.annotations.drop(columns="source_row"),
+                                  after.annotations.drop(columns="source_row"))
+    twin = first.with_name(f"s0{first.name[1:]}")  # s01 beside S1: one subject in two folders
+    shutil.copytree(first.with_name(first.name.upper()), twin)
+    with pytest.raises(DatasetError, match=f"both are SMIC subject s{int(first.name[1:])}; keep one of them"):
+        load_dataset("smic_hs", root=root, annotations_only=True)
+    shutil.rmtree(twin)
+    shutil.rmtree(first.with_name(first.name.upper()) / "micro")
+    without = load_dataset("smic_hs", root=root, annotations_only=True)
+    assert any("no micro/ folder" in repair and first.name.upper() in repair for repair in without.repairs)
 
 
 def test_empty_cde_label_file_is_one_line(tmp_path, capsys):

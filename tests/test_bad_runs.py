@@ -122,7 +122,11 @@ def test_an_address_that_is_no_dask_scheduler_is_one_line_not_a_hang(cli, tmp_pa
     import dask
     import distributed  # noqa: F401
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the Dask handshake is a bad HTTP request: not worth a line
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):

@@ -20,73 +20,31 @@ from mecore.metrics import (
     spotting_log,
     stsnet_ratios,
 )
+from mecore import references
 
 # The generated examples spot in videos without ground truth on purpose (false positives count there); the
 # warning that names such videos is tested once, in test_spotted_intervals_nothing_can_score_are_named_in_a_warning.
 pytestmark = pytest.mark.filterwarnings("ignore:.*spotted intervals are in videos not in:UserWarning")
 
-# Printed in MESNet (Wang et al. 2021) Table X: dataset, selection, method, MEs (m),
-# Prediction (n), TP (b), Find (a), Recall, Precision, F1-score. References, not outputs.
-MESNET_TABLE_X = [
-    ("CAS(ME)^2", "General", "MESNet-CPN", 57, 2799, 22, 18, "0.32", "0.008", "0.015"),
-    ("CAS(ME)^2", "General", "MESNet-CRN", 57, 893, 12, 10, "0.18", "0.013", "0.026"),
-    ("CAS(ME)^2", "General", "MDMD", 57, 3814, 18, 18, "0.32", "0.005", "0.009"),
-    ("CAS(ME)^2", "General", "LBP-chi2", 57, 566, 6, 6, "0.11", "0.011", "0.019"),
-    ("CAS(ME)^2", "General", "LTP-ML", 57, 3136, 4, 4, "0.05", "0.001", "0.002"),
-    ("CAS(ME)^2", "High F1", "MESNet-CPN", 57, 935, 14, 12, "0.21", "0.024", "0.028"),
-    ("CAS(ME)^2", "High F1", "MESNet-CRN", 57, 438, 9, 8, "0.14", "0.032", "0.036"),
-    ("CAS(ME)^2", "High F1", "MDMD", 57, 307, 5, 5, "0.09", "0.016", "0.027"),
-    ("CAS(ME)^2", "High F1", "LBP-chi2", 57, 185, 3, 3, "0.05", "0.016", "0.025"),
-    ("CAS(ME)^2", "High F1", "LTP-ML", 57, 3136, 4, 4, "0.05", "0.001", "0.002"),
-    ("SAMM", "General", "MESNet-CPN", 159, 3861, 54, 52, "0.33", "0.014", "0.027"),
-    ("SAMM", "General", "MESNet-CRN", 159, 1336, 37, 36, "0.23", "0.028", "0.049"),
-    ("SAMM", "General", "MDMD", 159, 4990, 31, 31, "0.19", "0.006", "0.012"),
-    ("SAMM", "General", "LBP-chi2", 159, 768, 8, 8, "0.05", "0.010", "0.017"),
-    ("SAMM", "General", "LTP-ML", 159, 1199, 11, 11, "0.07", "0.009", "0.016"),
-    ("SAMM", "High F1", "MESNet-CPN", 159, 659, 32, 30, "0.19", "0.049", "0.077"),
-    ("SAMM", "High F1", "MESNet-CRN", 159, 364, 23, 23, "0.14", "0.063", "0.088"),
-    ("SAMM", "High F1", "MDMD", 159, 4990, 31, 31, "0.19", "0.006", "0.012"),
-    ("SAMM", "High F1", "LBP-chi2", 159, 768, 8, 8, "0.05", "0.010", "0.017"),
-    ("SAMM", "High F1", "LTP-ML", 159, 1199, 11, 11, "0.07", "0.009", "0.016"),
-]
-# Cells of Table X that its own counts do not reproduce, and why (see notebook 03).
+# The papers' printed tables come from mecore.references (references, not outputs): MESNet (Wang et al. 2021)
+# Table X, with its MEs (m) per dataset family, and STSNet_SW (Fu et al. 2023) Tables 2-4.
+STSNET_NUMBERS = ("2", "3", "4")
+# Cells of Table X that its own counts do not reproduce, and why (see notebook 03 and
+# mecore.references.INCONSISTENT).
 MESNET_TABLE_X_INCONSISTENT = {
-    ("CAS(ME)^2", "General", "MESNet-CRN", "f1"),  # F1 fits Prediction = 871 (Tables VI, VIII)
-    ("CAS(ME)^2", "General", "LTP-ML", "recall"),  # recall and F1 fit Find = 3, not 4
-    ("CAS(ME)^2", "General", "LTP-ML", "f1"),
-    ("CAS(ME)^2", "High F1", "LTP-ML", "recall"),
-    ("CAS(ME)^2", "High F1", "LTP-ML", "f1"),
-    ("CAS(ME)^2", "High F1", "MESNet-CPN", "precision"),  # printed F1 fits b/n = 14/935, not 0.024
-    ("CAS(ME)^2", "High F1", "MESNet-CRN", "precision"),  # printed F1 fits b/n = 9/438, not 0.032
+    ("casme_sq", "General", "mesnet_crn", "f1"),  # F1 fits Prediction = 871 (Tables VI, VIII)
+    ("casme_sq", "General", "ltp_ml", "recall"),  # recall and F1 fit Find = 3, not 4
+    ("casme_sq", "General", "ltp_ml", "f1"),
+    ("casme_sq", "High F1-score", "ltp_ml", "recall"),
+    ("casme_sq", "High F1-score", "ltp_ml", "f1"),
+    ("casme_sq", "High F1-score", "mesnet_cpn", "precision"),  # printed F1 fits b/n = 14/935, not 0.024
+    ("casme_sq", "High F1-score", "mesnet_crn", "precision"),  # printed F1 fits b/n = 9/438, not 0.032
 }
-# Printed in STSNet_SW (Fu et al. 2023) Tables 2-4: table, dataset, type, Total, TP, FP, FN,
-# Precision, Recall, F1-score.
-STSNET_TABLES = [
-    (2, "CAS(ME)^2", "macro", 300, 166, 30, 134, "0.8469", "0.5533", "0.6694"),
-    (2, "CAS(ME)^2", "micro", 57, 33, 10, 24, "0.7674", "0.5789", "0.6600"),
-    (2, "CAS(ME)^2", "overall", 357, 199, 40, 158, "0.8326", "0.5574", "0.6678"),
-    (2, "SAMM-LV", "macro", 343, 167, 93, 176, "0.6423", "0.4869", "0.5539"),
-    (2, "SAMM-LV", "micro", 159, 74, 10, 85, "0.8810", "0.4654", "0.6091"),
-    (2, "SAMM-LV", "overall", 502, 241, 103, 261, "0.7006", "0.4801", "0.5697"),
-    (3, "CAS(ME)^2", "macro", 300, 165, 30, 135, "0.8462", "0.5500", "0.6667"),
-    (3, "CAS(ME)^2", "micro", 57, 33, 10, 24, "0.7674", "0.5789", "0.6600"),
-    (3, "CAS(ME)^2", "overall", 357, 198, 40, 159, "0.8319", "0.5546", "0.6655"),
-    (3, "SAMM-LV", "macro", 343, 175, 87, 168, "0.6679", "0.5102", "0.5785"),
-    (3, "SAMM-LV", "micro", 159, 80, 11, 79, "0.8791", "0.5031", "0.6400"),
-    (3, "SAMM-LV", "overall", 502, 255, 98, 247, "0.7224", "0.5080", "0.5965"),
-    (4, "CAS(ME)^2", "macro", 300, 167, 32, 133, "0.8392", "0.5567", "0.6693"),
-    (4, "CAS(ME)^2", "micro", 57, 22, 42, 35, "0.3438", "0.3860", "0.3636"),
-    (4, "CAS(ME)^2", "overall", 357, 189, 74, 168, "0.7186", "0.5294", "0.6097"),
-    (4, "SAMM-LV", "macro", 343, 179, 87, 164, "0.6729", "0.5219", "0.5878"),
-    (4, "SAMM-LV", "micro", 159, 49, 76, 110, "0.3920", "0.3082", "0.3451"),
-    (4, "SAMM-LV", "overall", 502, 228, 163, 274, "0.5831", "0.4542", "0.5106"),
-]
 
 
-def agrees(value: float, printed: str) -> bool:
-    """``value`` equals ``printed`` to the printed number of decimals (either rounding rule)."""
-    decimals = len(printed.split(".")[1])
-    return abs(value - float(printed)) <= 0.5 * 10 ** -decimals + 1e-12
+def agrees(value: float, printed: float, decimals: int) -> bool:
+    """``value`` equals ``printed`` to its printed number of ``decimals`` (either rounding rule)."""
+    return abs(value - printed) <= 0.5 * 10 ** -decimals + 1e-12
 
 
 def intervals(rows, video="v", expression_type="micro", score=None):
@@ -182,32 +140,46 @@ def test_unknown_convention_raises():
 
 # ------------------------------------------------------------- paper tables
 def test_mesnet_table_x_recomputed_from_its_counts():
-    mismatched = set()
-    for dataset, selection, method, m, n, b, a, recall, precision, f1 in MESNET_TABLE_X:
-        ours = mesnet_ratios(found=a, hits=b, n_gt=m, n_spotted=n)
-        for name, printed in (("recall", recall), ("precision", precision), ("f1", f1)):
-            if not agrees(ours[name], printed):
-                mismatched.add((dataset, selection, method, name))
+    ref, mismatched = references.reference("mesnet", "X"), set()
+    for family in ref.values:
+        m = ref.ground_truths[family]
+        for (selection, method), row in references.table("mesnet", "X", family).iterrows():
+            ours = mesnet_ratios(found=int(row["Find"]), hits=int(row["TP"]), n_gt=m,
+                                 n_spotted=int(row["Prediction"]))
+            for name, column in (("recall", "recall"), ("precision", "precision"), ("f1", "F1")):
+                if not agrees(ours[name], row[column], ref.printed_decimals(column)):
+                    mismatched.add((family, selection, method, name))
     assert mismatched == MESNET_TABLE_X_INCONSISTENT
 
 
 def test_mesnet_table_x_inconsistencies_have_the_stated_explanations():
-    assert agrees(mesnet_ratios(found=10, hits=12, n_gt=57, n_spotted=871)["f1"], "0.026")
-    corrected = mesnet_ratios(found=3, hits=4, n_gt=57, n_spotted=3136)
-    assert agrees(corrected["recall"], "0.05") and agrees(corrected["f1"], "0.002")
+    ref, x = references.reference("mesnet", "X"), references.table("mesnet", "X", "casme_sq")
+    m = ref.ground_truths["casme_sq"]
+    crn, ltp = x.loc[("General", "mesnet_crn")], x.loc[("General", "ltp_ml")]
+    crn_n = references.table("mesnet", "VIII", "casme_sq").loc[0.50, "R-p"]  # the CRN's Prediction, Tables VI, VIII
+    ours = mesnet_ratios(found=int(crn["Find"]), hits=int(crn["TP"]), n_gt=m, n_spotted=int(crn_n))
+    assert agrees(ours["f1"], crn["F1"], ref.printed_decimals("F1"))
+    corrected = mesnet_ratios(found=3, hits=int(ltp["TP"]), n_gt=m, n_spotted=int(ltp["Prediction"]))  # Find = 3
+    assert agrees(corrected["recall"], ltp["recall"], ref.printed_decimals("recall"))
+    assert agrees(corrected["f1"], ltp["F1"], ref.printed_decimals("F1"))
 
 
 def test_stsnet_tables_recomputed_from_their_counts():
-    for table, dataset, kind, total, tp, fp, fn, precision, recall, f1 in STSNET_TABLES:
-        for ours in (ratios_from_counts(tp, fp, fn), stsnet_ratios(tp, n_gt=tp + fn, n_spotted=tp + fp)):
-            assert agrees(ours["precision"], precision), (table, dataset, kind)
-            assert agrees(ours["recall"], recall), (table, dataset, kind)
-            assert agrees(ours["f1"], f1), (table, dataset, kind)
-        assert tp + fn == total
-    for table in (2, 3, 4):  # overall = macro + micro (Eqs. 13-14)
-        for dataset in ("CAS(ME)^2", "SAMM-LV"):
-            rows = {r[2]: np.array(r[3:7]) for r in STSNET_TABLES if r[0] == table and r[1] == dataset}
-            assert (rows["macro"] + rows["micro"] == rows["overall"]).all()
+    checked = 0
+    for number in STSNET_NUMBERS:
+        ref = references.reference("stsnet_sw", number)
+        for family in ref.values:
+            rows = references.table("stsnet_sw", number, family)
+            for kind, row in rows.iterrows():
+                total, tp, fp, fn = (int(row[c]) for c in ("Total", "TP", "FP", "FN"))
+                for ours in (ratios_from_counts(tp, fp, fn), stsnet_ratios(tp, n_gt=tp + fn, n_spotted=tp + fp)):
+                    for name, column in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1-score")):
+                        assert agrees(ours[name], row[column], ref.printed_decimals(column)), (number, family, kind)
+                assert tp + fn == total
+                checked += 1
+            counts = rows[["Total", "TP", "FP", "FN"]]  # overall = macro + micro (Eqs. 13-14)
+            assert (counts.loc["macro"] + counts.loc["micro"] == counts.loc["overall"]).all()
+    assert checked == 18
 
 
 # ------------------------------------------------------------------ properties

@@ -49,3 +49,31 @@ def test_plan_measures_a_trial_and_sizes_the_whole_dataset(smoke_root, tmp_path,
 def test_plan_of_an_unknown_model_is_one_line(capsys):
     assert main(["plan", "--model", "nope", "--dataset", "synth_casme_sq", "--profile", "smoke"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--trial-frames", "0"], "--trial-frames must be at least 2"),
+    (["--json", "/nonexistent_folder/plan.json"], "--json /nonexistent_folder/plan.json: the folder"),
+    (["--set", "train.nosuch=1"], "unknown configuration key 'train.nosuch'"),
+])
+def test_plan_refuses_what_the_trial_cannot_run_before_it_starts(smoke_root, capsys, extra, message):
+    """One line, exit 2, before the trial (which takes minutes on real data)."""
+    assert main(["plan", "--model", "mdmd", "--dataset", "casme_sq", "--root", str(smoke_root / "casme_sq"),
+                 "--profile", "smoke", *extra]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("mecore plan: error: ") and message in err[0], err
+
+
+def test_plan_of_a_model_on_a_dataset_of_the_other_task_is_one_line_without_a_trial(capsys):
+    assert main(["plan", "--model", "mdmd", "--dataset", "synth_casme2", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a spotting model but dataset 'synth_casme2' is a recognition dataset" in err[0]
+    assert "--trial-frames" not in err[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_plan_on_cuda_without_cuda_is_one_line(capsys):
+    assert main(["plan", "--model", "mdmd", "--dataset", "synth_casme_sq", "--profile", "smoke", "--device",
+                 "cuda"]) == 2
+    assert "--device cuda: this machine has no CUDA device" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_printed_scores_follow_from_the_tables_own_numbers():
             found, count = score_problems(ref, family, frame)
             problems |= found
             checked += count
-    assert checked >= 230, checked  # 16 (MESNet IV) + 64 (X) + 48 (VIII) + 12 (He I) + 90 (Fu 2-4)
+    assert checked >= 246, checked  # 16 (MESNet IV) + 80 (X) + 48 (VIII) + 12 (He I) + 90 (Fu 2-4)
     expected = {key for key in INCONSISTENT if key[-1] in SCORE_CHECKS}
     assert problems - expected == set(), "printed numbers that do not follow from their table (new?)"
     assert expected - problems == set(), "listed as inconsistent but consistent: remove from INCONSISTENT"
@@ -257,8 +257,9 @@ def test_table_rows_match_the_code_that_reads_them():
 
     for family in ("casme_sq", "samm_lv"):
         assert list(table("bifpn_i3d", "II", family).index) == list(TOP_THRESHOLDS)
-        assert set(table("mesnet", "X", family).index.get_level_values("method")) == {
-            "mesnet_cpn", "mesnet_crn", "mdmd", "lbp_chi2"}
+        methods = set(table("mesnet", "X", family).index.get_level_values("method"))
+        assert methods == {"mesnet_cpn", "mesnet_crn", "mdmd", "lbp_chi2", "ltp_ml"}  # LTP-ML: not in mecore
+        assert methods - {"ltp_ml"} <= set(available_models())
         assert set(table("mesnet", "X", family).index.get_level_values("selection")) == set(
             table("mesnet", "X settings", family).index)
     assert list(table("bifpn_i3d", "I", "casme_sq").index) == list(T_EVALS)
@@ -267,6 +268,47 @@ def test_table_rows_match_the_code_that_reads_them():
         assert list(table("fr", number).index) == experiments["experiment"].tolist()
         assert set(reference("fr", number).datasets) == set(experiments["source"]) | set(experiments["target"])
     assert set(table("fr", "1", "cde").index) <= set(available_models())
+
+
+def test_yap_table2_durations_are_ordered_and_give_table3_skips():
+    """Table 2: min <= mean <= max per type; its means give Table 3's k-th frame skips (Ours*) by the k-th frame
+    rule at the frame rate Table 3 counts in."""
+    from mecore.models import get_model
+    from mecore.models.yap3dcnn import kth_frame_from_duration
+
+    spec = get_model("yap3dcnn")
+    for family in reference("yap3dcnn", "2").values:
+        durations = table("yap3dcnn", "2", family)
+        assert list(durations.columns) == ["micro", "macro"]
+        assert (durations.loc["min (s)"] <= durations.loc["mean (s)"]).all()
+        assert (durations.loc["mean (s)"] <= durations.loc["max (s)"]).all()
+        config = spec.config("paper", family)
+        skips = [kth_frame_from_duration(durations.loc["mean (s)", t], config.input.skip_fps) for t in durations]
+        assert skips == list(config.test.table3_kth), family
+
+
+def test_mesnet_receptive_fields_follow_from_table_ii():
+    """Sec. III-B's receptive fields on F: 1 + sum (k - 1) r (Eq. 9) over the backbone's two temporal
+    convolutions and each sub-network's Table II layers; mecore.models.mesnet reads them from mecore.references."""
+    from mecore.models import mesnet
+
+    fields = table("mesnet", "Sec. III-B")["receptive field"].tolist()
+    assert fields == [mesnet.receptive_field([(3, 1), (3, 1)] + list(layers)) for layers in mesnet.CPN_SUBNETWORKS]
+    assert mesnet.PAPER_RECEPTIVE_FIELDS is references.MESNET_RECEPTIVE_FIELDS
+
+
+def test_modules_read_the_moved_tables():
+    """The constants that once typed these numbers now read them from mecore.references."""
+    from mecore.data.summary import YAP_TABLE2
+    from mecore.models import fr
+
+    for label, family in (("SAMM-LV", "samm_lv"), ("CAS(ME)^2", "casme_sq")):
+        pd.testing.assert_frame_equal(YAP_TABLE2[label], table("yap3dcnn", "2", family))
+    assert fr.TABLE7_PARAMETERS is references.FR_TABLE_7_PARAMETERS
+    parameters = table("fr", "7 parameters")
+    assert list(parameters.index) == ["basic", "fr"] and list(parameters.columns) == [3, 4]
+    # 3 and 4 classes: the 4-class model has more parameters, each variant
+    assert (parameters[4] > parameters[3]).all()
 
 
 def test_a_wrong_paper_table_or_family_is_a_clear_key_error():

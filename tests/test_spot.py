@@ -264,3 +264,22 @@ def test_g_two_faces_say_which_one_is_spotted(dataset, tmp_path):
         warnings.simplefilter("error")
         one = require_face(left)  # one face: no warning, rank 1 of 1
     assert one["faces"] == 1 and one["rank"] == 1
+
+
+def test_h_spot_names_an_unwritable_output_folder_a_clip_dataset_and_the_root_to_train_on(runs, dataset, tmp_path,
+                                                                                             monkeypatch):
+    from mecore.spot import train_command
+    from test_bad_runs import read_only
+
+    trained = dict(model="mdmd", dataset=dataset.name, profile="smoke", results_dir=runs["mdmd"].folder.parents[2],
+                   progress=False)
+    out = tmp_path / "read-only"
+    read_only(monkeypatch, out)
+    with pytest.raises(SpotError, match=f"{out}.*: cannot write spot's output \\(Read-only file system\\); make "
+                                        f"the folder writable or pass another --out"):
+        spot(dataset.video(VIDEO).folder, out_dir=out, **trained)
+    monkeypatch.undo()
+    with pytest.raises(SpotError, match="dataset 'synth_casme2' holds expression clips, not long videos"):
+        spot(dataset.video(VIDEO).folder, **{**trained, "dataset": "synth_casme2"})
+    assert "--dataset casme_sq --root /data/CASME_sq --profile paper" in \
+        train_command("mesnet_crn", "casme_sq", "paper", root="/data/CASME_sq")

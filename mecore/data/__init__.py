@@ -31,6 +31,12 @@ SYNTHETIC_FOLDERS = {"casme_sq": "casme_sq", "samm_lv": "samm_lv", "casme2": "ca
                      "smic_hs": "smic", "smic_vis": "smic", "smic_nir": "smic", "smic_e": "smic_e", "cde": "cde"}
 SYNTHETIC = {f"synth_{name}": name for name in LOADERS}
 DATASET_NAMES = tuple(LOADERS) + tuple(SYNTHETIC)
+LONG_VIDEO_SETS = ("casme_sq", "samm_lv", "smic_e")  # spotting datasets; the others hold expression clips
+
+
+def dataset_kind(name: str) -> str:
+    """``"spotting"`` (long videos) or ``"recognition"`` (clips) for a dataset name, real or ``synth_``."""
+    return "spotting" if SYNTHETIC.get(name, name) in LONG_VIDEO_SETS else "recognition"
 
 
 def load_dataset(name: str, root: str | Path | None = None, profile: str | None = None,
@@ -58,5 +64,5 @@ def load_dataset(name: str, root: str | Path | None = None, profile: str | None 
     return LOADERS[name](root, annotations_only=annotations_only, name=name, **options)
 
 
-__all__ = ["ANNOTATION_DTYPES", "DATASET_NAMES", "Dataset", "DatasetError", "Video", "annotation_frame",
+__all__ = ["ANNOTATION_DTYPES", "DATASET_NAMES", "dataset_kind", "Dataset", "DatasetError", "Video", "annotation_frame",
            "load_dataset"]

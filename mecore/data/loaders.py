@@ -45,6 +45,7 @@ import math
 import re
 import zipfile
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 import pandas as pd
 
@@ -125,9 +126,9 @@ def read_table(path: Path, sheet: str | int = 0, header=None) -> pd.DataFrame:
         return pd.read_excel(path, sheet_name=sheet, header=header, dtype=object)
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{path}: the file holds no table (no columns); copy it again from the dataset release") from None
-    except zipfile.BadZipFile as error:
-        raise DatasetError(f"{path}: the workbook is damaged or truncated ({error}); copy it again from the dataset "
-                           f"release") from None
+    except (zipfile.BadZipFile, ParseError) as error:  # a cut zip, or a valid zip holding a cut sheet
+        raise DatasetError(f"{path}: the workbook is damaged or truncated ({type(error).__name__}: {error}); copy it "
+                           f"again from the dataset release") from None
     except ValueError as error:
         if not csv and "not found" in str(error).lower():
             sheets = pd.ExcelFile(path).sheet_names
@@ -641,14 +642,21 @@ def load_smic(root, variant: str = "HS", annotations_only: bool = False, name: s
     name = name or f"smic_{variant.lower()}"
     root = require_root(root)
     base = root / variant if (root / variant).is_dir() else root
-    subject_folders = sorted(p for p in base.iterdir() if p.is_dir() and re.fullmatch(r"s\d+", p.name))
+    subject_folders = sorted(p for p in base.iterdir() if p.is_dir() and re.fullmatch(r"[sS]\d+", p.name))
     if not subject_folders:
         raise DatasetError(f"{base}: no SMIC subject folders (s1, s2, ...) found for variant {variant}")
-    rows, videos = [], {}
+    by_subject: dict[str, Path] = {}
+    for folder in subject_folders:  # s1, s01 and S1 are one subject: two folders of it would merge unseen
+        subject = f"s{int(folder.name[1:])}"
+        if subject in by_subject:
+            raise DatasetError(f"{by_subject[subject]} and {folder}: both are SMIC subject {subject}; keep one of them")
+        by_subject[subject] = folder
+    rows, videos, repairs = [], {}, []
     for subject_folder in subject_folders:
         subject = f"s{int(subject_folder.name[1:])}"
         micro = subject_folder / "micro"
         if not micro.is_dir():
+            repairs.append(f"{subject_folder}: no micro/ folder; subject {subject} has no clip and is left out")
             continue
         for emotion_folder in sorted(p for p in micro.iterdir() if p.is_dir()):
             for clip_folder in sorted(p for p in emotion_folder.iterdir() if p.is_dir()):
@@ -661,7 +669,7 @@ def load_smic(root, variant: str = "HS", annotations_only: bool = False, name: s
     if not rows:
         raise DatasetError(f"{base}: no SMIC clip folder found (expected {variant}/s1/micro/<emotion>/<clip>/ with "
                            f"frame images)")
-    return finish(name, root, rows, videos, [], "recognition", annotations_only, False, base)
+    return finish(name, root, rows, videos, repairs, "recognition", annotations_only, False, base)
 
 
 def load_smic_e(root, annotations_only: bool = False, frames_dir: str = "HS_long", name: str = "smic_e",

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mecore import paths
+from mecore import paths, references
 from mecore.config import Config, cite
 from mecore.data.model import Dataset, DatasetError, Video
 from mecore.data.splits import kfold_splits, regroup
@@ -71,7 +71,7 @@ APEX_RULES = ("annotated", "mid")
 STREAM_FILTERS = (6, 16)  # Sec. 3.1, after LeNet
 INPUT_SIZE = 28  # Sec. 4.2
 LAMBDA = 0.85  # Sec. 6.1.1
-TABLE7_PARAMETERS = {"basic": {3: 6.4803e6, 4: 6.4813e6}, "fr": {3: 10.2418e6, 4: 11.4231e6}}
+TABLE7_PARAMETERS = references.FR_TABLE_7_PARAMETERS  # Table 7: variant -> {classes: parameters}
 
 
 # ----------------------------------------------------------------------------------- apex (Eq. 1)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mecore import paths
+from mecore import paths, references
 from mecore.config import TRAINING_EXCLUDES, Config, cite
 from mecore.data.model import Dataset
 from mecore.data.splits import mesnet_train_val_split
@@ -67,7 +67,7 @@ TEMPORAL_CHANNELS = 128  # Sec. III-A
 FC_WIDTH = 300  # Sec. III-A, III-C
 # Table II: sub-network -> ((kernel, dilation) of layer 1, (kernel, dilation) of layer 2)
 CPN_SUBNETWORKS = (((3, 1), (1, 1)), ((3, 1), (3, 1)), ((3, 1), (3, 2)), ((3, 1), (3, 3)), ((3, 2), (3, 3)))
-PAPER_RECEPTIVE_FIELDS = (7, 9, 11, 13, 15)  # Sec. III-B, on F
+PAPER_RECEPTIVE_FIELDS = references.MESNET_RECEPTIVE_FIELDS  # Sec. III-B, on F
 
 
 # ----------------------------------------------------------------------------------- architecture
