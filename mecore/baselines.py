@@ -31,11 +31,11 @@ import pandas as pd
 from skimage.feature import local_binary_pattern
 
 from mecore import paths
-from mecore.data.model import Dataset, Video, dataset_family
+from mecore.data.dataset import Dataset, Video, dataset_family
 from mecore.preprocess import CropSpec, optical_flow, preprocess_video
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.pipeline import run_parallel
-from mecore.spotting import filter_by_length, labels_to_intervals, peak_intervals, relative_threshold
+from mecore.postprocess import filter_by_length, labels_to_intervals, peak_intervals, relative_threshold
 
 METHODS = ("lbp_chi2", "mdmd")
 # MEGC 2020 baseline (He et al. 2020, Sec. II-B-3; evaluation.md): k per type and kept lengths in frames.

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mecore.data.model import Dataset, Video
+from mecore.data.dataset import Dataset, Video
 from mecore.preprocess import CropSpec, preprocess_video
 
 

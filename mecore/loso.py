@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 import mecore
 from mecore import metrics, paths
 from mecore.config import Config, ConfigError, parse_overrides
-from mecore.data.model import Dataset, DatasetError
+from mecore.data.dataset import Dataset, DatasetError
 from mecore.models import LosoFold, ModelSpec, UnknownModelError, available_models, get_model
 from mecore.preprocess.cache import STALE_AFTER_S, pid_alive, remove_stale, source_fingerprint
 from mecore.train import CheckpointError, seed_everything

@@ -394,7 +394,7 @@ def roc_threshold(labels, scores) -> float:
 def frame_level_metrics(labels, scores, threshold: float | None = None) -> dict[str, float]:
     """Per-frame F1 and ROC AUC of raw per-frame scores (Yap et al. 2022, Table 4).
 
-    ``labels``: one bool per frame (see :func:`mecore.spotting.intervals_to_labels`); ``scores``:
+    ``labels``: one bool per frame (see :func:`mecore.postprocess.intervals_to_labels`); ``scores``:
     the model's per-frame scores. F1 uses ``scores >= threshold``, by default :func:`roc_threshold`.
     AUC is NaN when the labels hold only one class.
     """

@@ -1,7 +1,7 @@
 """``python -m mecore plan``: what a LOSO run of a model will cost on a dataset, measured before it is run.
 
 A plan runs the model's first LOSO fold as a *trial* in a child process: the first ``trial_subjects`` subjects
-(default 4) each keep their first video, cut to its first ``trial_frames`` frames (:meth:`mecore.data.model.Video.first`, with its own cache entries),
+(default 4) each keep their first video, cut to its first ``trial_frames`` frames (:meth:`mecore.data.dataset.Video.first`, with its own cache entries),
 and training stops after ``steps`` optimiser steps (:class:`mecore.train.TrainConfig` ``max_steps``). Since
 every model streams its inputs (:mod:`mecore.inputs`), the trial's peak resident memory is the full run's:
 host memory is bounded by the batch, not by the videos. From the trial it reports

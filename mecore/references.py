@@ -18,7 +18,7 @@ One accessor for all of them::
     reference("bifpn_i3d", "II").source    # "He et al. 2023, Table II"; also .datasets, .caption, .decimals
     catalogue()                            # every table: paper, table, source, datasets, caption
 
-``family`` is a dataset family (:func:`mecore.data.model.dataset_family`): ``casme_sq`` (CAS(ME)^2), ``samm_lv``
+``family`` is a dataset family (:func:`mecore.data.dataset.dataset_family`): ``casme_sq`` (CAS(ME)^2), ``samm_lv``
 (the papers' "SAMM" long videos; MESNet's Tables III-V print it as "SAMP"), ``cde``, ``casme2``, ``samm``,
 ``smic_*``. A table printed per dataset needs one; a table that spans several datasets at once (FR's CDMER and
 single-database tables and parameter counts, MESNet's receptive fields) takes none. A wrong paper, table or family

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from mecore import paths
 from mecore.config import Config, ConfigError
 from mecore.data import DATASET_NAMES, dataset_kind, load_dataset
-from mecore.data.model import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
+from mecore.data.dataset import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetError, Video
 from mecore.loso import checkpoints_folder, fold_file, run_fold, run_key, safe_name, write_atomically
 from mecore.models import LosoFold, ModelSpec, available_models, get_model
 from mecore.preprocess.cache import remove_stale

@@ -27,7 +27,7 @@ import numpy as np
 
 from mecore import paths
 from mecore.data import load_dataset
-from mecore.data.model import Video
+from mecore.data.dataset import Video
 from mecore.data.synthetic import write_long_video
 from mecore.preprocess import FLOW_METHODS, CropSpec, detect_face, lcn, optical_flow, preprocess_dataset
 from mecore.preprocess.face import crop_face, square_box
@@ -37,7 +37,7 @@ PAIRS = {"tvl1": 12, "tvl1_reduced": 60, "dis": 300, "farneback": 200}
 PEAK_CHILD = """
 import resource, sys
 from pathlib import Path
-from mecore.data.model import Video
+from mecore.data.dataset import Video
 from mecore.preprocess import CropSpec, preprocess_video
 video = Video("bench", "long", Path(sys.argv[1]).name, Path(sys.argv[1]), 30.0)
 out = preprocess_video(video, CropSpec(size=128), lcn_faces=True, flow_steps=(1,), cache_root=sys.argv[2])

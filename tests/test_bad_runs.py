@@ -24,7 +24,7 @@ import pytest
 from mecore import loso as loso_module
 from mecore import models
 from mecore.__main__ import main
-from mecore.data.model import Dataset, annotation_frame
+from mecore.data.dataset import Dataset, annotation_frame
 from mecore.loso import (FoldError, LosoError, ResultsWriteError, RunLockedError, fold_file, run_loso, safe_name)
 from mecore.models import LosoFold, ModelSpec, register
 from test_loso import DATA, LINEAR, SUBJECTS, linear_fold

@@ -15,7 +15,7 @@ from mecore.config import ConfigError
 from mecore.inputs import Rows, streaming_std
 from mecore.models import LosoFold, get_model
 from mecore.preprocess import CropSpec, preprocess_video
-from mecore.spotting import apply_regression
+from mecore.postprocess import apply_regression
 from mecore.train import FIT_LOG, CheckpointError
 from mecore.models.bifpn_i3d import (EXPRESSION, LEVEL_STRIDES, BiFPN, BiFPNI3D, FusionNode, SpottingLoss,
                                      TwoStreamClips, candidate_targets, focal_loss, inflate_conv,

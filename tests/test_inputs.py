@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from mecore.data.model import Video
+from mecore.data.dataset import Video
 from mecore.inputs import Rows, crop_rows, flow_rows, streaming_std
 from mecore.preprocess import CropSpec, preprocess_video
 from mecore.preprocess.cache import entry_path

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 from mecore import metrics, models
 from mecore.config import Config
 from mecore.data import load_dataset
-from mecore.data.model import Dataset, annotation_frame
+from mecore.data.dataset import Dataset, annotation_frame
 from mecore.loso import FoldError, add_cli, fold_file, run_loso, safe_name, score
 from mecore.models import LosoFold, ModelSpec, UnknownModelError, get_model, register
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
@@ -251,7 +251,7 @@ def _not_run(fold: LosoFold) -> pd.DataFrame:
     raise AssertionError("only the scoring of this spec is tested")
 
 
-def test_spotting_predictions_are_pooled_and_scored_per_fold():
+def test_postprocess_predictions_are_pooled_and_scored_per_fold():
     annotations = annotation_frame([
         {"dataset": "fake", "subject": "a", "video": "a1", "onset": 10, "offset": 20, "type": "micro", "fps": 30.0},
         {"dataset": "fake", "subject": "a", "video": "a1", "onset": 100, "offset": 160, "type": "macro", "fps": 30.0},
@@ -459,7 +459,7 @@ def test_every_neural_profile_states_mixed_precision():
 # ------------------------------------------------------------------ what a run key sees, where a fold lives
 def framed_dataset(folder: Path, shade: int, annotations: pd.DataFrame = DATA.annotations) -> Dataset:
     """DATA with a frame folder per clip under ``folder`` (two tiny frames of grey ``shade``)."""
-    from mecore.data.model import Video
+    from mecore.data.dataset import Video
 
     videos = {}
     for row in annotations.drop_duplicates("video").itertuples():
@@ -487,7 +487,7 @@ def test_another_copy_with_the_same_workbook_but_other_frames_never_reuses_folds
 
 def _reloaded(folder: Path) -> Dataset:
     """The dataset of ``folder`` read again (frame files as they are now, not rewritten)."""
-    from mecore.data.model import Video
+    from mecore.data.dataset import Video
 
     videos = {row.video: Video("fake_casme2", row.subject, row.video, folder / row.video, 200.0)
               for row in DATA.annotations.drop_duplicates("video").itertuples()}

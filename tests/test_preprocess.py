@@ -11,7 +11,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage import data
 
-from mecore.data.model import Dataset, DatasetError, Video, annotation_frame
+from mecore.data.dataset import Dataset, DatasetError, Video, annotation_frame
 from mecore.preprocess import (FLOW_METHODS, CropSpec, crop_faces, detect_face, eye_angle, face_boxes, iter_flows,
                                lcn, onset_apex_flow, onset_apex_flows, optical_flow, optical_strain, pair_flow,
                                preprocess_dataset, preprocess_video)

@@ -11,7 +11,7 @@ import pytest
 
 from mecore import references
 from mecore.data import DATASET_NAMES
-from mecore.data.model import dataset_family
+from mecore.data.dataset import dataset_family
 from mecore.references import INCONSISTENT, PAPERS, TABLES, reference, table
 
 FAMILIES = {dataset_family(name) for name in DATASET_NAMES}

@@ -239,7 +239,7 @@ def test_f_outputs_of_two_sources_with_one_stem_are_both_kept(runs, dataset, tmp
 def test_g_two_faces_say_which_one_is_spotted(dataset, tmp_path):
     """Two people side by side: the cropping takes the detector's most confident face; a warning says which
     (its place from the left and its box), and the returned record carries it."""
-    from mecore.data.model import Video
+    from mecore.data.dataset import Video
     from mecore.preprocess import detect_face
     from mecore.spot import face_candidates, require_face
 

@@ -13,7 +13,7 @@ from mecore.models import get_model
 from mecore.models.stsnet import (CONFIGS, STSNet, TrainingWindows, build_model, count_parameters,
                                   load_backbone_weights, micro_max_frames, select_key_frames, spot_from_labels,
                                   window_centres, window_indices)
-from mecore.spotting import labels_to_intervals, merge_label_gaps
+from mecore.postprocess import labels_to_intervals, merge_label_gaps
 
 TINY = {"crop_size": 32, "widths": (4, 8, 8, 16), "blocks": (1, 1, 1, 1), "gru_hidden": 4}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import paths
 from .loaders import (load_casme2, load_casme_sq, load_cde, load_samm, load_samm_lv, load_smic,
                       load_smic_e)
-from .model import ANNOTATION_DTYPES, Dataset, DatasetError, Video, annotation_frame
+from .dataset import ANNOTATION_DTYPES, Dataset, DatasetError, Video, annotation_frame
 
 LOADERS = {
     "casme_sq": load_casme_sq,

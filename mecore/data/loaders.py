@@ -1,8 +1,8 @@
 """Loaders for the real datasets' on-disk layouts (workbooks, sheets, frame folders), one function per dataset.
 
-Every loader returns a :class:`~mecore.data.model.Dataset` whose annotation table has the common
+Every loader returns a :class:`~mecore.data.dataset.Dataset` whose annotation table has the common
 columns, and records each repair it made to the raw annotations in ``Dataset.repairs``. Bad input
-raises :class:`~mecore.data.model.DatasetError` naming the file (and row). Documented rules:
+raises :class:`~mecore.data.dataset.DatasetError` naming the file (and row). Documented rules:
 
 * CAS(ME)^2 — a macro row with offset 0 (unannotated) gets offset := apex, i.e. the interval
   [onset, apex], the repair of the MEGC 2020 baseline code; apex 0 becomes "not annotated" (NA); a
@@ -49,7 +49,7 @@ from xml.etree.ElementTree import ParseError
 
 import pandas as pd
 
-from .model import IMAGE_SUFFIXES, Dataset, DatasetError, Video, annotation_frame
+from .dataset import IMAGE_SUFFIXES, Dataset, DatasetError, Video, annotation_frame
 
 # Known workbook names, newest release first: with several in one copy, the first listed is read (reported).
 CASME_SQ_WORKBOOKS = ("CAS(ME)^2code_final(Updated).xlsx", "CAS(ME)^2code_final.xlsx", "code_final.xlsx",

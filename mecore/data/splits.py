@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .model import DatasetError
+from .dataset import DatasetError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .. import references
-from .model import Dataset
+from .dataset import Dataset
 
 # Yap et al. Table 2, seconds (mecore.references): the published values, printed beside ours, never used as outputs;
 # columns (dataset, type), the dataset under the paper's name.

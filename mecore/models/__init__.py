@@ -44,7 +44,7 @@ from typing import Any, Callable, Literal, Mapping
 import pandas as pd
 
 from mecore.config import Config
-from mecore.data.model import Dataset, dataset_family
+from mecore.data.dataset import Dataset, dataset_family
 from mecore.paths import PROFILES
 
 # Modules whose import registers models; add a module here when its model is written.

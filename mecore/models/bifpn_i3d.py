@@ -52,12 +52,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mecore.config import Config, cite
-from mecore.data.model import Dataset
+from mecore.data.dataset import Dataset
 from mecore.inputs import Rows, clip_starts, crop_rows, expression_indices, flow_rows, streaming_std
 from mecore.loso import training_dir
 from mecore.models import CHECKPOINT_NAME, LosoFold, ModelSpec, count_parameters, register
 from mecore.preprocess import CropSpec
-from mecore.spotting import ME, apply_regression, regression_targets, temporal_nms, window_labels
+from mecore.postprocess import ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import OptimizerSpec, TrainConfig, TrainResult, fit
 from mecore.weights import load_mapped, read_state_dict
 

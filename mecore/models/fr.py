@@ -54,7 +54,7 @@ from torch import nn
 
 from mecore import paths, references
 from mecore.config import Config, cite
-from mecore.data.model import Dataset, DatasetError, Video
+from mecore.data.dataset import Dataset, DatasetError, Video
 from mecore.data.splits import kfold_splits, regroup
 from mecore.loso import run_key, write_atomically
 from mecore.metrics import recognition_metrics

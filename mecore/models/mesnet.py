@@ -52,13 +52,13 @@ from tqdm.auto import tqdm
 
 from mecore import paths, references
 from mecore.config import TRAINING_EXCLUDES, Config, cite
-from mecore.data.model import Dataset
+from mecore.data.dataset import Dataset
 from mecore.data.splits import mesnet_train_val_split
 from mecore.loso import training_dir
 from mecore.models import LosoFold, ModelSpec, register
 from mecore.inputs import Rows, clip_starts, expression_indices, flow_rows, resample_time, streaming_std
 from mecore.preprocess import CropSpec
-from mecore.spotting import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
+from mecore.postprocess import ME, NON_ME, apply_regression, regression_targets, temporal_nms, window_labels
 from mecore.train import (CHECKPOINT_NAME, L2Penalty, OptimizerSpec, TrainConfig, TrainResult, fit, predict,
                           seed_everything, select_by_validation, validation_accuracy)
 

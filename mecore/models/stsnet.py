@@ -52,13 +52,13 @@ from torch import nn
 
 from mecore import paths
 from mecore.config import Config, cite
-from mecore.data.model import Dataset
+from mecore.data.dataset import Dataset
 from mecore.inputs import Rows, crop_rows
 from mecore.loso import load_frame_scores, with_frame_scores  # noqa: F401  (load_frame_scores: re-exported for notebooks)
 from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
-from mecore.spotting import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
+from mecore.postprocess import (STSNET_MICRO_MAX_FRAMES, TYPE_CODES, intervals_to_labels, labels_to_intervals,
                              merge_label_gaps, relabel_by_duration)
 from mecore.train import OptimizerSpec, ScheduleSpec, TrainConfig, fit
 from mecore.weights import load_mapped, read_state_dict

@@ -51,14 +51,14 @@ import torch
 from torch import nn
 
 from mecore.config import Config, cite
-from mecore.data.model import Dataset
+from mecore.data.dataset import Dataset
 from mecore.data.summary import expression_frames
 from mecore.inputs import Rows, crop_rows
 from mecore.loso import load_frame_scores, with_frame_scores  # noqa: F401  (load_frame_scores: re-exported for notebooks)
 from mecore.metrics import roc_threshold
 from mecore.models import LosoFold, ModelSpec, count_parameters, register  # noqa: F401  (notebooks import it here)
 from mecore.preprocess import CropSpec, lcn
-from mecore.spotting import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
+from mecore.postprocess import (automated_iou_intervals, butterworth_smooth, intervals_to_labels, manual_iou_intervals,
                              normalise, savgol_smooth)
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
 

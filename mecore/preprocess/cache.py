@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mecore.data.model import Video
+from mecore.data.dataset import Video
 
 CACHE_FORMAT = 1
 STALE_AFTER_S = 60.0

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from mecore.data.model import DatasetError, Video
+from mecore.data.dataset import DatasetError, Video
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 EYE_CASCADE = "haarcascade_eye.xml"

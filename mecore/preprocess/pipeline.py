@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mecore import paths
-from mecore.data.model import Dataset, DatasetError, Video
+from mecore.data.dataset import Dataset, DatasetError, Video
 from mecore.preprocess.cache import EntryWriter, entry_path, open_entry, source_fingerprint
 from mecore.preprocess.face import CropSpec, crop_face, detect_face, iter_face_crops, square_box, to_gray
 from mecore.preprocess.flow import FLOW_SETTINGS, flow_with_strain, optical_flow, window_flows

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mecore.spotting import (
+from mecore.postprocess import (
     automated_iou_intervals,
     butterworth_smooth,
     filter_by_length,
