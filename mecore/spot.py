@@ -113,6 +113,12 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     run = checkpoint_run(spec, Path(checkpoint), root) if checkpoint is not None else \
         named_run(spec, dataset, root, profile, results_dir)
     subject = finished_subject(run, subject)
+    out = Path(out_dir or paths.runs_dir() / "spot")
+    try:  # an output folder that cannot be written is refused before the video is decoded and scored
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SpotError(f"{out}: cannot write spot's output ({error.strerror or error}); make the folder writable "
+                        f"or pass another --out") from None
     source = user_video(Path(video), run.dataset, fps, progress)
     needed = minimum_frames(spec, run.config)
     if source.n_frames < needed:
@@ -132,13 +138,11 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     record = run_fold(spec, fold.dataset, fold.config, subject, fold.train_subjects, fold.workdir, fold.seed,
                       resume=True, num_threads=None, progress=progress)
     intervals = interval_table(record["predictions"], source)
-    out = Path(out_dir or paths.runs_dir() / "spot")
     origin = str(Path(video).resolve())
     figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=100)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         stem = output_stem(out, origin, source.name, spec.name)
         csv_path, figure_path = out / f"{stem}.csv", out / f"{stem}.png"
         provenance = {"source": origin, "model": spec.name, "run": str(run.folder), "subject": subject,
@@ -147,8 +151,8 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
         write_atomically(csv_path, intervals.to_csv(index=False).encode())
         write_atomically(figure_path, image.getvalue())
     except OSError as error:
-        raise SpotError(f"{error.filename or out}: cannot write spot's output ({error.strerror or error}); make the "
-                        f"folder writable or pass another --out") from None
+        raise SpotError(f"{out}: cannot write spot's output ({error.strerror or error}); make the folder writable "
+                        f"or pass another --out") from None
     intervals.attrs.update(csv=str(csv_path), figure=str(figure_path), subject=subject, run=str(run.folder),
                            fps=source.fps, face=face)
     return intervals

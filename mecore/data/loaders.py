@@ -96,7 +96,7 @@ def find_file(root: Path, names: tuple[str, ...], what: str, repairs: list[str] 
     if len(found) > 1 and repairs is not None:
         others = ", ".join(str(p.relative_to(root)) for *_, p in found[1:])
         repairs.append(f"{len(found)} {what}s found: read {book.relative_to(root)} (newest release first: "
-                       f"{' > '.join(names)}); not read: {others}; pass workbook= (data check --workbook) to read another")
+                       f"{' > '.join(names)}); not read: {others}; pass workbook= (--workbook of data check, loso or plan) to read another")
     return book
 
 
