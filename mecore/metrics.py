@@ -26,6 +26,8 @@ naming the row; fractional frame numbers (a resampled clip's) are rounded to the
 intervals of a type other than micro/macro, and spotted intervals in videos that are neither in the
 ground truth nor in ``videos`` (a typo in a video name scores as false positives that can never match),
 are named in a warning.
+
+The spot-then-recognise score of the MEGC 2024/2025 STR task, :func:`strs`, has its own section at the end.
 """
 from __future__ import annotations
 
@@ -489,3 +491,317 @@ def _recognition_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list) -
         "per_class": per_class,
         "absent": [c for c, p in zip(classes, present) if not p],
     }
+
+
+# ================================================================================================
+# ----------------------------------------------------------------- spot-then-recognise (STRS)
+# ================================================================================================
+# The Spot-Then-Recognise Score of Liong, See and Chan (2023), as scored by the MEGC 2024 and 2025
+# spot-then-recognise (STR) task. Where the paper and the challenge's code differ, the code is followed:
+# genbing99/STRS-Metric, strs_metric.py (newest commit, "update eval code", June 2024).
+
+STR_CLASSES = ("negative", "positive", "surprise")
+"""The STR task's emotion classes: the analysis F1 averages over these three (STRS-Metric main.py, MEAN)."""
+STR_OTHERS = "others"
+"""A label that may be spotted and annotated but is not an analysed class (MEAN drops it from recognition)."""
+STR_LABELS = (*STR_CLASSES, STR_OTHERS)
+
+STR_EMOTION_MAP: dict[str, dict[str, str]] = {
+    # Labels that are already the task's.
+    "str": {label: label for label in STR_LABELS},
+    # CAS(ME)^2's estimated emotions are the task's four labels (MEAN, load_label.py, CASME_sq).
+    "casme_sq": {label: label for label in STR_LABELS},
+    # SAMM (and SAMM-LV, whose emotions are SAMM's): MEAN, load_label.py, SAMMLV.
+    "samm": {**{e: "negative" for e in ("anger", "contempt", "disgust", "fear", "sadness")},
+             "happiness": "positive", "surprise": "surprise", "other": "others", "others": "others"},
+    # CASME II is not an STR test set; MEGC 2019's composite three classes (mecore.data.splits "cde3"),
+    # with its others kept as others.
+    "casme2": {**{e: "negative" for e in ("disgust", "repression", "fear", "sadness")},
+               "happiness": "positive", "surprise": "surprise", "others": "others"},
+    # SMIC's labels are already negative, positive and surprise (MEAN, load_label.py, SMIC).
+    "smic": {label: label for label in STR_CLASSES},
+}
+"""Dataset emotion (lower case) -> STR label, per dataset vocabulary; see :func:`str_emotion`."""
+_STR_DATASET_ALIASES = {"samm_lv": "samm", "smic_hs": "smic", "smic_vis": "smic", "smic_nir": "smic",
+                        "smic_e": "smic"}
+STR_LOG_COLUMNS = ["subject", "video", "spot_onset", "spot_offset", "spot_emotion", "score", "gt_onset",
+                   "gt_offset", "gt_emotion", "iou", "verdict", "hit", "emotion_correct", "analysed"]
+
+
+def str_emotion(label, dataset: str = "str") -> str:
+    """The STR label (negative, positive, surprise or others) of one emotion of ``dataset``.
+
+    ``dataset``: a key of :data:`STR_EMOTION_MAP` (``samm_lv`` and the ``smic_*`` names are aliases).
+    Case and surrounding spaces are ignored (SAMM writes ``Happiness``). An unknown or missing label is a
+    ValueError naming it and the labels the dataset has.
+    """
+    table = _str_emotion_table(dataset)
+    if not isinstance(label, str):
+        raise ValueError(f"emotion {label!r} is not text; {dataset} emotions are {_listing(sorted(table), 20)}")
+    key = label.strip().lower()
+    if key not in table:
+        raise ValueError(f"emotion {label!r} is not a {dataset} emotion the STR task maps; known: "
+                         f"{_listing(sorted(table), 20)}")
+    return table[key]
+
+
+def str_emotions(labels, dataset: str = "str") -> pd.Series:
+    """:func:`str_emotion` of every label (a Series keeps its index); the first unknown one is an error."""
+    series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
+    return pd.Series([str_emotion(label, dataset) for label in series], index=series.index, dtype=object)
+
+
+def _str_emotion_table(dataset: str) -> dict[str, str]:
+    name = _STR_DATASET_ALIASES.get(dataset, dataset)
+    if name not in STR_EMOTION_MAP:
+        raise ValueError(f"no STR emotion mapping for dataset {dataset!r}; choose one of "
+                         f"{sorted([*STR_EMOTION_MAP, *_STR_DATASET_ALIASES])}")
+    return STR_EMOTION_MAP[name]
+
+
+@dataclass(frozen=True, eq=False)
+class STRSResult:
+    """STRS and its parts. ``per_class``: class, support (analysed pairs of that ground-truth class), tp,
+    fp, fn, precision, recall, f1, counted (in the macro average); labels left out of the analysis
+    (``others``) have a row with ``counted`` False and only their support. ``log``: one row per spotted
+    interval and per missed ground truth (:data:`STR_LOG_COLUMNS`), see :func:`strs`."""
+
+    strs: float
+    spot_f1: float
+    spot_precision: float
+    spot_recall: float
+    tp: int
+    fp: int
+    fn: int
+    n_gt: int
+    n_spotted: int
+    analysis_f1: float
+    analysis_precision: float
+    analysis_recall: float
+    analysis_uf1: float
+    analysis_uar: float
+    n_analysed: int
+    n_not_analysed: int
+    classes: tuple
+    t_eval: float
+    per_class: pd.DataFrame
+    log: pd.DataFrame
+
+    def as_dict(self) -> dict:
+        """The numbers (no tables), JSON-ready."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("per_class", "log")}
+        out["classes"] = list(self.classes)
+        return out
+
+
+def strs(ground_truth: pd.DataFrame, spotted: pd.DataFrame, t_eval: float = 0.5, classes=STR_CLASSES,
+         videos=None) -> STRSResult:
+    """Spot-Then-Recognise Score = spotting F1 x analysis F1, as genbing99/STRS-Metric computes it.
+
+    Inputs have columns ``video``, ``onset``, ``offset`` (inclusive frames) and ``emotion`` (an STR label:
+    map a dataset's with :func:`str_emotion`); ``subject`` too in both, when video names repeat across
+    subjects (the official code keys on subject and video); ``spotted`` may carry ``score`` (only shown
+    in the log). Frame numbers must have one base in both tables.
+
+    Spotting, per video, in row order as the official code: each spotted interval takes *every* ground
+    truth of its video not yet taken with IoU >= ``t_eval`` (inclusive frames, :func:`interval_iou`);
+    each pair is a TP, so an interval that hits two free ground truths is two TPs. A spotted interval
+    that takes none is a FP (also when it hits only ground truths already taken); a ground truth never
+    taken is a FN. TP, FP and FN are summed over videos; precision TP/(TP+FP), recall TP/(TP+FN), F1
+    their harmonic mean, each 0 when undefined (as the code).
+
+    Analysis, over the TP pairs of all videos whose ground-truth emotion is in ``classes`` (others' pairs
+    are left out): per class one-vs-rest TP (both that class), FP (predicted it, truth another), FN (truth
+    it, predicted another), precision, recall and F1, 0 when undefined, so a class never predicted has
+    precision 0 and still enters the average. The analysis precision and recall are the means over
+    ``classes``; the analysis F1 is *their* harmonic mean (not the mean F1, given as ``analysis_uf1``).
+    ``classes``: :data:`STR_CLASSES` (the challenge's), any list, or None for every label of the ground
+    truth, others included (STRS-Metric's default).
+
+    Where we differ from STRS-Metric, and why: (1) spotted intervals in videos without ground truth are
+    false positives, and ``videos`` (every video of the set, the unannotated ones too, as names or
+    (subject, video) pairs) must name such videos, else they are an error; the official code drops them,
+    as it drops the ground truth of a subject with nothing spotted, which we count as FN. (2) When the
+    analysis precision and recall are both 0 the analysis F1 is 0 (the code divides 0 by 0: NaN).
+    (3) A class whose analysed pairs are all of it and all right scores 1; the code's one-vs-rest
+    confusion matrix then has one cell and its try/except scores the class 0 (a warning says so).
+    (4) ``analysis_uar`` is the mean recall; the code's "UAR analysis" is the mean precision.
+
+    Errors (ValueError, one line): a missing column, a missing or non-numeric bound, offset < onset, a
+    missing emotion or one not in ``classes`` + others, a spotted video nowhere in the ground truth or
+    ``videos``. ``log`` has a row per TP pair (verdict TP; an interval that took two ground truths has two
+    rows), per other spotted interval (FP, or "FP (duplicate)" when it hit only ground truths already
+    taken; its ``iou`` is its highest with any ground truth of the video) and per missed ground truth (FN).
+    """
+    if not 0 < t_eval <= 1:
+        raise ValueError(f"t_eval must be in (0, 1], got {t_eval!r}")
+    _check_str_columns(ground_truth, "ground truth")
+    _check_str_columns(spotted, "spotted interval")
+    gt_bounds, sp_bounds = _bounds(ground_truth, "ground truth"), _bounds(spotted, "spotted interval")
+    if classes is None:
+        gt_labels = _str_labels(ground_truth, "ground truth", None)
+        classes = tuple(sorted(set(gt_labels)))
+    else:
+        classes = tuple(classes)
+        if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes must be distinct labels, got {classes!r}")
+    allowed = set(classes) | {STR_OTHERS}
+    gt_emotion = _str_labels(ground_truth, "ground truth", allowed)
+    sp_emotion = _str_labels(spotted, "spotted interval", allowed)
+    gt_keys, sp_keys, by_subject = _str_keys(ground_truth, spotted)
+    _check_str_videos(gt_keys, sp_keys, spotted, videos, by_subject)
+    scores = (pd.to_numeric(spotted["score"], errors="coerce").to_numpy(dtype=float) if "score" in spotted
+              else np.full(len(spotted), np.nan))
+
+    gt_groups, sp_groups = _positions(gt_keys), _positions(sp_keys)
+    rows, pairs = [], []  # pairs: (ground-truth position, spotted position)
+    n_fp = 0
+    for key in sorted(set(gt_groups) | set(sp_groups), key=str):
+        g_pos, s_pos = gt_groups.get(key, []), sp_groups.get(key, [])
+        iou = (interval_iou(sp_bounds[s_pos, None, 0], sp_bounds[s_pos, None, 1], gt_bounds[None, g_pos, 0],
+                            gt_bounds[None, g_pos, 1]) if g_pos and s_pos else np.zeros((len(s_pos), len(g_pos))))
+        taken = np.zeros(len(g_pos), dtype=bool)
+        subject = key[0] if by_subject else pd.NA
+        video = key[1]
+        for i, s in enumerate(s_pos):
+            spot = {"subject": subject, "video": video, "spot_onset": sp_bounds[s, 0], "spot_offset": sp_bounds[s, 1],
+                    "spot_emotion": sp_emotion[s], "score": scores[s]}
+            took = False
+            for j, g in enumerate(g_pos):  # every free ground truth it hits (the official loop has no break)
+                if not taken[j] and iou[i, j] >= t_eval:
+                    taken[j], took = True, True
+                    pairs.append((g, s))
+                    rows.append({**spot, **_str_gt(gt_bounds, gt_emotion, g), "iou": iou[i, j], "verdict": "TP"})
+            if not took:
+                n_fp += 1
+                best = float(iou[i].max()) if len(g_pos) else 0.0
+                rows.append({**spot, "iou": best, "verdict": "FP (duplicate)" if best >= t_eval else "FP"})
+        for j in np.flatnonzero(~taken):
+            rows.append({"subject": subject, "video": video, **_str_gt(gt_bounds, gt_emotion, g_pos[j]),
+                         "verdict": "FN"})
+    tp, fn = len(pairs), len(ground_truth) - len(pairs)
+    spot_p, spot_r = (tp / (tp + n_fp) if tp + n_fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+    spot_f1 = 2 * spot_p * spot_r / (spot_p + spot_r) if spot_p + spot_r else 0.0
+
+    truth = np.array([gt_emotion[g] for g, _ in pairs], dtype=object)
+    said = np.array([sp_emotion[s] for _, s in pairs], dtype=object)
+    analysed = np.isin(truth, classes) if len(pairs) else np.zeros(0, dtype=bool)
+    per_class, means = _str_per_class(truth, said, analysed, classes)
+    precision, recall = means["precision"], means["recall"]
+    analysis_f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+    log = pd.DataFrame(rows, columns=STR_LOG_COLUMNS)
+    log["hit"] = (log["verdict"] == "TP").astype(bool)
+    right = pd.array([None] * len(log), dtype="boolean")
+    used = pd.array([None] * len(log), dtype="boolean")
+    tp_rows = np.flatnonzero(log["hit"].to_numpy())
+    right[tp_rows] = (truth == said).tolist()
+    used[tp_rows] = analysed.tolist()
+    log["emotion_correct"], log["analysed"] = right, used
+    for column in ("spot_onset", "spot_offset", "gt_onset", "gt_offset"):
+        log[column] = log[column].astype("Int64")
+    log[["iou", "score"]] = log[["iou", "score"]].astype(float)
+    return STRSResult(
+        strs=float(spot_f1 * analysis_f1), spot_f1=float(spot_f1), spot_precision=float(spot_p),
+        spot_recall=float(spot_r), tp=tp, fp=n_fp, fn=fn, n_gt=len(ground_truth), n_spotted=len(spotted),
+        analysis_f1=float(analysis_f1), analysis_precision=float(precision), analysis_recall=float(recall),
+        analysis_uf1=means["f1"], analysis_uar=float(recall), n_analysed=int(analysed.sum()),
+        n_not_analysed=int((~analysed).sum()), classes=classes, t_eval=float(t_eval), per_class=per_class, log=log)
+
+
+def _str_per_class(truth: np.ndarray, said: np.ndarray, analysed: np.ndarray, classes: tuple) -> tuple:
+    """Per-class one-vs-rest counts over the analysed TP pairs, and the means over ``classes``."""
+    truth_a, said_a = truth[analysed], said[analysed]
+    rows = []
+    for c in classes:
+        tp = int(((truth_a == c) & (said_a == c)).sum())
+        fp = int(((truth_a != c) & (said_a == c)).sum())
+        fn = int(((truth_a == c) & (said_a != c)).sum())
+        if len(truth_a) and tp == len(truth_a):
+            warnings.warn(f"every analysed pair is {c!r} and right: scored 1 here; STRS-Metric's one-cell "
+                          f"confusion matrix scores class {c!r} 0", stacklevel=3)
+        p, r = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+        rows.append({"class": c, "support": int((truth_a == c).sum()), "tp": tp, "fp": fp, "fn": fn,
+                     "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "counted": True})
+    counted = pd.DataFrame(rows)
+    means = {name: float(counted[name].mean()) for name in ("precision", "recall", "f1")}
+    left_out = [{"class": c, "support": int((truth[~analysed] == c).sum()), "counted": False}
+                for c in sorted(set(truth[~analysed]))]
+    table = pd.concat([counted, pd.DataFrame(left_out)], ignore_index=True) if left_out else counted
+    for column in ("tp", "fp", "fn"):
+        table[column] = table[column].astype("Int64")
+    table["counted"] = table["counted"].astype(bool)
+    return table[["class", "support", "tp", "fp", "fn", "precision", "recall", "f1", "counted"]], means
+
+
+def _str_gt(gt_bounds: np.ndarray, gt_emotion: list, g: int) -> dict:
+    return {"gt_onset": gt_bounds[g, 0], "gt_offset": gt_bounds[g, 1], "gt_emotion": gt_emotion[g]}
+
+
+def _check_str_columns(table: pd.DataFrame, what: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"{what}s must be a DataFrame, got {type(table).__name__}")
+    missing = [c for c in ("video", "onset", "offset", "emotion") if c not in table]
+    if missing:
+        raise ValueError(f"{what}s have no {', '.join(repr(c) for c in missing)} column (columns: "
+                         f"{list(table.columns)}); STRS needs video, onset, offset and emotion")
+    bad = np.flatnonzero(table["video"].isna().to_numpy())
+    if bad.size:
+        raise ValueError(f"{what} row {table.index[bad[0]]!r}: no video name ({bad.size} such row(s))")
+
+
+def _str_labels(table: pd.DataFrame, what: str, allowed) -> list:
+    """The emotion column as a list; a missing label, or one not in ``allowed`` (None: any text), is an error."""
+    labels = table["emotion"].tolist()
+    for position, label in enumerate(labels):
+        if not isinstance(label, str) or (allowed is not None and label not in allowed):
+            shown = "no emotion" if not isinstance(label, str) and pd.isna(label) else f"emotion {label!r}"
+            known = "text" if allowed is None else _listing(sorted(allowed))
+            raise ValueError(f"{what} {_where(table, position)}: {shown} is not an STR label ({known}); map the "
+                             f"dataset's emotions with str_emotion(label, dataset=...) first")
+    return labels
+
+
+def _str_keys(ground_truth: pd.DataFrame, spotted: pd.DataFrame) -> tuple[list, list, bool]:
+    """(subject, video) keys when both tables have ``subject``, else (None, video); a ground truth whose
+    video names repeat across subjects needs ``subject`` in the spotted intervals too."""
+    by_subject = "subject" in ground_truth and "subject" in spotted
+
+    def keys(table):
+        videos = table["video"].astype(str).tolist()
+        subjects = table["subject"].astype(str).tolist() if by_subject else [None] * len(videos)
+        return list(zip(subjects, videos))
+
+    if not by_subject and "subject" in ground_truth and len(ground_truth):
+        per_video = ground_truth.groupby(ground_truth["video"].astype(str))["subject"].nunique()
+        shared = per_video[per_video > 1]
+        if len(shared):
+            raise ValueError(f"ground-truth video names repeat across subjects ({_listing(shared.index.tolist())}); "
+                             f"give the spotted intervals a 'subject' column")
+    return keys(ground_truth), keys(spotted), by_subject
+
+
+def _check_str_videos(gt_keys: list, sp_keys: list, spotted: pd.DataFrame, videos, by_subject: bool) -> None:
+    """Spotted intervals in a video that is neither in the ground truth nor in ``videos`` are an error."""
+    known, names = set(gt_keys), set()
+    for v in videos if videos is not None else ():
+        if isinstance(v, (tuple, list)) and len(v) == 2:
+            known.add((str(v[0]), str(v[1])) if by_subject else (None, str(v[1])))
+        else:
+            names.add(str(v))
+    unknown = sorted({k for k in sp_keys if k not in known and k[1] not in names}, key=str)
+    if unknown:
+        shown = [k[1] if k[0] is None else f"{k[0]}/{k[1]}" for k in unknown]
+        unknown_set = set(unknown)
+        rows = sum(k in unknown_set for k in sp_keys)
+        fix = ("add them to videos= or fix the names" if videos is not None else
+               "pass videos= with every video of the set (unannotated ones too) so that they count as false "
+               "positives, or fix the names")
+        raise ValueError(f"{rows} spotted interval(s) are in videos with no ground truth: {_listing(shown)}; {fix}")
+
+
+def _positions(keys: list) -> dict:
+    groups: dict = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
+    return groups
