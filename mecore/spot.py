@@ -12,7 +12,8 @@ LOSO run trained (``python -m mecore loso`` or a notebook) on a video file or a 
    ``spot_videos``), so face cropping, the disk cache of crops and flows (computed in chunks) and the
    post-processing are the model's own, and so is what it then holds in memory: flat in the video length for
    MDMD, growing with it for the networks that load a whole video's inputs at once (MESNet, BiFPN-I3D;
-   ``scripts/bench_spot.py`` measures it). It never trains: an unfinished fold or missing weights stop it.
+   ``scripts/bench_spot.py`` measures it). It never trains the spotter: an unfinished fold or missing weights stop
+   it. With ``recogniser``, the recogniser of that fold is trained on first use (:mod:`mecore.recognise`).
 4. The intervals (inclusive frame numbers, times in seconds from the first frame) are written as
    ``<out_dir>/<video>_<model>.csv`` with a timeline figure ``<video>_<model>.png`` and ``<video>_<model>.json``
    (the source's path, the run, the fold and the face spotted). ``<video>`` is the file's stem or the folder's
@@ -50,6 +51,7 @@ from mecore.data.dataset import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetEr
 from mecore.loso import checkpoints_folder, fold_file, run_fold, run_key, safe_name, write_atomically
 from mecore.models import LosoFold, ModelSpec, available_models, get_model
 from mecore.preprocess.cache import remove_stale
+from mecore.recognise import RECOGNISERS
 from mecore.preprocess.face import DETECT_MAX_SIDE, FACE_CASCADE, _cascade, detect_face, to_gray
 
 OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset_s")
@@ -88,7 +90,7 @@ def train_command(model: str, dataset: str, profile: str, seed: int = 0, root=No
 def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_casme_sq",
          root: str | Path | None = None, profile: str | None = None, subject: str | None = None,
          checkpoint: str | Path | None = None, fps: float | None = None, out_dir: str | Path | None = None,
-         results_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+         results_dir: str | Path | None = None, recogniser: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Spot expressions in ``video`` (a video file OpenCV reads, or a folder of frame images) with ``model``.
 
     The model is the one a LOSO run of ``model`` on ``dataset`` (``root`` for a licensed copy) under
@@ -104,8 +106,14 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     default ``runs/spot``; paths in ``.attrs``). Raises :class:`SpotError` for a model not trained or a
     wrong checkpoint, :class:`mecore.data.DatasetError` for an unreadable file, an empty folder or a video
     without a detectable face.
+
+    ``recogniser`` (``fr`` or ``fr_basic_inception``) adds ``emotion`` (a MEGC class) and its probability
+    ``emotion_p`` to every interval: the recogniser is trained (once, then reloaded) on the ground truth of the same
+    fold's training subjects and reads each interval's onset and middle frame (:mod:`mecore.recognise`).
     """
     check_fps(video, fps)
+    if recogniser is not None and recogniser not in RECOGNISERS:
+        raise SpotError(f"unknown recogniser {recogniser!r}; choose one of {', '.join(RECOGNISERS)}")
     spec = get_model(model)
     if spec.task != "spotting":
         raise SpotError(f"model {spec.name!r} is a {spec.task} model; spotting models: "
@@ -138,6 +146,8 @@ def spot(video: str | Path, model: str = "mesnet_crn", *, dataset: str = "synth_
     record = run_fold(spec, fold.dataset, fold.config, subject, fold.train_subjects, fold.workdir, fold.seed,
                       resume=True, num_threads=None, progress=progress)
     intervals = interval_table(record["predictions"], source)
+    if recogniser is not None:
+        intervals = with_emotions(intervals, recogniser, run, subject, fold.dataset, source, progress)
     origin = str(Path(video).resolve())
     figure = timeline_figure(intervals, source, f"{spec.name} ({run.dataset.name}, fold {subject})")
     image = io.BytesIO()
@@ -432,6 +442,19 @@ def interval_table(predictions: pd.DataFrame, video: Video) -> pd.DataFrame:
     return table
 
 
+def with_emotions(intervals: pd.DataFrame, recogniser: str, run: TrainedRun, subject: str, dataset: Dataset,
+                  source: Video, progress: bool) -> pd.DataFrame:
+    """``intervals`` of ``source`` classified by ``recogniser`` trained under fold ``subject`` of ``run``'s dataset."""
+    from mecore import recognise
+
+    model = recognise.train_recogniser(recogniser, run.dataset, subject, run.profile, run.seed, progress=progress)
+    rows = intervals.assign(video=source.name)
+    apex = recognise.apex_for(dataset, rows, "predicted")
+    classified = recognise.classify(model, dataset, rows, apex)
+    columns = ["emotion", "emotion_p", *(f"p_{name}" for name in model.trained.classes)]
+    return pd.concat([intervals, classified[columns]], axis=1)
+
+
 def timeline_figure(intervals: pd.DataFrame, video: Video, title: str):
     """Spotted intervals along the video's time axis, bar height = score (1 where a model gives none)."""
     from matplotlib.figure import Figure
@@ -444,6 +467,10 @@ def timeline_figure(intervals: pd.DataFrame, video: Video, title: str):
         heights = rows["score"].fillna(1.0)
         axis.bar(rows["onset_s"], heights, width=rows["offset_s"] - rows["onset_s"] + 1 / video.fps, align="edge",
                  color=colour, alpha=0.6, edgecolor=colour, label=f"{kind} ({len(rows)})")
+    if "emotion" in intervals:
+        for row in intervals.itertuples():
+            axis.annotate(f"{row.emotion} {row.emotion_p:.2f}", (row.onset_s, 1.0 if pd.isna(row.score) else row.score),
+                          xytext=(0, 2), textcoords="offset points", fontsize=6, rotation=90, va="bottom")
     axis.set_xlim(0, duration)
     scores = intervals["score"].dropna().tolist()
     axis.set_ylim(min([0.0, *scores]), max([1.0, *scores]))

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mecore import paths
 from mecore.__main__ import main
 from mecore.data import DatasetError, load_dataset
 from mecore.config import Config
@@ -283,3 +284,21 @@ def test_h_spot_names_an_unwritable_output_folder_a_clip_dataset_and_the_root_to
         spot(dataset.video(VIDEO).folder, **{**trained, "dataset": "synth_casme2"})
     assert "--dataset casme_sq --root /data/CASME_sq --profile paper" in \
         train_command("mesnet_crn", "casme_sq", "paper", root="/data/CASME_sq")
+
+
+def test_i_a_recogniser_adds_emotions_to_the_csv_and_the_timeline(runs, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(paths, "runs_dir", lambda: tmp_path / "runs")  # recognisers trained here stay here
+    folder = dataset.videos[VIDEO].folder
+    assert main(["spot", str(folder), "--model", "mdmd", "--checkpoint", str(runs["mdmd"].folder), "--out",
+                 str(tmp_path / "out"), "--recogniser", "fr"]) == 0
+    table = pd.read_csv(tmp_path / "out" / f"{VIDEO}_mdmd.csv")
+    assert len(table) == len(loso_rows(runs["mdmd"]))
+    assert table["emotion"].isin(["negative", "positive", "surprise"]).all()
+    assert np.allclose(table[["p_negative", "p_positive", "p_surprise"]].sum(axis=1), 1, atol=1e-5)
+    assert (tmp_path / "out" / f"{VIDEO}_mdmd.png").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["spot", str(folder), "--model", "mdmd", "--checkpoint", str(runs["mdmd"].folder), "--recogniser", "svm"])
+    assert stopped.value.code == 2 and "invalid choice: 'svm'" in capsys.readouterr().err
+    with pytest.raises(SpotError, match="unknown recogniser 'svm'; choose one of fr, fr_basic_inception"):
+        spot(folder, "mdmd", checkpoint=runs["mdmd"].folder, out_dir=tmp_path / "out", recogniser="svm")

@@ -525,8 +525,8 @@ def load_samm_lv(root, annotations_only: bool = False, frames_dir: str = "SAMM_l
             check_interval(where, i, onset, apex, offset, ("Onset", "Apex", "Offset"),
                            f" (Onset moved to the video's first frame {onset})")
         rows.append(dict(dataset=name, subject=subject, video=video_name, onset=onset, apex=apex, offset=offset,
-                         type=kind, emotion=pd.NA, action_units=_text(cells.get("Action Units")), fps=200.0,
-                         expression=filename, source_row=i))
+                         type=kind, emotion=_samm_lv_emotion(cells), action_units=_text(cells.get("Action Units")),
+                         fps=200.0, expression=filename, source_row=i))
     _note_rounding(parse, repairs)
     if apex_missing:
         repairs.append(f"{apex_missing} rows had apex -1 (not annotated); apex set to not annotated")
@@ -555,6 +555,16 @@ def _subject_number(value, path: Path, row: int, width: int) -> str:
         return str(int(float(str(value).strip().lower().removeprefix("sub")))).zfill(width)
     except ValueError:
         raise DatasetError(f"{path}, row {row}: subject {value!r} is not a subject number") from None
+
+
+def _samm_lv_emotion(cells) -> object:
+    """A SAMM-LV row's emotion where its sheet has a column for one (``Estimated Emotion`` or ``Emotion``, as the SAMM
+    clip set names it), lower case with ``Other`` as ``others``; else NA (the released sheets carry action units)."""
+    for column in ("Estimated Emotion", "Emotion"):
+        text = _text(cells.get(column))
+        if text:
+            return "others" if text.lower() == "other" else text.lower()
+    return pd.NA
 
 
 def _text(value) -> str:
