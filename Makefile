@@ -4,14 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
 
-.PHONY: run test install data notebooks lab clean
+.PHONY: run test install data notebooks book lab clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $@
 
+## install: the venv, and git's clean filter that stores notebooks/*.ipynb without outputs (see .gitattributes)
 install: $(VENV)/.installed
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config filter.mecore-notebook.clean '$(PY) -m mecore.notebook_form --filter'; fi
 
 ## run: install, generate the synthetic datasets, execute every numbered notebook (PROFILE=default)
 run: install
@@ -24,6 +27,10 @@ test: install
 
 data: install
 	$(PY) -m mecore data generate --profile $(PROFILE)
+
+## book: the executed notebooks of runs/notebooks/$(PROFILE)/ as a static HTML site in runs/book/$(PROFILE)/
+book: install
+	$(PY) -m mecore book --profile $(PROFILE)
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks

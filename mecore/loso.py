@@ -181,6 +181,7 @@ def run_loso(
     than two subjects, a results folder that cannot be written, a locked folder or an unreachable
     scheduler; :class:`FoldError` when folds fail (finished folds are kept).
     """
+    clock = time.perf_counter()
     spec = get_model(model) if isinstance(model, str) else model
     profile = paths.profile(profile)
     check_task(spec, dataset)
@@ -208,9 +209,32 @@ def run_loso(
         with _writing(folder / "config.json"):
             write_atomically(folder / "config.json", json.dumps(description, indent=2, sort_keys=True).encode())
         _remove_stale_temporaries(folder)
-        return _run_locked(spec, dataset, profile, key, folder, run_config, everyone, everyone[:folds], seed,
-                           scheduler, n_workers, threads_per_fold, resume, convention, t_eval, progress,
-                           description.get("synthetic"))
+        result = _run_locked(spec, dataset, profile, key, folder, run_config, everyone, everyone[:folds], seed,
+                             scheduler, n_workers, threads_per_fold, resume, convention, t_eval, progress,
+                             description.get("synthetic"))
+    record_timing(result, time.perf_counter() - clock)
+    return result
+
+
+TIMINGS_ENV = "MECORE_TIMINGS"
+
+
+def record_timing(result: LosoResult, seconds: float) -> None:
+    """Append one JSON line about this run to the file named by ``$MECORE_TIMINGS``, if set (``python -m mecore
+    notebooks`` sets it for its kernels and tabulates the lines per notebook); never fails the run."""
+    target = os.environ.get(TIMINGS_ENV)
+    if not target:
+        return
+    trained, total = len(result.computed), len(result.folds)
+    line = {"model": result.model, "dataset": result.dataset, "profile": result.profile, "key": result.key,
+            "folder": str(result.folder), "seconds": round(seconds, 3), "folds": total, "folds_computed": trained,
+            "status": "reused" if trained == 0 else "computed" if trained == total else "resumed",
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid()}
+    try:
+        with open(target, "a", encoding="utf-8") as file:
+            file.write(json.dumps(line) + "\n")
+    except OSError as error:
+        log.warning("could not record LOSO timing in %s: %s", target, error)
 
 
 def _run_locked(spec, dataset, profile, key, folder, run_config, everyone, subjects, seed, scheduler, n_workers,
