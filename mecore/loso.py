@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 
 import mecore
 from mecore import metrics, paths
+from mecore.paths import write_atomically  # noqa: F401  (spot, fr and recognise import it from here too)
 from mecore.config import Config, ConfigError, parse_overrides
 from mecore.data.dataset import Dataset, DatasetError
 from mecore.models import LosoFold, ModelSpec, UnknownModelError, available_models, get_model
@@ -782,21 +783,6 @@ def _read_fold(path: Path) -> dict:
     if not isinstance(record, dict) or "predictions" not in record:
         raise FoldError(f"{path}: not a LOSO fold result; delete it to recompute the fold")
     return record
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``path``; on an error (a full disk)
-    the temporary file is removed and ``path`` is left as it was."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 class _writing:

@@ -39,18 +39,16 @@ file, the line (or row) and the value.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mecore.metrics import STR_LABELS
+from mecore.metrics import STR_LABELS, _listing
+from mecore.paths import write_atomically
 
 SPOTTING_CSV_COLUMNS = ["vid", "pred_onset", "pred_offset", "type"]
 SPOTTING_CSV_ALT_COLUMNS = ["vid", "onset", "offset", "type"]  # the MEGC 2023 entry's header
@@ -93,7 +91,7 @@ def write_spotting_files(intervals: pd.DataFrame, folder, videos=None) -> list[P
     written = []
     for name in wanted:
         path = folder / f"{name}.txt"
-        _atomic_write(path, "".join(lines[name]))
+        write_atomically(path, "".join(lines[name]).encode("utf-8"))
         written.append(path)
     return written
 
@@ -190,7 +188,8 @@ def write_submission_csv(intervals: pd.DataFrame, path, task: str = "spotting", 
     writer.writerow(columns)
     writer.writerows(body)
     path = Path(path)
-    _atomic_write(path, buffer.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, buffer.getvalue().encode("utf-8"))
     return path
 
 
@@ -256,22 +255,6 @@ def read_submission_csv(path, videos=None, task: str = "spotting") -> pd.DataFra
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def _check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -366,8 +349,3 @@ def _shown(value) -> str:
 def _where(table: pd.DataFrame, position: int) -> str:
     video = f", video {table['video'].iloc[position]!r}" if "video" in table else ""
     return f"row {table.index[position]!r}{video}"
-
-
-def _listing(names: list, limit: int = 10) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

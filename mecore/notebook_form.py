@@ -43,6 +43,8 @@ import re
 import sys
 from pathlib import Path
 
+from mecore.paths import write_atomically
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 NBFORMAT, NBFORMAT_MINOR = 4, 5
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if cleaned == text:
             continue
         if args.write:
-            path.write_text(cleaned, encoding="utf-8")
+            write_atomically(path, cleaned.encode("utf-8"))  # an interrupted rewrite leaves the old file
             print(f"{path}: rewritten ({'; '.join(differences(text))})")
         else:
             print(f"{path}: not canonical: {'; '.join(differences(text))}")

@@ -2,6 +2,7 @@
 
 Everything generated lives under one home folder (git-ignored): the repository checkout when
 mecore is installed from it in editable mode, else ``~/.cache/mecore``. ``MECORE_HOME`` overrides it.
+Result files (LOSO tables, spot's outputs, the MEGC files) are written with :func:`write_atomically`.
 Profiles size every job: ``smoke`` (tests, seconds), ``default`` (the main job on two CPU cores,
 minutes), ``large`` (scale checks) and, for models, ``paper`` (the paper's hyperparameters, for a GPU
 and real data). ``MECORE_PROFILE`` selects the profile when a caller does not name one.
@@ -57,3 +58,18 @@ def figures_dir(profile_name: str | None = None) -> Path:
     path = runs_dir() / "figures-smoke" if profile(profile_name) == "smoke" else home() / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename it over ``path``; on an error (a full disk)
+    the temporary file is removed and ``path`` is left as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -110,7 +110,7 @@ def apex_for(dataset: Dataset, intervals: pd.DataFrame, rule: str, ground_truth:
     if rule == "mid":
         return mid
     if rule == "predicted":
-        given = pd.to_numeric(intervals["apex"], errors="coerce") if "apex" in intervals else pd.Series(np.nan, index=intervals.index)
+        given = pd.to_numeric(intervals.get("apex", pd.Series(np.nan, index=intervals.index)), errors="coerce")
         return np.where(given.notna(), given.fillna(0).to_numpy(), mid).astype(np.int64)
     if rule == "eq1":
         return np.array([fr.estimate_apex(dataset.video(v), int(a), int(b))
@@ -217,7 +217,6 @@ def outcome_counts(score: metrics.STRSResult) -> dict:
     right = int(analysed["emotion_correct"].fillna(False).astype(bool).sum())
     return {"missed": int(score.fn), "wrong emotion": len(analysed) - right, "right emotion": right,
             "hit, not analysed": len(hits) - len(analysed)}
-
 
 
 @dataclass

@@ -51,7 +51,7 @@ from mecore.data.dataset import FRAME_NUMBER, IMAGE_SUFFIXES, Dataset, DatasetEr
 from mecore.loso import checkpoints_folder, fold_file, run_fold, run_key, safe_name, write_atomically
 from mecore.models import LosoFold, ModelSpec, available_models, get_model
 from mecore.preprocess.cache import remove_stale
-from mecore.recognise import RECOGNISERS
+from mecore.recognise import RECOGNISERS, apex_for, classify, train_recogniser
 from mecore.preprocess.face import DETECT_MAX_SIDE, FACE_CASCADE, _cascade, detect_face, to_gray
 
 OUTPUT_COLUMNS = ("onset", "apex", "offset", "type", "score", "onset_s", "offset_s")
@@ -445,12 +445,9 @@ def interval_table(predictions: pd.DataFrame, video: Video) -> pd.DataFrame:
 def with_emotions(intervals: pd.DataFrame, recogniser: str, run: TrainedRun, subject: str, dataset: Dataset,
                   source: Video, progress: bool) -> pd.DataFrame:
     """``intervals`` of ``source`` classified by ``recogniser`` trained under fold ``subject`` of ``run``'s dataset."""
-    from mecore import recognise
-
-    model = recognise.train_recogniser(recogniser, run.dataset, subject, run.profile, run.seed, progress=progress)
+    model = train_recogniser(recogniser, run.dataset, subject, run.profile, run.seed, progress=progress)
     rows = intervals.assign(video=source.name)
-    apex = recognise.apex_for(dataset, rows, "predicted")
-    classified = recognise.classify(model, dataset, rows, apex)
+    classified = classify(model, dataset, rows, apex_for(dataset, rows, "predicted"))
     columns = ["emotion", "emotion_p", *(f"p_{name}" for name in model.trained.classes)]
     return pd.concat([intervals, classified[columns]], axis=1)
 

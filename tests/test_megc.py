@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mecore.megc as megc
 from mecore.megc import (MEGCFormatError, read_spotting_files, read_submission_csv, write_spotting_files,
                          write_submission_csv)
 
@@ -126,7 +125,7 @@ def test_a_failed_write_leaves_no_half_written_file(tmp_path, monkeypatch):
     def broken_replace(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr(megc.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_submission_csv(SPOTTED.assign(type="micro"), target)
     with pytest.raises(OSError, match="disk full"):
