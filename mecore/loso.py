@@ -17,7 +17,7 @@ configuration never reuses stale ones::
         .lock                    the pid and host of the run computing in the folder (while it runs)
         folds/<subject>.pkl      one finished fold: predictions and timing
         checkpoints/<subject>/   the fold's training checkpoints (mecore.train)
-        predictions.csv folds.csv metrics.csv    pooled results, rewritten after every run
+        predictions.csv folds.csv metrics.csv    pooled results, rewritten by every run of at least their folds
 
 Dataset content is the annotation table, the video names and the frames' fingerprint
 (:func:`mecore.preprocess.cache.source_fingerprint`: folder, file names, sizes, modification times), plus a
@@ -35,6 +35,7 @@ folds and scored once by :mod:`mecore.metrics`; per-fold scores are reported bes
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import hashlib
 import json
@@ -47,6 +48,8 @@ import sys
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,8 +164,9 @@ def run_loso(
     ``config`` overrides entries of the model's configuration for ``profile``: ``{"train.lr": 3e-4}``, checked
     against the configuration's keys and types (:class:`mecore.config.Config`). ``scheduler``:
     ``"sync"`` runs folds one after another in this process; None or
-    ``"local"`` starts a ``LocalCluster`` of ``n_workers`` workers (default: one per CPU core, or
-    one sharing the GPU when CUDA is present; at most one per pending fold); any other string is the
+    ``"local"`` uses this process's ``LocalCluster`` of ``n_workers`` workers (default: one per CPU core, or
+    one sharing the GPU when CUDA is present), started by the first such run and kept for the later ones
+    (:func:`local_client`); any other string is the
     address of a running Dask scheduler (``tcp://host:8786``). Every fold, on every path, runs with
     PyTorch and OpenCV set to ``threads_per_fold`` threads (default :func:`fold_threads`: 1 on CPU),
     so its numbers do not depend on the scheduler or the machine's cores. ``resume`` goes to each
@@ -215,6 +219,20 @@ def run_loso(
                              description.get("synthetic"))
     record_timing(result, time.perf_counter() - clock)
     return result
+
+
+def run_together(calls: list[Mapping[str, Any]]) -> list[LosoResult]:
+    """Several LOSO runs at once, each given as :func:`run_loso`'s keyword arguments (``model``, ``dataset``,
+    ``profile``, ...): on this process's LocalCluster (``scheduler`` None or ``"local"``) their folds share the
+    workers, so a run's last folds never leave a core idle while the next run waits (an ablation of six folds on
+    two cores, or of three). Returns the results in the order of ``calls``; the first failure is raised once every
+    run has stopped."""
+    if not calls:
+        return []
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="mecore-loso") as pool:
+        futures = [pool.submit(run_loso, **call) for call in calls]
+        wait(futures)
+    return [future.result() for future in futures]
 
 
 TIMINGS_ENV = "MECORE_TIMINGS"
@@ -290,12 +308,22 @@ def _run_locked(spec, dataset, profile, key, folder, run_config, everyone, subje
     } for s in subjects])
     pooled, per_fold, recognition = score(spec, predictions, dataset, convention, t_eval, subjects)
     fold_table = fold_table.merge(per_fold, on="subject", how="left")
-    for name, table, index in (("predictions.csv", predictions, False), ("folds.csv", fold_table, False),
-                               ("metrics.csv", pooled, True)):
-        with _writing(folder / name):
-            write_atomically(folder / name, table.to_csv(index=index).encode())
+    if _tables_cover(folder) <= set(map(str, subjects)):  # never replace the tables of more folds by fewer
+        for name, table, index in (("predictions.csv", predictions, False), ("folds.csv", fold_table, False),
+                                   ("metrics.csv", pooled, True)):
+            with _writing(folder / name):
+                write_atomically(folder / name, table.to_csv(index=index).encode())
     return LosoResult(spec.name, dataset.name, profile, key, folder, checkpoints, predictions, fold_table, pooled,
                       recognition, pending, data_stamp)
+
+
+def _tables_cover(folder: Path) -> set[str]:
+    """The subjects the results folder's tables (``folds.csv``) cover; none where there are no tables yet. A call
+    of fewer folds (``folds=``, an ablation on some subjects) then leaves the whole run's tables as they are."""
+    try:
+        return set(pd.read_csv(folder / "folds.csv", usecols=["subject"], dtype=str)["subject"])
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return set()
 
 
 def check_task(spec: ModelSpec, dataset: Dataset) -> None:
@@ -378,23 +406,14 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
     given to threads of one process (a Dask worker with several threads, an in-process cluster) run
     one at a time: run concurrently, one fold's draws would shift another's.
     """
-    with ONE_FOLD_PER_PROCESS:
-        before = torch.get_num_threads(), cv2.getNumThreads()
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
-            cv2.setNumThreads(num_threads)
-        try:
-            started = datetime.now(timezone.utc)
-            clock = time.perf_counter()
-            seed_everything(seed)
-            threads = torch.get_num_threads()
-            fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
-                            workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
-            predictions = spec.run_fold(fold)
-            seconds = time.perf_counter() - clock
-        finally:
-            torch.set_num_threads(before[0])
-            cv2.setNumThreads(before[1])
+    with thread_counts(num_threads) as threads:
+        started = datetime.now(timezone.utc)
+        clock = time.perf_counter()
+        seed_everything(seed)
+        fold = LosoFold(dataset=dataset, test_subject=subject, train_subjects=train_subjects, config=config,
+                        workdir=Path(workdir), seed=seed, resume=resume, progress=progress)
+        predictions = spec.run_fold(fold)
+        seconds = time.perf_counter() - clock
     _check_predictions(spec, subject, predictions)
     frame_scores = predictions.attrs.pop(FRAME_SCORES, None)
     predictions = predictions.reset_index(drop=True)
@@ -406,6 +425,29 @@ def run_fold(spec: ModelSpec, dataset: Dataset, config: dict, subject: str, trai
     if frame_scores is not None:
         record[FRAME_SCORES] = frame_scores
     return record
+
+
+def prepare_video(spec: ModelSpec, dataset: Dataset, config: dict, name: str, num_threads: int | None) -> None:
+    """``spec.prepare`` for one video (the cache entries its folds read), with the folds' thread counts, so an
+    entry computed here is the one a fold would have computed."""
+    with thread_counts(num_threads):
+        spec.prepare(dataset, config, name)
+
+
+@contextmanager
+def thread_counts(num_threads: int | None):
+    """PyTorch's and OpenCV's thread counts set to ``num_threads`` (None: left) for the block, restored after it;
+    yields PyTorch's count. One block at a time per process (:data:`ONE_FOLD_PER_PROCESS`)."""
+    with ONE_FOLD_PER_PROCESS:
+        before = torch.get_num_threads(), cv2.getNumThreads()
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+            cv2.setNumThreads(num_threads)
+        try:
+            yield torch.get_num_threads()
+        finally:
+            torch.set_num_threads(before[0])
+            cv2.setNumThreads(before[1])
 
 
 FRAME_SCORES = "frame_scores"
@@ -651,22 +693,27 @@ def repeats_table(results: list[LosoResult], how: Literal["median", "mean"] | No
 
 def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failures, bar) -> None:
     """Submit every fold to a Dask cluster and record each as it completes."""
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler in (None, "local"):
+    local = scheduler in (None, "local")
+    if local:
         cores = os.cpu_count() or 1
-        workers = min(n_workers or (1 if torch.cuda.is_available() else cores), len(tasks))
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.ERROR)
-        client = Client(cluster)
+        client = local_client(n_workers or (1 if torch.cuda.is_available() else cores))
     else:
         client = _connect(scheduler)
+    futures: dict = {}
     try:
-        shared = client.scatter(dataset, broadcast=True)
+        shared = client.scatter(dataset, broadcast=True, hash=False)  # this run's own copy: released at its end
+        spec, config = tasks[0]["spec"], tasks[0]["config"]
+        if spec.prepare is not None:  # each video's inputs once, spread over the workers, then the folds
+            futures = {client.submit(prepare_video, spec, shared, config, name, threads, pure=False): name
+                       for name in dataset.videos}
+            for future in as_completed(futures, loop=client.loop):
+                if future.status == "error":  # the folds that read the video meet the error again and report it
+                    log.debug("preparing video %s failed: %s", futures[future], future.exception())
         futures = {client.submit(run_fold, dataset=shared, num_threads=threads, pure=False, **task):
                    task["subject"] for task in tasks}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             try:
                 finished(future.result())
             except Exception as error:
@@ -676,9 +723,50 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
                 client.cancel([f for f in futures if not f.done()])
                 break
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if local:  # the cluster stays for the process's next run: leave nothing of this one on it
+            client.cancel([*futures, shared] if futures else [], force=True)
+        else:
+            client.close()
+
+
+_LOCAL_CLUSTERS: dict[int, tuple] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def local_client(workers: int):
+    """A client of this process's ``LocalCluster`` of ``workers`` one-thread worker processes, started by the first
+    run that asks for it and kept for every later one: a notebook's LOSO runs then share two warm workers instead
+    of starting (and importing PyTorch in) new processes for each run. A cluster that is no longer running is
+    replaced; the clusters close when the process exits."""
+    from distributed import Client, LocalCluster
+
+    with _LOCAL_LOCK:  # runs started together (run_together) share one cluster
+        entry = _LOCAL_CLUSTERS.get(workers)
+        if entry is not None and entry[1].status == "running" and str(entry[0].status.name) == "running":
+            return entry[1]
+        if entry is not None:
+            _close_local(workers)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        _LOCAL_CLUSTERS[workers] = (cluster, Client(cluster, set_as_default=False))
+        if len(_LOCAL_CLUSTERS) == 1:
+            atexit.register(close_local_clusters)
+        return _LOCAL_CLUSTERS[workers][1]
+
+
+def _close_local(workers: int) -> None:
+    cluster, client = _LOCAL_CLUSTERS.pop(workers)
+    for closing in (client, cluster):
+        try:
+            closing.close()
+        except Exception as error:  # a cluster already gone: nothing left to close
+            log.debug("closing the local Dask cluster: %s", error)
+
+
+def close_local_clusters() -> None:
+    """Close the LocalClusters :func:`local_client` started (at exit, or to free their workers' memory now)."""
+    for workers in list(_LOCAL_CLUSTERS):
+        _close_local(workers)
 
 
 def _connect(scheduler: str):

@@ -98,7 +98,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "methods": _each(_one_of(("lbp_chi2", "mdmd"))), "modes": _each(_one_of(("runs", "peaks"))),
     "t_eval": _fraction, "t_eval_grid": _each(_fraction), "p_grid": _each(_fraction),
     "seed": _integer(0), "scheduler": _scheduler, "repeats": _optional(_integer(1)),
-    "benchmark_repeats": _integer(1), "workers": _optional(_integer(1)), "flow_workers": _optional(_integer(1)),
+    "benchmark_repeats": _integer(1), "ablation_folds": _optional(_integer(1)), "workers": _optional(_integer(1)), "flow_workers": _optional(_integer(1)),
     "crop_size": _integer(16), "detect_every": _integer(1), "convention": lambda v: _conventions(v),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,8 +18,10 @@ from torch.utils.data import TensorDataset
 from mecore import metrics, models
 from mecore.config import Config
 from mecore.data import load_dataset
-from mecore.data.dataset import Dataset, annotation_frame
-from mecore.loso import FoldError, add_cli, fold_file, run_loso, safe_name, score
+from mecore.data.dataset import Dataset, Video, annotation_frame
+import mecore.loso as loso_module
+from mecore.loso import (FoldError, add_cli, close_local_clusters, fold_file, run_loso, run_together, safe_name,
+                         score)
 from mecore.models import LosoFold, ModelSpec, UnknownModelError, get_model, register
 from mecore.train import OptimizerSpec, TrainConfig, fit, predict
 
@@ -176,6 +179,51 @@ def test_local_cluster_gives_the_same_results_as_in_process(tmp_path):
     pd.testing.assert_frame_equal(on_cluster.metrics, in_process.metrics)
     workers = set(on_cluster.folds["worker"])
     assert all(not w.endswith(f":{os.getpid()}") for w in workers) and len(workers) <= 2
+    # the next local run of this process reuses the cluster's two worker processes (no new ones started)
+    pids = set(loso_module.local_client(2).run(os.getpid).values())
+    assert {int(w.rsplit(":", 1)[1]) for w in workers} <= pids
+    again = run_loso(LINEAR, DATA, "smoke", results_dir=tmp_path / "again", scheduler="local", n_workers=2,
+                     progress=False)
+    assert {int(w.rsplit(":", 1)[1]) for w in again.folds["worker"]} <= pids and again.computed == SUBJECTS
+    pd.testing.assert_frame_equal(again.predictions, loso(tmp_path / "linear").predictions)
+    # runs started together share the cluster and give each its own results
+    both = run_together([dict(model=LINEAR, dataset=DATA, profile="smoke", results_dir=tmp_path / "together",
+                              scheduler="local", n_workers=2, progress=False, config={"train.lr": lr})
+                         for lr in (0.1, 0.05)])
+    assert [r.computed for r in both] == [SUBJECTS, SUBJECTS] and both[0].folder != both[1].folder
+    pd.testing.assert_frame_equal(both[0].predictions, again.predictions)
+    pd.testing.assert_frame_equal(both[1].predictions, loso(tmp_path / "slower", config={"train.lr": 0.05}).predictions)
+    close_local_clusters()
+    assert not loso_module._LOCAL_CLUSTERS
+
+
+def prepare_once(dataset: Dataset, config: Config, name: str) -> None:
+    """A ``prepare`` that leaves a marker per call (and fails for one video, as a bad frame file would)."""
+    folder = Path(config.train.markers)
+    (folder / f"{name}.{os.getpid()}.{len(list(folder.glob(name + '.*')))}").touch()
+    if name == "s1_clip00":
+        raise OSError("frame file unreadable")
+
+
+def test_each_video_is_prepared_once_before_parallel_folds(tmp_path):
+    """``ModelSpec.prepare`` runs once per video, spread over the workers, before the folds; a video it cannot
+    prepare leaves the folds to meet (and report) the error, and the results equal the in-process run's."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    spec = ModelSpec(name="test-linear-prepared", task="recognition", paper="test model", run_fold=linear_fold,
+                     configs={"smoke": small_config(lr=0.1, epochs=4, markers=str(markers))}, prepare=prepare_once)
+    rows = DATA.annotations.drop_duplicates("video")
+    for name in rows["video"]:
+        (tmp_path / "frames" / name).mkdir(parents=True)
+    data = replace(DATA, videos={name: Video("fake_casme2", subject, name, tmp_path / "frames" / name, 200.0)
+                                 for name, subject in zip(rows["video"], rows["subject"])})
+    on_cluster = run_loso(spec, data, "smoke", results_dir=tmp_path / "cluster", scheduler="local", n_workers=2,
+                          progress=False)
+    prepared = sorted(path.name.split(".")[0] for path in markers.iterdir())
+    assert prepared == sorted(data.videos)  # every video once
+    in_process = run_loso(spec, data, "smoke", results_dir=tmp_path / "sync", scheduler="sync", progress=False)
+    assert len(list(markers.iterdir())) == len(data.videos)  # in one process nothing is prepared ahead of the folds
+    pd.testing.assert_frame_equal(on_cluster.predictions, in_process.predictions, check_exact=True)
 
 
 def test_scheduler_address_reaches_a_running_cluster(tmp_path):
@@ -408,6 +456,18 @@ def test_a_trial_runs_the_first_folds_with_capped_steps_apart_from_full_runs(tmp
         assert checkpoint["steps"] == 1 and checkpoint["finished"]
     with pytest.raises(ValueError, match="max_steps"):
         loso(tmp_path, max_steps=0)
+
+
+def test_a_call_of_fewer_folds_scores_them_and_leaves_the_whole_runs_tables(tmp_path):
+    """``folds=`` on a finished run (an ablation's reference on some subjects) reads those folds and scores them
+    alone; the folder's tables still hold the whole run, which a trial's smaller tables never replace."""
+    full = loso(tmp_path)
+    tables = {name: (full.folder / name).read_bytes() for name in ("predictions.csv", "folds.csv", "metrics.csv")}
+    some = loso(tmp_path, folds=2)
+    assert some.folder == full.folder and some.computed == [] and list(some.folds["subject"]) == SUBJECTS[:2]
+    assert some.predictions.equals(full.predictions[full.predictions["subject"].isin(SUBJECTS[:2])])
+    assert some.metrics.loc["pooled", "accuracy"] == (some.predictions["label"] == some.predictions["prediction"]).mean()
+    assert {name: (full.folder / name).read_bytes() for name in tables} == tables
 
 
 def test_summarise_repeats_mean_and_median():

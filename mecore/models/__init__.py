@@ -124,6 +124,9 @@ class ModelSpec:
     ``spotting_convention`` names the :mod:`mecore.metrics` convention of the model's paper (spotting models
     only). ``checkpoints(fold)`` lists the files a finished fold reloads (``mecore spot`` checks them before any
     work); ``code_version`` hashes the module that defines ``run_fold`` and enters every run key.
+    ``prepare(dataset, config, video)``, where a model has one, computes the cache entries its folds read of one
+    video (face crops, flows): :func:`mecore.loso.run_loso` runs it once per video, spread over the workers,
+    before the folds, so that folds running side by side never compute one entry twice.
     """
 
     name: str
@@ -134,6 +137,7 @@ class ModelSpec:
     spotting_convention: str | None = None
     dataset_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     checkpoints: Callable[[LosoFold], list[Path]] = fold_checkpoints
+    prepare: Callable[[Dataset, Config, str], Any] | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -506,15 +506,21 @@ def load_inputs(dataset: Dataset, videos, train_videos, config: Config,
     zero) as lazy :class:`~mecore.inputs.Rows`, and the flows' scale: their standard deviation over the
     ``train_videos`` (:func:`mecore.inputs.streaming_std`), or ``I3D_FLOW_BOUND`` when :func:`i3d_flow_input`.
     Computes missing cache entries; holds no video in memory."""
-    setting = config.input
-    crop, frames, flows = CropSpec(**setting.crop), {}, {}
+    frames, flows = {}, {}
     for name in tqdm(list(videos), desc="inputs", disable=not progress, leave=False):
-        video = dataset.video(name)
-        frames[name] = crop_rows(video, crop)
-        flows[name] = flow_rows(video, crop, setting.flow_step, setting.flow_method, setting.load_size, "xy")
+        frames[name], flows[name] = video_inputs(dataset, config, name)
     if i3d_flow_input(config):
         return frames, flows, I3D_FLOW_BOUND
     return frames, flows, max(streaming_std([flows[name] for name in train_videos]), 1e-6)
+
+
+def video_inputs(dataset: Dataset, config: Config, name: str) -> tuple[Rows, Rows]:
+    """One video's cached face crops and flows (:func:`load_inputs`), computed where missing; ``dataset`` read
+    as the folds read it (``input.max_fps``). The model's ``prepare``: run once per video before the folds."""
+    setting = config.input
+    video, crop = dataset.at_most_fps(setting.max_fps).video(name), CropSpec(**setting.crop)
+    return crop_rows(video, crop), flow_rows(video, crop, setting.flow_step, setting.flow_method, setting.load_size,
+                                             "xy")
 
 
 class TwoStreamClips(torch.utils.data.Dataset):
@@ -736,4 +742,4 @@ SPEC = register(ModelSpec(
     spotting_convention="mesnet",
     dataset_overrides={"default": {"samm_lv": SAMM_LV_DEFAULT}, "large": {"samm_lv": SAMM_LV_DEFAULT},
                        "smoke": {"samm_lv": SAMM_LV}, "paper": {"samm_lv": SAMM_LV}},
-    checkpoints=checkpoints))
+    checkpoints=checkpoints, prepare=video_inputs))

@@ -367,12 +367,23 @@ def stream_flows(dataset: Dataset, videos, train_videos, inputs: Config,
     t + ``inputs.flow_step`` on the face crop ``inputs.crop``, area-averaged to ``inputs.input_size`` px
     (``inputs``: the ``input`` group; cached, computed where missing), divided by the standard deviation of the
     ``train_videos``' flows (accumulated chunk by chunk, :func:`mecore.inputs.streaming_std`)."""
-    crop, step = CropSpec(**inputs.crop), inputs.flow_step
-    rows = {name: flow_rows(dataset.video(name), crop, step, inputs.flow_method, size=inputs.input_size,
-                            channels="xy")
+    rows = {name: video_flow(dataset, inputs, name)
             for name in tqdm(list(dict.fromkeys(videos)), desc="flows", disable=not progress, leave=False)}
     scale = max(streaming_std([rows[name] for name in train_videos]), 1e-6)
     return {name: VideoFlow(entry, scale) for name, entry in rows.items()}
+
+
+def video_flow(dataset: Dataset, inputs: Config, name: str) -> Rows:
+    """One video's cached flow rows (:func:`stream_flows`, before scaling), computed where missing; ``dataset`` is
+    read as the folds read it (``inputs.max_fps``)."""
+    video = dataset.at_most_fps(inputs.max_fps).video(name)
+    return flow_rows(video, CropSpec(**inputs.crop), inputs.flow_step, inputs.flow_method, size=inputs.input_size,
+                     channels="xy")
+
+
+def prepare(dataset: Dataset, config: Config, name: str) -> None:
+    """The model's ``prepare`` (:class:`mecore.models.ModelSpec`): one video's flow, once, before the folds."""
+    video_flow(dataset, config.input, name)
 
 
 def free_starts(expressions: pd.DataFrame, video: str, n_frames: int, length: int) -> np.ndarray:
@@ -834,4 +845,5 @@ for _output in ("cpn", "crn"):
     SPECS[f"mesnet_{_output}"] = register(ModelSpec(
         name=f"mesnet_{_output}", task="spotting", paper="Wang et al. 2021", run_fold=run_fold,
         configs={profile: config.set({"test.output": _output}) for profile, config in PROFILES.items()},
-        spotting_convention="mesnet", dataset_overrides=DATASET_OVERRIDES, checkpoints=trained_checkpoints))
+        spotting_convention="mesnet", dataset_overrides=DATASET_OVERRIDES, checkpoints=trained_checkpoints,
+        prepare=prepare))

@@ -442,6 +442,12 @@ def video_input(dataset: Dataset, name: str, inputs: Config) -> VideoInput:
     return VideoInput(crops)
 
 
+def prepare(dataset: Dataset, config: Config, name: str) -> None:
+    """The model's ``prepare`` (:class:`mecore.models.ModelSpec`): one video's cached input (crops and reference)
+    as the folds read it (``input.max_fps``), once, before the folds."""
+    video_input(dataset.at_most_fps(config.input.max_fps), name, config.input)
+
+
 def video_median(crops: Rows | np.ndarray, chunk: int = 1024) -> np.ndarray:
     """The median frame (S, S) float32 of uint8 crops scaled to [0, 1], equal bit for bit to
     ``np.median(crops.astype(np.float32) / 255, axis=0)``, from per-pixel histograms of the raw values
@@ -743,4 +749,4 @@ _TABLE4 = {family: {"test.micro_max_frames": frames} for family, frames in STSNE
 _EVERY_7TH = {**_TABLE4, "samm_lv": {**_TABLE4["samm_lv"], "input.max_fps": 30}}
 DATASET_OVERRIDES = {"paper": _TABLE4, "default": _EVERY_7TH, "smoke": _EVERY_7TH}
 register(ModelSpec(name="stsnet_sw", task="spotting", paper="Fu et al. 2023", run_fold=run_fold, configs=CONFIGS,
-                   spotting_convention="stsnet", dataset_overrides=DATASET_OVERRIDES))
+                   spotting_convention="stsnet", dataset_overrides=DATASET_OVERRIDES, prepare=prepare))
