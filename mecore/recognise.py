@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,18 @@ class STRRun:
     folder: Path | None
 
 
+def prefetch_flows(recogniser: str, dataset: Dataset, truth: pd.DataFrame, intervals: pd.DataFrame,
+                   profile: str, overrides=None) -> None:
+    """The onset-apex flows the recognisers train on (the ground truth's rows, the recogniser's own apex rule) and
+    classify (``intervals`` with their ``apex``), computed at once, one process per core, into the flow cache that
+    :func:`train_recogniser` and :func:`classify` then read."""
+    config = get_model(recogniser).config(profile, dataset.name, overrides)
+    training = truth.loc[truth["emotion"].isin(metrics.STR_CLASSES), ["video", "onset", "apex", "offset"]]
+    for rows, inputs in ((training, config.input), (intervals, config.set({"input.apex": "annotated"}).input)):
+        if len(rows):
+            fr.clip_flows(dataset, rows[["video", "onset", "apex", "offset"]], inputs, workers=os.cpu_count() or 1)
+
+
 def spot_then_recognise(spotted: pd.DataFrame, dataset: Dataset, recogniser: str = "fr", *, spotter: str = "spotter",
                         profile: str | None = None, apex: str = "mid", seed: int = 0, t_eval: float = 0.5,
                         overrides=None, out_dir: str | Path | None = None, progress: bool = True) -> STRRun:
@@ -248,15 +261,17 @@ def spot_then_recognise(spotted: pd.DataFrame, dataset: Dataset, recogniser: str
     profile = paths.profile(profile)
     truth = ground_truth_emotions(dataset)
     subject_of = {name: video.subject for name, video in dataset.videos.items()}
-    spotted = spotted.assign(subject=spotted["video"].map(subject_of))
+    spotted = spotted.assign(subject=spotted["video"].map(subject_of)).reset_index(drop=True)
+    apexes = apex_for(dataset, spotted, apex, truth, t_eval)
+    prefetch_flows(recogniser, dataset, truth, spotted.assign(apex=apexes), profile, overrides)
     tables = []
     for subject in tqdm(list(dataset.subjects), desc=f"{spotter} + {recogniser} ({apex} apex)", disable=not progress,
                         leave=False):
-        intervals = spotted[spotted["subject"] == subject]
-        if intervals.empty:
+        here = (spotted["subject"] == subject).to_numpy()
+        if not here.any():
             continue  # nothing spotted in this subject's videos: no recogniser to train for it
         model = train_recogniser(recogniser, dataset, subject, profile, seed, overrides, truth)
-        tables.append(classify(model, dataset, intervals, apex_for(dataset, intervals, apex, truth, t_eval)))
+        tables.append(classify(model, dataset, spotted[here], apexes[here]))
     predictions = pd.concat(tables, ignore_index=True) if tables else \
         spotted.iloc[:0].assign(emotion=pd.Series(dtype="string"), emotion_p=pd.Series(dtype="float64"))
     score = metrics.strs(truth, predictions, t_eval=t_eval, videos=list(dataset.videos))

@@ -12,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data
 
 from mecore.data.dataset import Dataset, DatasetError, Video, annotation_frame
+from mecore.preprocess import pipeline
 from mecore.preprocess import (FLOW_METHODS, CropSpec, crop_faces, detect_face, eye_angle, face_boxes, iter_flows,
                                lcn, onset_apex_flow, onset_apex_flows, optical_flow, optical_strain, pair_flow,
                                preprocess_dataset, preprocess_video)
@@ -273,7 +274,7 @@ def test_failed_write_keeps_the_old_entry(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["arr-1.json", "arr-1.npy"]
 
 
-def test_onset_apex_flow_and_parallel_dataset(tmp_path, astronaut):
+def test_onset_apex_flow_and_parallel_dataset(tmp_path, astronaut, monkeypatch):
     frames = [translate(astronaut, 0.0, 0.0), translate(astronaut, 2.0, 0.0), translate(astronaut, 2.0, 1.0)]
     videos = {name: write_video(tmp_path / name, frames, name=name) for name in ("a", "b")}
     rows = annotation_frame([{"dataset": "test", "subject": "s1", "video": name, "onset": 1, "apex": 3, "offset": 3,
@@ -296,6 +297,16 @@ def test_onset_apex_flow_and_parallel_dataset(tmp_path, astronaut):
     bad = rows.assign(apex=pd.array([pd.NA, 3], dtype="Int64"))
     with pytest.raises(DatasetError, match="no apex"):
         onset_apex_flows(dataset, bad, workers=1)
+    # in parallel, the cached flows are read in this process; only the missing ones go to the workers
+    assert onset_apex_flow(videos["b"], 1, 3, method="tvl1_reduced", cache_root=cache, compute=False) is None
+    sent = []
+    original = pipeline.run_parallel
+    monkeypatch.setattr(pipeline, "run_parallel", lambda function, jobs, *args: sent.append(len(jobs)) or
+                        original(function, jobs, *args))
+    both = onset_apex_flows(dataset, rows, workers=2, progress=False, method="tvl1_reduced", cache_root=cache)
+    assert sent == [1] and np.array_equal(both[0], flow)
+    again = onset_apex_flows(dataset, rows, workers=2, progress=False, method="tvl1_reduced", cache_root=cache)
+    assert sent == [1, 0] and np.array_equal(again, both)
 
 
 def test_a_video_read_at_every_kth_frame_has_its_own_entries(video, tmp_path):

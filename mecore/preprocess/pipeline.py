@@ -191,8 +191,9 @@ def pair_flow(onset: np.ndarray, apex: np.ndarray, crop: CropSpec = CropSpec(siz
 
 def onset_apex_flow(video: Video, onset: int, apex: int, crop: CropSpec = CropSpec(size=128),
                     method: str = "tvl1", out_size: int = 28, cache: bool = True,
-                    cache_root: Path | str | None = None) -> np.ndarray:
-    """:func:`pair_flow` between frames ``onset`` and ``apex`` of ``video``, cached like the per-video arrays."""
+                    cache_root: Path | str | None = None, compute: bool = True) -> np.ndarray | None:
+    """:func:`pair_flow` between frames ``onset`` and ``apex`` of ``video``, cached like the per-video arrays
+    (``compute=False``: the cached flow, or None where there is none)."""
     params = {"crop": crop.cache_key(), "method": method, "settings": FLOW_SETTINGS[method], "onset": int(onset),
               "apex": int(apex), "out_size": out_size}
     if cache:
@@ -202,6 +203,8 @@ def onset_apex_flow(video: Video, onset: int, apex: int, crop: CropSpec = CropSp
         found = open_entry(path, "onset_apex", params, fingerprint)
         if found is not None:
             return np.array(found[0])
+    if not compute:
+        return None
     try:
         motion = pair_flow(video.frame(onset), video.frame(apex), crop, method, out_size)
     except DatasetError as error:
@@ -267,5 +270,12 @@ def onset_apex_flows(dataset: Dataset, rows=None, *, workers: int = 2, progress:
         raise DatasetError(f"{dataset.root}: {len(missing)} annotation rows have no apex frame, first: video "
                            f"{first['video']!r} onset {first['onset']}; estimate the apex before the flow")
     jobs = [(dataset.video(row.video), int(row.onset), int(row.apex), options) for row in rows.itertuples()]
-    flows = run_parallel(_onset_apex_job, jobs, workers, f"onset-apex flow {dataset.name}", progress)
+    flows = [None] * len(jobs)
+    if workers > 1 and options.get("cache", True):  # cached flows are read here; only the rest go to the workers
+        flows = [onset_apex_flow(*job[:3], **job[3], compute=False) for job in jobs]
+    missing = [i for i, flow in enumerate(flows) if flow is None]
+    computed = run_parallel(_onset_apex_job, [jobs[i] for i in missing], workers, f"onset-apex flow {dataset.name}",
+                            progress)
+    for i, flow in zip(missing, computed):
+        flows[i] = flow
     return np.stack(flows)
