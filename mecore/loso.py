@@ -224,9 +224,9 @@ def run_loso(
 def run_together(calls: list[Mapping[str, Any]]) -> list[LosoResult]:
     """Several LOSO runs at once, each given as :func:`run_loso`'s keyword arguments (``model``, ``dataset``,
     ``profile``, ...): on this process's LocalCluster (``scheduler`` None or ``"local"``) their folds share the
-    workers, so a run's last folds never leave a core idle while the next run waits (an ablation of six folds on
-    two cores, or of three). Returns the results in the order of ``calls``; the first failure is raised once every
-    run has stopped."""
+    workers, so a run's last folds never leave a core idle while the next run waits (two runs of three folds on two
+    workers take three rounds, not four). Returns the results in the order of ``calls``; the first failure is
+    raised once every run has stopped."""
     if not calls:
         return []
     with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="mecore-loso") as pool:
@@ -703,7 +703,7 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
         client = _connect(scheduler)
     futures: dict = {}
     try:
-        shared = client.scatter(dataset, broadcast=True, hash=False)  # this run's own copy: released at its end
+        shared = client.scatter(dataset, broadcast=True, hash=False)  # this run's own copy, released with it
         spec, config = tasks[0]["spec"], tasks[0]["config"]
         if spec.prepare is not None:  # each video's inputs once, spread over the workers, then the folds
             futures = {client.submit(prepare_video, spec, shared, config, name, threads, pure=False): name
@@ -723,8 +723,8 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
                 client.cancel([f for f in futures if not f.done()])
                 break
     finally:
-        if local:  # the cluster stays for the process's next run: leave nothing of this one on it
-            client.cancel([*futures, shared] if futures else [], force=True)
+        if local:  # the cluster stays for the process's next run: stop what this run left running on it
+            client.cancel(list(futures))
         else:
             client.close()
 

@@ -239,7 +239,7 @@ def prefetch_flows(recogniser: str, dataset: Dataset, truth: pd.DataFrame, inter
     classify (``intervals`` with their ``apex``), computed at once, one process per core, into the flow cache that
     :func:`train_recogniser` and :func:`classify` then read."""
     config = get_model(recogniser).config(profile, dataset.name, overrides)
-    training = truth.loc[truth["emotion"].isin(metrics.STR_CLASSES), ["video", "onset", "apex", "offset"]]
+    training = truth[truth["emotion"].isin(metrics.STR_CLASSES)]
     for rows, inputs in ((training, config.input), (intervals, config.set({"input.apex": "annotated"}).input)):
         if len(rows):
             fr.clip_flows(dataset, rows[["video", "onset", "apex", "offset"]], inputs, workers=os.cpu_count() or 1)
