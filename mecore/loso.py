@@ -29,7 +29,7 @@ run at once, naming the path.
 Folds run in this process (``scheduler="sync"``), on a ``LocalCluster`` sized to the machine (the default), or
 on any running Dask cluster given by its address (dask-jobqueue's ``SLURMCluster``; dask-cuda's
 ``LocalCUDACluster`` for several GPUs; workers need the same installation and the data at the same path). On CPU
-the results are the same on every path (two threads a fold, :func:`fold_threads`). Predictions are pooled over
+the results are the same on every path (one thread a fold, :func:`fold_threads`). Predictions are pooled over
 folds and scored once by :mod:`mecore.metrics`; per-fold scores are reported beside them.
 """
 from __future__ import annotations
@@ -164,11 +164,11 @@ def run_loso(
     ``config`` overrides entries of the model's configuration for ``profile``: ``{"train.lr": 3e-4}``, checked
     against the configuration's keys and types (:class:`mecore.config.Config`). ``scheduler``:
     ``"sync"`` runs folds one after another in this process; None or
-    ``"local"`` uses this process's ``LocalCluster`` of ``n_workers`` workers (default: one per
-    :func:`fold_threads` CPU cores, or one sharing the GPU when CUDA is present), started by the first such run and kept for the later ones
+    ``"local"`` uses this process's ``LocalCluster`` of ``n_workers`` workers (default: one per CPU core, or
+    one sharing the GPU when CUDA is present), started by the first such run and kept for the later ones
     (:func:`local_client`); any other string is the
     address of a running Dask scheduler (``tcp://host:8786``). Every fold, on every path, runs with
-    PyTorch and OpenCV set to ``threads_per_fold`` threads (default :func:`fold_threads`: 2 on CPU),
+    PyTorch and OpenCV set to ``threads_per_fold`` threads (default :func:`fold_threads`: 1 on CPU),
     so its numbers do not depend on the scheduler or the machine's cores. ``resume`` goes to each
     fold's trainer: ``"auto"`` continues an interrupted fold from its checkpoint, True requires one.
     Spotting is scored with ``convention`` (default: the model's paper's, else MEGC 2020) at IoU >=
@@ -461,23 +461,17 @@ def with_frame_scores(predictions: pd.DataFrame, record: dict) -> pd.DataFrame:
     return predictions
 
 
-CPU_FOLD_THREADS = 2
-
-
 def fold_threads() -> int:
-    """The threads a fold computes with unless told otherwise: :data:`CPU_FOLD_THREADS` (2) on CPU, every core
-    with CUDA.
+    """The threads a fold computes with unless told otherwise: 1 on CPU, every core with CUDA.
 
     PyTorch sums a CPU convolution's gradient in an order that depends on the thread count (the Yap
     3D-CNN's gradients differ by ~1e-8 between 1 and 2 threads), and over a fold's hundreds of steps
-    that moves the results. A fixed count, not the machine's, makes a fold's numbers the same in this
-    process, on a LocalCluster and on a remote cluster, on any number of cores; the cores are used by
-    running ``cores // 2`` folds side by side. Two, not one: on two cores one fold on two threads trains
-    faster than two one-thread folds side by side, which contend for the cores' caches and memory
-    (measured for the Yap 3D-CNN, STSNet_SW and MESNet). With CUDA the GPU computes and the threads only
-    feed it.
+    that moves the results (Yap on the CAS(ME)^2 twin: macro F1 0.136 at 1 thread, 0.147 at 2). One
+    thread a fold makes a fold's numbers the same in this process, on a LocalCluster and on a remote
+    cluster, on any number of cores; the cores are used by running folds side by side (one worker per
+    core). With CUDA the GPU computes and the threads only feed it.
     """
-    return (os.cpu_count() or 1) if torch.cuda.is_available() else CPU_FOLD_THREADS
+    return (os.cpu_count() or 1) if torch.cuda.is_available() else 1
 
 
 def training_dir(spec: ModelSpec, fold: LosoFold, config: dict, folder: str) -> Path:
@@ -704,7 +698,7 @@ def _run_on_dask(scheduler, n_workers, threads, dataset, tasks, finished, failur
     local = scheduler in (None, "local")
     if local:
         cores = os.cpu_count() or 1
-        client = local_client(n_workers or (1 if torch.cuda.is_available() else max(1, cores // threads)))
+        client = local_client(n_workers or (1 if torch.cuda.is_available() else cores))
     else:
         client = _connect(scheduler)
     futures: dict = {}
@@ -740,10 +734,16 @@ _LOCAL_LOCK = threading.Lock()
 
 
 def local_client(workers: int):
-    """A client of this process's ``LocalCluster`` of ``workers`` worker processes (one task at a time each; a fold
-    sets its own thread count), started by the first run that asks for it and kept for every later one: a
-    notebook's LOSO runs then share warm workers instead of starting (and importing PyTorch in) new processes for each run. A cluster that is no longer running is
-    replaced; the clusters close when the process exits."""
+    """A client of this process's ``LocalCluster`` of ``workers`` one-thread worker processes, started by the first
+    run that asks for it and kept for every later one: a notebook's LOSO runs then share two warm workers instead
+    of starting (and importing PyTorch in) new processes for each run. A cluster that is no longer running is
+    replaced; the clusters close when the process exits.
+
+    The workers start without Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``: setting it turns off glibc's
+    adaptive mmap threshold, so every large tensor is mapped and unmapped afresh, and a PyTorch fold trains about
+    1.5 times slower. Dask's nanny also writes its worker variables into this process's environment; they are put
+    back, so later child processes (flow workers) start as this one did."""
+    import dask
     from distributed import Client, LocalCluster
 
     with _LOCAL_LOCK:  # runs started together (run_together) share one cluster
@@ -752,8 +752,14 @@ def local_client(workers: int):
             return entry[1]
         if entry is not None:
             _close_local(workers)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR)
+        environment = dict(os.environ)
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=logging.ERROR)
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
         _LOCAL_CLUSTERS[workers] = (cluster, Client(cluster, set_as_default=False))
         if len(_LOCAL_CLUSTERS) == 1:
             atexit.register(close_local_clusters)

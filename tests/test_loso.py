@@ -160,28 +160,36 @@ def test_changed_configuration_never_reuses_stale_folds(tmp_path):
 
 
 def test_local_cluster_gives_the_same_results_as_in_process(tmp_path):
-    """Bit for bit, for a CNN whose gradients depend on the thread count: every fold computes with
-    :func:`fold_threads` threads (2 on CPU), whatever this process is set to (here 1), and the process's
-    setting is restored."""
+    """Bit for bit, for a CNN whose gradients depend on the thread count: every fold computes with one
+    thread, whatever this process is set to (here 2), and the process's setting is restored."""
     options = dict(results_dir=tmp_path / "sync", scheduler="sync", progress=False)
+    environment = dict(os.environ)
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(2)
         in_process = run_loso(CONVOLUTIONAL, DATA, "smoke", **options)
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
     options.update(results_dir=tmp_path / "cluster", scheduler="local", n_workers=2)
     on_cluster = run_loso(CONVOLUTIONAL, DATA, "smoke", **options)
     assert on_cluster.key == in_process.key
     assert on_cluster.computed == SUBJECTS
-    assert in_process.folds["threads"].eq(2).all() and on_cluster.folds["threads"].eq(2).all()
+    assert in_process.folds["threads"].eq(1).all() and on_cluster.folds["threads"].eq(1).all()
     pd.testing.assert_frame_equal(on_cluster.predictions, in_process.predictions, check_exact=True)
     pd.testing.assert_frame_equal(on_cluster.metrics, in_process.metrics)
     workers = set(on_cluster.folds["worker"])
     assert all(not w.endswith(f":{os.getpid()}") for w in workers) and len(workers) <= 2
     # the next local run of this process reuses the cluster's two worker processes (no new ones started)
     pids = set(loso_module.local_client(2).run(os.getpid).values())
+    # the workers start without Dask's MALLOC_TRIM_THRESHOLD_ (a fold trains ~1.5x slower with it), and Dask's
+    # worker variables do not stay in this process's environment
+    def malloc_trim() -> str | None:
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    assert set(loso_module.local_client(2).run(malloc_trim).values()) == {None}
+    assert os.environ.get("OMP_NUM_THREADS") == environment.get("OMP_NUM_THREADS")
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == environment.get("MALLOC_TRIM_THRESHOLD_")
     assert {int(w.rsplit(":", 1)[1]) for w in workers} <= pids
     again = run_loso(LINEAR, DATA, "smoke", results_dir=tmp_path / "again", scheduler="local", n_workers=2,
                      progress=False)
