@@ -821,7 +821,7 @@ PAPER = Config({  # Wang et al. 2021, CAS(ME)^2 settings; unmarked values are ou
 # per clip (measured in notebook 10), and a budget: fewer epochs, candidates and training clips per ME
 DEFAULT = PAPER.set({"input.flow_method": "tvl1_reduced", "input.flow_step": 4, "input.input_size": 32,
                      "split.reference": "fold", "optim.optimizer": "adam", "optim.l2": 1e-4, "pretrain.epochs": 20,
-                     "pretrain.validate_every": 2, "pretrain.candidates": 2, "train.epochs": 10, "train.r_tme": 4,
+                     "pretrain.validate_every": 2, "pretrain.candidates": 2, "train.epochs": 8, "train.r_tme": 4,
                      "train.r_tmae": 2, "train.r_tnl": 2, "train.max_proposals": 32, "train.balance_crn": True,
                      "run.repeats": 1})
 SMOKE = DEFAULT.set({"input.crop.size": 64, "input.flow_method": "dis", "optim.lr": 1e-3, "pretrain.epochs": 4,

@@ -34,7 +34,7 @@ Choices where the paper is silent:
   logits (a float16 probability rounds to 1 above a logit of about 8.3, where a clamp passes no gradient).
 
 Profiles: ``paper`` = Table 3 (112 px, every frame, batch 16, SGD); ``default`` keeps the architecture and recipe
-with Adam, 48 px crops, one random frame per 8 training frames (per 24 on SAMM-LV at 200 fps), at most 8 epochs
+with Adam, 48 px crops, one random frame per 8 training frames (per 24 on SAMM-LV at 200 fps), at most 6 epochs
 (a LOSO run in minutes on two CPU cores; notebook 11); ``smoke`` trains a few batches (tests). Ablations (Table 7): :data:`ABLATIONS`.
 """
 from __future__ import annotations
@@ -516,7 +516,7 @@ PAPER = Config({
         "eval_batch_size": 256},
     "trial": {"max_steps": None},
     "run": {"repeats": 1}})
-DEFAULT = PAPER.set({"input.crop.size": 48, "train.stride": 8, "train.epochs": 8,
+DEFAULT = PAPER.set({"input.crop.size": 48, "train.stride": 8, "train.epochs": 6,
                      "train.optimizer": "adam", "train.momentum": 0.0, "train.lr": 1e-3})
 CONFIGS = {"paper": PAPER, "default": DEFAULT,
            "smoke": DEFAULT.set({"input.crop.size": 32, "model.filters": [8, 16, 32], "train.epochs": 2}),
