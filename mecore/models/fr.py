@@ -36,9 +36,8 @@ Where the paper is silent or ambiguous, the reading implemented:
 
 Profiles: ``paper`` as above; ``large``: the paper's sizes, 10 epochs of Adam at 1e-3; ``default``: ``large``
 with narrower FC layers (shared 256, detector 64, classifier 128, Basic Inception 256) so 120 CDE folds fit the
-budget, and reduced TV-L1 (``mecore.preprocess.flow``: about 8 times faster than TV-L1, about 0.1 px apart on
-128 px faces), as MESNet's and BiFPN-I3D's default profiles; ``smoke``: shared 64, detector 16, classifier 32,
-2 epochs, reduced TV-L1 on 64 px faces.
+budget, and reduced TV-L1 (8 times faster, 0.1 px apart: ``mecore.preprocess.flow``), as MESNet's and BiFPN-I3D's
+defaults; ``smoke``: shared 64, detector 16, classifier 32, 2 epochs, reduced TV-L1 on 64 px faces.
 """
 from __future__ import annotations
 
